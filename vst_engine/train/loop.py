@@ -160,6 +160,9 @@ class Trainer:
         if source is None:
             return
         ck = torch.load(source, map_location=self.device, weights_only=True)
+        if ck.get("format") == "vst-model":  # committed half-precision weights of an earlier period
+            state = {k: v.float() for k, v in ck["state"].items()}
+            ck = {"net": state, "ema": state, "step": ck["meta"].get("steps", 0)}
         self.net.load_state_dict(ck["net"])
         self.ema.load_state_dict(ck["ema"])
         if source == path:  # a branch started from `init` keeps its own step count and optimizer
@@ -177,7 +180,8 @@ class Trainer:
         atomic_write_bytes(self._ckpt_path(), buf.getvalue())
 
     def export(self, path: Path, note: str = "") -> None:
-        meta = {"steps": self.step, "recipe": asdict(self.cfg), "note": note, "styles_trained": self.bank.names}
+        meta = {"steps": self.step, "total_steps": self.cfg.steps, "recipe": asdict(self.cfg), "note": note,
+                "styles_trained": self.bank.names}
         save_model(self.ema, path, meta)
 
     # ----- one step ----------------------------------------------------------------------
@@ -243,8 +247,9 @@ class Trainer:
             for pe, p in zip(self.ema.parameters(), self.net.parameters()):
                 pe.lerp_(p.detach(), 1.0 - cfg.ema)
         self.step += 1
-        return {"total": float(total), "content": float(l_content), "style": float(l_style),
-                "recon": float(l_recon), "tv": float(l_tv), "temporal": float(l_temp)}
+        parts = {"total": total, "content": l_content, "style": l_style, "recon": l_recon, "tv": l_tv,
+                 "temporal": l_temp}
+        return {k: float(v.detach()) for k, v in parts.items()}
 
     def _temporal(self, colour: torch.Tensor, out: torch.Tensor, targets: StyleTargets, gen: torch.Generator) -> torch.Tensor:
         """L_noise, L_motion or the paper's L_comp = |F(W(X) + noise) - W(F(X))|."""

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""The project's one entry point: set-up, tests, demo, training.
+
+    python3 build.py setup        create .venv/ and install everything (idempotent)
+    python3 build.py test [ARGS]  set up, then run the tests (ARGS go to pytest)
+    python3 build.py demo         set up, then stylize the bundled clip with a bundled artwork
+    python3 build.py train [ARGS] set up, assemble training data, train (resumable), export weights
+
+Only the standard library is used here, so it runs with any Python 3.10+.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PY = VENV / "bin" / "python"
+# The CPU build of torch; an unpinned `torch` would pull a multi-GB CUDA build.
+TORCH = os.environ.get("VST_TORCH", "torch==2.13.0")
+ASSETS = ROOT / "vst_engine" / "assets"
+
+
+def run(cmd: list[str | Path], **kw) -> int:
+    print("+ " + " ".join(str(c) for c in cmd), flush=True)
+    return subprocess.call([str(c) for c in cmd], cwd=kw.pop("cwd", ROOT), **kw)
+
+
+def check(cmd: list[str | Path], **kw) -> None:
+    rc = run(cmd, **kw)
+    if rc != 0:
+        sys.exit(f"build.py: command failed with exit code {rc}: {' '.join(str(c) for c in cmd)}")
+
+
+def setup() -> None:
+    """Create .venv and install the engine (editable) with its test tools; skipped when up to date."""
+    stamp_src = (ROOT / "pyproject.toml").read_bytes() + TORCH.encode() + Path(__file__).read_bytes()
+    stamp = VENV / f".vst-setup-{hashlib.sha256(stamp_src).hexdigest()[:16]}"
+    if stamp.is_file() and PY.is_file():
+        return
+    if not PY.is_file():
+        print(f"creating {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    pip = [PY, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    check(pip + [TORCH])
+    check(pip + ["-e", ".[test]"])
+    for old in VENV.glob(".vst-setup-*"):
+        old.unlink()
+    stamp.write_text("ok\n")
+
+
+def cmd_test(extra: list[str]) -> int:
+    setup()
+    return run([PY, "-m", "pytest", "-q", *extra])
+
+
+def cmd_demo(extra: list[str]) -> int:
+    setup()
+    ap = argparse.ArgumentParser(prog="build.py demo")
+    ap.add_argument("--max-side", type=int, default=384, help="processing size (the CPU is slow)")
+    ap.add_argument("-o", "--output", default="build/demo/bigbuckbunny_starry_night.mp4")
+    args = ap.parse_args(extra)
+    out = ROOT / args.output
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rc = run([PY, "-m", "vst_engine", "stylize", ASSETS / "bigbuckbunny.mp4", "-s", ASSETS / "starry_night.jpg",
+              "--max-side", str(args.max_side), "-o", out])
+    if rc == 0:
+        print(f"demo video: {out}")
+    return rc
+
+
+def cmd_train(extra: list[str]) -> int:
+    """Assemble the data, train (resuming), export. Extra args go to `vst_engine.train run`."""
+    setup()
+    ap = argparse.ArgumentParser(prog="build.py train", add_help=False)
+    ap.add_argument("--out", default="runs/default")
+    ap.add_argument("--export", default="vst_engine/weights/default.pt")
+    ap.add_argument("--data", default=".cache/traindata")
+    args, rest = ap.parse_known_args(extra)
+    check([PY, "-m", "vst_engine.train", "data", "--out", args.data])
+    init = ROOT / args.export
+    if not (ROOT / args.out / "ckpt.pt").is_file() and init.is_file():
+        rest = ["--init", str(init), *rest]  # resume from the committed weights of an earlier period
+    rc = run([PY, "-m", "vst_engine.train", "run", "--data", args.data, "--out", args.out, *rest])
+    if rc == 0:
+        rc = run([PY, "-m", "vst_engine.train", "export", "--run", args.out, "-o", args.export])
+    return rc
+
+
+def main() -> int:
+    commands = {"setup": lambda extra: setup() or 0, "test": cmd_test, "demo": cmd_demo, "train": cmd_train}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        print(__doc__)
+        return 2
+    return commands[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,10 @@
+"""vst_engine: consistent video style transfer (Wang et al., AAAI 2020).
+
+Two passes: `Engine.analyze(frames, styles) -> GlobalFeatures` (streaming, storable), then
+`Engine.stylize(frame, features, weights) -> frame` for any frame, in any order or process.
+"""
+from .engine import Engine, StyleSet
+from .errors import VstError
+from .features import GlobalFeatures, sample_indices
+
+__all__ = ["Engine", "StyleSet", "GlobalFeatures", "VstError", "sample_indices"]

@@ -1,0 +1,197 @@
+"""Command line: `vst stylize`, `vst analyze`, `vst info` (also `python -m vst_engine`)."""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from pathlib import Path
+
+from .errors import VstError
+
+UNTRAINED_BANNER = ("WARNING: no trained weights for model '{name}': using an UNTRAINED network. "
+                    "Output is NOT a stylization (train with `python3 build.py train`).")
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+def _engine(args: argparse.Namespace):
+    from .engine import Engine
+    engine = Engine(model=args.model, device=args.device)
+    if not engine.trained:
+        print(UNTRAINED_BANNER.format(name=args.model), file=sys.stderr)
+    return engine
+
+
+def _open_input(args: argparse.Namespace):
+    from .video import open_source
+    return open_source(args.input)
+
+
+def _analysis(engine, source, styles, args, size: tuple[int, int], start: int, end: int):
+    """Analyse frames start:end (sampled) of the source at the processing size."""
+    from .engine import resize_frame
+    from .features import sample_indices
+    picks = sample_indices(start, end, args.interval)
+    bar = _progress(len(picks), "analyze")
+    frames = (resize_frame(source.read(i), size) for i in picks)
+    try:
+        return engine.analyze(frames, styles, source=str(args.input), frame_range=(start, end), interval=args.interval,
+                              sampled=picks, settings={"max_side": args.max_side}, progress=bar.update)
+    finally:
+        bar.close()
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .engine import process_size
+    from .video import parse_frame_range
+    engine = _engine(args)
+    styles = engine.load_styles(args.style)
+    with _open_input(args) as source:
+        info = source.info
+        start, end = parse_frame_range(args.frames, info.count) if args.frames else (0, info.count)
+        size = process_size(info.width, info.height, args.max_side)
+        feats = _analysis(engine, source, styles, args, size, start, end)
+    feats.save(args.output)
+    print(f"analysed {len(feats.sampled)} of frames {start}:{end} at {size[0]}x{size[1]} -> {args.output}")
+    return 0
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    from .engine import normalize_weights, process_size, resize_frame
+    from .features import GlobalFeatures
+    from .keys import WeightKeys, parse_weights
+    from .video import is_folder_output, open_sink, parse_frame_range
+
+    if args.weights and args.weights_file:
+        raise VstError("use either --weights or --weights-file, not both")
+    engine = _engine(args)
+    styles = engine.load_styles(args.style)
+    n = len(styles.refs)
+    if args.weights_file:
+        keys = WeightKeys.load(args.weights_file, n)
+    else:
+        keys = WeightKeys.constant(parse_weights(args.weights, n) if args.weights else [1.0] * n)
+    for frame in sorted({f for k in keys.keys for f, _ in k}):  # validate every key pose up front
+        normalize_weights(keys.at(frame), n)
+    if not 0.0 <= args.strength <= 1.0:
+        raise VstError(f"--strength must be between 0 and 1, got {args.strength}")
+
+    with _open_input(args) as source:
+        info = source.info
+        start, end = parse_frame_range(args.frames, info.count) if args.frames else (0, info.count)
+        size = process_size(info.width, info.height, args.max_side)
+        if args.no_global:
+            plan = styles
+            if args.features:
+                raise VstError("--features and --no-global contradict each other")
+        elif args.features:
+            plan = GlobalFeatures.load(args.features)
+            plan.check(engine.model.model_id, styles.refs, size)
+        else:
+            # The whole clip, not just --frames: separate chunks of a render then share one result.
+            plan = _analysis(engine, source, styles, args, size, 0, info.count)
+        audio = info.path if info.has_audio and not is_folder_output(args.output) else None
+        sink = open_sink(args.output, info.fps, size[0], size[1], audio_from=audio, start_time=start / info.fps)
+        bar = _progress(end - start, "stylize")
+        with sink:
+            for index in range(start, end):
+                frame = resize_frame(source.read(index), size)
+                out = engine.stylize(frame, plan, keys.at(index), args.strength, args.preserve_color)
+                sink.write(index, out)
+                bar.update(1)
+        bar.close()
+    label = "" if engine.trained else " (UNTRAINED model)"
+    print(f"stylized frames {start}:{end} at {size[0]}x{size[1]} -> {args.output}{label}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy
+    import torch
+
+    from .engine import resolve_device
+    from .models import load_model, model_path
+    from .vgg import WEIGHTS_PACKAGE, weights_path
+    model = load_model(args.model)
+    device = resolve_device(args.device)
+    try:
+        vgg = f"{weights_path()} (sha256 ok)"
+    except VstError as exc:
+        vgg = f"MISSING: {exc}"
+    lines = [
+        f"model:        {args.model} ({model.model_id})",
+        f"trained:      {'yes' if model.trained else 'NO - UNTRAINED network, output is not a stylization'}",
+        f"model file:   {model_path(args.model) if model.trained else 'none'}",
+        f"steps:        {model.meta.get('steps', '-')}",
+        f"device:       {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        f"VGG-19:       {vgg} from {WEIGHTS_PACKAGE}",
+        f"versions:     vst_engine {_version()}, python {platform.python_version()}, torch {torch.__version__}, "
+        f"numpy {numpy.__version__}, opencv {cv2.__version__}",
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("vst-engine")
+    except PackageNotFoundError:
+        return "dev"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="vst", description="Flicker-free video style transfer (Wang et al., AAAI 2020).")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", default="default", help="built-in model name (default, baseline) or a model file")
+        p.add_argument("--device", default="auto", help="auto, cpu or cuda (half precision on CUDA)")
+
+    def clip(p: argparse.ArgumentParser) -> None:
+        p.add_argument("input", type=Path, help="a video file or a folder of images")
+        p.add_argument("-s", "--style", action="append", required=True, type=Path, help="style image (repeatable)")
+        p.add_argument("--max-side", type=int, default=None, help="downscale so the longer side is at most N pixels")
+        p.add_argument("--frames", default=None, help="A:B, 0-based, end exclusive")
+        p.add_argument("--interval", type=int, default=8, help="analyse every Nth frame (plus the last)")
+        common(p)
+
+    p = sub.add_parser("stylize", help="stylize a clip")
+    clip(p)
+    p.add_argument("--weights", default=None, help="style weights, e.g. 0.3,0.7 (normalized)")
+    p.add_argument("--weights-file", default=None, help="JSON keyframes per style: [{frame: weight}, ...]")
+    p.add_argument("--strength", type=float, default=1.0, help="0 keeps the clip, 1 full style")
+    p.add_argument("--preserve-color", action="store_true", help="keep the clip's own colours (luminance transfer)")
+    p.add_argument("--no-global", action="store_true", help="per-frame statistics (the paper's baseline behaviour)")
+    p.add_argument("--features", default=None, help="use stored global features instead of analysing")
+    p.add_argument("-o", "--output", required=True, help="video file, or a folder (trailing /) for PNG frames")
+    p.set_defaults(func=cmd_stylize)
+
+    p = sub.add_parser("analyze", help="compute a clip's global features (the first pass)")
+    clip(p)
+    p.add_argument("-o", "--output", required=True, help="global features file to write")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("info", help="model, device and versions")
+    common(p)
+    p.set_defaults(func=cmd_info)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "max_side", None) is not None and args.max_side < 8:
+        print("vst: error: --max-side must be at least 8", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except VstError as exc:
+        print(f"vst: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vst: interrupted; no partial output was kept", file=sys.stderr)
+        return 130

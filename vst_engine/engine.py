@@ -1,0 +1,238 @@
+"""The engine: styles, the analysis pass (global features) and per-frame stylization.
+
+Everything a host does goes through `Engine.analyze` and `Engine.stylize`. Frames are
+H x W x 3 uint8 RGB numpy arrays at the processing size (see `process_size`).
+"""
+from __future__ import annotations
+
+import hashlib
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from .errors import VstError
+from .features import FeatureAccumulator, GlobalFeatures, StyleRef
+from .imageops import desaturate, keep_colours, pad_to_multiple, to_tensor, to_uint8
+from .models import LoadedModel, load_model
+from .network import StyleTargets
+from .norms import LocalNorm
+from .tiling import blend_weights, tile_windows
+from .video import read_image
+from .vgg import VGGEncoder
+
+MULTIPLE = 8  # three 2x poolings in the encoder
+DEFAULT_STYLE_SIZE = 512
+# Largest frame area processed in one piece; larger frames are tiled (same global features).
+DEFAULT_TILE_AREA = {"cpu": 1280 * 736, "cuda": 2048 * 2048}
+TILE_SIZE = 512
+TILE_OVERLAP = 64
+
+
+@dataclass
+class StyleSet:
+    """Loaded style images with their statistics (one entry per style, in order)."""
+
+    refs: list[StyleRef]
+    targets: StyleTargets  # N x C
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name in ("auto", "", None):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise VstError(f"unknown device '{name}' (use auto, cpu or cuda)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise VstError("device 'cuda' requested but no CUDA GPU is available to PyTorch")
+    if dev.type not in ("cpu", "cuda"):
+        raise VstError(f"unsupported device '{name}' (use auto, cpu or cuda)")
+    return dev
+
+
+def process_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """Processing size for a frame: downscaled so the longer side is at most max_side."""
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    s = max_side / max(width, height)
+    return max(1, round(width * s)), max(1, round(height * s))
+
+
+def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = frame.shape[:2]
+    if (w, h) == tuple(size):
+        return frame
+    interp = cv2.INTER_AREA if size[0] < w else cv2.INTER_CUBIC
+    return cv2.resize(frame, tuple(size), interpolation=interp)
+
+
+def normalize_weights(weights: Sequence[float] | None, count: int) -> np.ndarray:
+    """Validate style weights: finite, non-negative, not all zero; returned summing to 1."""
+    if weights is None:
+        return np.full(count, 1.0 / count)
+    w = np.asarray(list(weights), dtype=np.float64)
+    if w.shape != (count,):
+        raise VstError(f"expected {count} style weight(s), got {len(w)}")
+    if not np.all(np.isfinite(w)):
+        raise VstError("style weights must be finite numbers")
+    if np.any(w < 0):
+        raise VstError("style weights must not be negative")
+    if w.sum() <= 0:
+        raise VstError("style weights must not all be zero")
+    return w / w.sum()
+
+
+def slot_weights(weights: Sequence[float] | None, count: int, strength: float) -> torch.Tensor:
+    """Convex weights over slots (clip's own colours, style 1..N) for one frame: 1 x (N + 1)."""
+    if not (0.0 <= strength <= 1.0) or not np.isfinite(strength):
+        raise VstError(f"style strength must be between 0 and 1, got {strength}")
+    w = normalize_weights(weights, count) * strength
+    return torch.tensor([[1.0 - strength, *w]], dtype=torch.float32)
+
+
+class Engine:
+    def __init__(self, model: str = "default", device: str = "auto", tile_area: int | None = None,
+                 style_size: int = DEFAULT_STYLE_SIZE) -> None:
+        self.device = resolve_device(device)
+        self.model: LoadedModel = load_model(model)
+        self.net = self.model.net.to(self.device).eval()
+        self.vgg = VGGEncoder().to(self.device)
+        self.half = self.device.type == "cuda"
+        self.tile_area = tile_area or DEFAULT_TILE_AREA[self.device.type]
+        self.style_size = style_size
+
+    @property
+    def trained(self) -> bool:
+        return self.model.trained
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
+
+    # ----- styles --------------------------------------------------------------------------
+    def load_styles(self, paths: Sequence[str | Path]) -> StyleSet:
+        if not paths:
+            raise VstError("at least one style image is needed (-s STYLE)")
+        refs, images = [], []
+        for p in paths:
+            p = Path(p)
+            img = read_image(p)  # VstError for missing or non-image files
+            refs.append(StyleRef(p.stem, hashlib.sha256(p.read_bytes()).hexdigest()))
+            images.append(img)
+        return self.style_set(refs, images)
+
+    @torch.no_grad()
+    def style_set(self, refs: list[StyleRef], images: list[np.ndarray]) -> StyleSet:
+        parts = []
+        for img in images:
+            w, h = process_size(img.shape[1], img.shape[0], self.style_size)
+            x, _ = pad_to_multiple(to_tensor(resize_frame(img, (w, h)), self.device), MULTIPLE)
+            with self._autocast():
+                parts.append(self.net.style_targets(self.vgg(x)))
+        cat = StyleTargets.cat(parts)
+        return StyleSet(refs, StyleTargets([t.float() for t in cat.mean], [t.float() for t in cat.std],
+                                           [t.float() for t in cat.desc]))
+
+    # ----- analysis ------------------------------------------------------------------------
+    @torch.no_grad()
+    def analyze(self, frames: Iterable[np.ndarray], styles: StyleSet, *, source: str = "",
+                frame_range: tuple[int, int] = (0, 0), interval: int = 8, sampled: Sequence[int] = (),
+                settings: dict | None = None, progress: Callable[[int], None] | None = None) -> GlobalFeatures:
+        """Accumulate global features over the given (already sampled) frames, streaming."""
+        acc = FeatureAccumulator(slots=1 + len(styles.refs))
+        size = None
+        for frame in frames:
+            if size is None:
+                size = (frame.shape[1], frame.shape[0])
+            elif (frame.shape[1], frame.shape[0]) != size:
+                raise VstError("all analysed frames must have the same size")
+            self._analyze_frame(frame, styles, acc)
+            acc.frames += 1
+            if progress:
+                progress(1)
+        if size is None:
+            raise VstError("no frames to analyse (empty clip or range)")
+        return acc.finish(styles.targets, model_id=self.model.model_id, styles=list(styles.refs), source=source,
+                          frame_range=tuple(frame_range), interval=interval, sampled=list(sampled),
+                          process_size=size, settings=dict(settings or {}, style_size=self.style_size),
+                          extra={"frames_analysed": acc.frames})
+
+    def _analyze_frame(self, frame: np.ndarray, styles: StyleSet, acc: FeatureAccumulator) -> None:
+        x = to_tensor(frame, self.device)
+        h, w = x.shape[-2:]
+        # Large frames are analysed tile by tile: the sums are additive over pixels.
+        windows = tile_windows(h, w, TILE_SIZE, 0) if h * w > self.tile_area else [(0, h, 0, w)]
+        slots = 1 + len(styles.refs)
+        for y0, y1, x0, x1 in windows:
+            tile, _ = pad_to_multiple(x[..., y0:y1, x0:x1], MULTIPLE)
+            with self._autocast():
+                colour_taps = self.vgg(tile)
+                own = self.net.style_targets(colour_taps)
+                acc.add_own_colours(colour_taps, own.desc)
+                grey4 = self.vgg(desaturate(tile))[3]
+                targets = StyleTargets.cat([own, styles.targets])
+                self.net(grey4.expand(slots, -1, -1, -1), targets, acc.collect)
+
+    # ----- stylization ---------------------------------------------------------------------
+    @torch.no_grad()
+    def stylize(self, frame: np.ndarray, source: GlobalFeatures | StyleSet, weights: Sequence[float] | None = None,
+                strength: float = 1.0, preserve_color: bool = False) -> np.ndarray:
+        """Stylize one frame with stored global features, or per-frame statistics given a StyleSet."""
+        count = len(source.refs) if isinstance(source, StyleSet) else len(source.styles)
+        alpha = slot_weights(weights, count, strength)
+        if isinstance(source, GlobalFeatures):
+            source.check(self.model.model_id, process_size=(frame.shape[1], frame.shape[0]))
+            out = self._render_shared(frame, source, alpha)
+        else:
+            out = self._render_local(frame, source, alpha)
+        if preserve_color:
+            out = keep_colours(out, to_tensor(frame, self.device))
+        return to_uint8(out)
+
+    def _render_shared(self, frame: np.ndarray, feats: GlobalFeatures, alpha: torch.Tensor) -> torch.Tensor:
+        x = to_tensor(frame, self.device)
+        targets = feats.style.blend(alpha)
+        targets = StyleTargets(*[[t.to(self.device) for t in ts] for ts in (targets.mean, targets.std, targets.desc)])
+        norm = feats.shared_norm(alpha)
+        h, w = x.shape[-2:]
+        if h * w <= self.tile_area:
+            return self._forward(x, targets, norm)
+        # Tiles share the clip statistics, so only the convolutions' borders differ between
+        # neighbours; a linear cross-fade over the overlap hides them.
+        out = torch.zeros(1, 3, h, w, device=self.device)
+        total = torch.zeros(1, 1, h, w, device=self.device)
+        for y0, y1, x0, x1 in tile_windows(h, w, TILE_SIZE, TILE_OVERLAP):
+            wgt = blend_weights(y0, y1, x0, x1, h, w, TILE_OVERLAP).to(self.device)
+            out[..., y0:y1, x0:x1] += self._forward(x[..., y0:y1, x0:x1], targets, norm) * wgt
+            total[..., y0:y1, x0:x1] += wgt
+        return out / total
+
+    def _render_local(self, frame: np.ndarray, styles: StyleSet, alpha: torch.Tensor) -> torch.Tensor:
+        h, w = frame.shape[:2]
+        if h * w > self.tile_area:
+            # Per-frame statistics of a frame too large for one pass: analyse it alone, then tile.
+            feats = self.analyze([frame], styles, interval=1, sampled=[0])
+            return self._render_shared(frame, feats, alpha)
+        x = to_tensor(frame, self.device)
+        if float(alpha[0, 0]) > 0:  # strength < 1 blends towards the frame's own colours
+            with self._autocast():
+                padded, _ = pad_to_multiple(x, MULTIPLE)
+                own = self.net.style_targets(self.vgg(padded))
+            slots = StyleTargets.cat([StyleTargets(*[[t.float() for t in ts] for ts in (own.mean, own.std, own.desc)]),
+                                      styles.targets])
+        else:
+            own_zero = StyleTargets([t[:1] * 0 for t in styles.targets.mean], [t[:1] * 0 for t in styles.targets.std],
+                                    [t[:1] * 0 for t in styles.targets.desc])
+            slots = StyleTargets.cat([own_zero, styles.targets])
+        return self._forward(x, slots.blend(alpha.to(self.device)), LocalNorm())
+
+    def _forward(self, x: torch.Tensor, targets: StyleTargets, norm: LocalNorm) -> torch.Tensor:
+        padded, (h, w) = pad_to_multiple(x, MULTIPLE)
+        with self._autocast():
+            grey4 = self.vgg(desaturate(padded))[3]
+            out = self.net(grey4, targets, norm)
+        return out[..., :h, :w].float().clamp(0.0, 1.0)

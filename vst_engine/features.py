@@ -1,0 +1,171 @@
+"""Sequence-level global features: accumulated over a clip's sampled frames, stored in a file.
+
+Layout of the statistics: "slots" are style sources. Slot 0 is the clip's own colours (what
+strength < 1 blends towards), slots 1..N are the style images. Each IN layer keeps, per slot,
+the channel mean and std pooled over all sampled pixels and the min/max of the normalized
+activation; each Filter Predictor keeps the clip-mean content descriptor. A frame's statistics
+are the convex blend of the slots with weights (1 - strength, strength * w_1, ...).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import VstError
+from .models import atomic_write_bytes
+from .network import StyleTargets
+from .norms import NUM_NORM_LAYERS, NUM_PREDICTORS, CollectNorm, SharedNorm
+
+FORMAT = "vst-global-features"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StyleRef:
+    name: str
+    sha256: str
+
+
+def sample_indices(start: int, end: int, interval: int) -> list[int]:
+    """Every `interval`-th frame of [start, end) plus the last one (the paper's sampling)."""
+    if interval < 1:
+        raise VstError(f"sampling interval must be at least 1, got {interval}")
+    picks = list(range(start, end, interval))
+    if picks and picks[-1] != end - 1:
+        picks.append(end - 1)
+    return picks
+
+
+@dataclass
+class GlobalFeatures:
+    model_id: str
+    styles: list[StyleRef]
+    source: str
+    frame_range: tuple[int, int]
+    interval: int
+    sampled: list[int]
+    process_size: tuple[int, int]  # (width, height) the statistics were computed at
+    settings: dict
+    norm_mean: list[torch.Tensor]  # per IN layer: slots x C
+    norm_std: list[torch.Tensor]
+    norm_min: list[torch.Tensor]
+    norm_max: list[torch.Tensor]
+    content_desc: list[torch.Tensor]  # per Filter Predictor: 32
+    style: StyleTargets  # slots x C / slots x 32
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def slots(self) -> int:
+        return self.norm_mean[0].shape[0]
+
+    def shared_norm(self, alpha: torch.Tensor) -> SharedNorm:
+        return SharedNorm(self.norm_mean, self.norm_std, self.norm_min, self.norm_max, self.content_desc, alpha)
+
+    def check(self, model_id: str, styles: list[StyleRef] | None = None,
+              process_size: tuple[int, int] | None = None) -> None:
+        """Refuse features made for another model, other styles or another resolution."""
+        if model_id != self.model_id:
+            raise VstError(f"global features were made with model {self.model_id}, not {model_id}: analyze again")
+        if styles is not None and [s.sha256 for s in styles] != [s.sha256 for s in self.styles]:
+            have = ", ".join(s.name for s in self.styles)
+            raise VstError(f"global features were made for other styles ({have}): analyze again with these styles")
+        if process_size is not None and tuple(process_size) != tuple(self.process_size):
+            w, h = self.process_size
+            raise VstError(f"global features were made at {w}x{h}, not {process_size[0]}x{process_size[1]}: "
+                           "use the same --max-side or analyze again")
+
+    # ----- file format ---------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT, "version": FORMAT_VERSION,
+            "meta": {"model_id": self.model_id, "styles": [[s.name, s.sha256] for s in self.styles],
+                     "source": self.source, "frame_range": list(self.frame_range), "interval": self.interval,
+                     "sampled": list(self.sampled), "process_size": list(self.process_size),
+                     "settings": dict(self.settings), "extra": dict(self.extra)},
+            "norm": {"mean": self.norm_mean, "std": self.norm_std, "min": self.norm_min, "max": self.norm_max},
+            "content_desc": self.content_desc,
+            "style": {"mean": self.style.mean, "std": self.style.std, "desc": self.style.desc},
+        }
+
+    def save(self, path: str | Path) -> None:
+        buf = io.BytesIO()
+        torch.save(self.to_dict(), buf)
+        try:
+            atomic_write_bytes(Path(path), buf.getvalue())
+        except OSError as exc:
+            raise VstError(f"cannot write global features to {path}: {exc.strerror or exc}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GlobalFeatures":
+        path = Path(path)
+        if not path.is_file():
+            raise VstError(f"global features file not found: {path}")
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            raise VstError(f"not a global features file (unreadable): {path}") from None
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise VstError(f"not a global features file: {path}")
+        if d.get("version") != FORMAT_VERSION:
+            raise VstError(f"global features file {path} has version {d.get('version')}, expected {FORMAT_VERSION}")
+        m = d["meta"]
+        return cls(m["model_id"], [StyleRef(n, h) for n, h in m["styles"]], m["source"], tuple(m["frame_range"]),
+                   m["interval"], list(m["sampled"]), tuple(m["process_size"]), m["settings"],
+                   d["norm"]["mean"], d["norm"]["std"], d["norm"]["min"], d["norm"]["max"], d["content_desc"],
+                   StyleTargets(d["style"]["mean"], d["style"]["std"], d["style"]["desc"]), m.get("extra", {}))
+
+
+class FeatureAccumulator:
+    """Running sums over analysed frames (or tiles): memory independent of clip length."""
+
+    def __init__(self, slots: int) -> None:
+        self.collect = CollectNorm(slots)
+        self.own_sum: list[torch.Tensor | None] = [None] * 4
+        self.own_sumsq: list[torch.Tensor | None] = [None] * 4
+        self.own_count = [0] * 4
+        self.own_desc: list[torch.Tensor | None] = [None] * NUM_PREDICTORS
+        self.own_desc_count = 0
+        self.frames = 0
+
+    def add_own_colours(self, taps: list[torch.Tensor], descs: list[torch.Tensor]) -> None:
+        """Record the clip's own colour statistics (VGG taps of the colour frame)."""
+        for i, t in enumerate(taps):
+            tf = t.float()
+            s, sq = tf.sum(dim=(0, 2, 3)).double().cpu(), (tf * tf).sum(dim=(0, 2, 3)).double().cpu()
+            self.own_sum[i] = s if self.own_sum[i] is None else self.own_sum[i] + s
+            self.own_sumsq[i] = sq if self.own_sumsq[i] is None else self.own_sumsq[i] + sq
+            self.own_count[i] += t.shape[0] * t.shape[2] * t.shape[3]
+        for i, d in enumerate(descs):
+            d = d.double().sum(0).cpu()
+            self.own_desc[i] = d if self.own_desc[i] is None else self.own_desc[i] + d
+        self.own_desc_count += descs[0].shape[0]
+
+    def finish(self, style_targets: StyleTargets, **meta) -> GlobalFeatures:
+        c = self.collect
+        if not c.count:
+            raise VstError("no frames were analysed")
+        mean, std, lo, hi = [], [], [], []
+        for layer in range(NUM_NORM_LAYERS):
+            m = c.sum[layer] / c.count[layer]
+            var = (c.sumsq[layer] / c.count[layer] - m * m).clamp_min(0.0)
+            mean.append(m.float())
+            std.append((var + 1e-5).sqrt().float())
+            lo.append(c.min[layer].float())
+            hi.append(c.max[layer].float())
+        content_desc = [(c.desc_sum[p] / c.desc_count).float() for p in range(NUM_PREDICTORS)]
+        own_mean, own_std = [], []
+        for i in range(4):
+            m = self.own_sum[i] / self.own_count[i]
+            var = (self.own_sumsq[i] / self.own_count[i] - m * m).clamp_min(0.0)
+            own_mean.append(m.float()[None])
+            own_std.append((var + 1e-5).sqrt().float()[None])
+        own_desc = [(d / self.own_desc_count).float()[None] for d in self.own_desc]
+        own = StyleTargets(own_mean, own_std, own_desc)
+        style = StyleTargets.cat([own, StyleTargets([t.float().cpu() for t in style_targets.mean],
+                                                    [t.float().cpu() for t in style_targets.std],
+                                                    [t.float().cpu() for t in style_targets.desc])])
+        return GlobalFeatures(norm_mean=mean, norm_std=std, norm_min=lo, norm_max=hi,
+                              content_desc=content_desc, style=style, **meta)
