@@ -14,7 +14,10 @@ UNTRAINED_BANNER = ("WARNING: no trained weights for model '{name}': using an UN
 
 def _progress(total: int, desc: str):
     from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False)
+    # Redirected output (logs, a host parsing progress) gets an update every few seconds, not a stream.
+    interactive = sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False,
+                mininterval=0.1 if interactive else 3.0)
 
 
 def _engine(args: argparse.Namespace):
