@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="global features file to write")
     p.set_defaults(func=cmd_analyze)
 
+    from .evaluate import add_eval_parser
+    add_eval_parser(sub)
+
     p = sub.add_parser("info", help="model, device and versions")
     common(p)
     p.set_defaults(func=cmd_info)

@@ -47,7 +47,7 @@ from .flow import dis_flow, in_frame, occlusion_mask, warp
 DEFAULT_INTERVALS = (1, 2, 4, 8, 16)
 PHOTOMETRIC_THRESHOLD = 10.0  # on 0..255: warped input must agree with the target input
 VGG_MAX_SIDE = 512
-DEFAULT_VGG_FRAMES = 32
+DEFAULT_VGG_FRAMES = 16  # VGG passes are slow on CPU (3 per frame at <= 512 px)
 FLOW_METHOD = ("OpenCV DIS optical flow of the input (MEDIUM preset, grey frames), forward-backward "
                "consistency check, out-of-frame and |warped input - input| > 10/255 pixels masked")
 TEMPORAL_METRIC = ("RMS over masked pixels and RGB channels of (warped stylized frame n - stylized frame "
@@ -127,9 +127,7 @@ def temporal_stats(pairs: Iterable[tuple[np.ndarray, np.ndarray]],
         elif x.shape != size:
             raise ValueError(f"frame {n} has shape {x.shape}, the clip {size}")
         buf.append((x, y))
-        # Flows of pairs that can no longer be used are dropped (each pair is used once).
-        for key in [k for k in cache if max(k) < n - intervals[-1]]:
-            del cache[key]
+        cache.clear()  # every pair ends at the current frame: earlier flows are not needed again
         xn = yn = None
         for i in intervals:
             if n - i < 0:
