@@ -86,26 +86,25 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         info = source.info
         start, end = parse_frame_range(args.frames, info.count) if args.frames else (0, info.count)
         size = process_size(info.width, info.height, args.max_side)
-        if args.no_global:
-            plan = styles
-            if args.features:
-                raise VstError("--features and --no-global contradict each other")
-        elif args.features:
-            plan = GlobalFeatures.load(args.features)
+        if args.no_global and args.features:
+            raise VstError("--features and --no-global contradict each other")
+        plan = GlobalFeatures.load(args.features) if args.features else styles
+        if args.features:
             plan.check(engine.model.model_id, styles.refs, size)
-        else:
-            # The whole clip, not just --frames: separate chunks of a render then share one result.
-            plan = _analysis(engine, source, styles, args, size, 0, info.count)
         audio = info.path if info.has_audio and not is_folder_output(args.output) else None
-        sink = open_sink(args.output, info.fps, size[0], size[1], audio_from=audio, start_time=start / info.fps)
-        bar = _progress(end - start, "stylize")
-        with sink:
-            for index in range(start, end):
-                frame = resize_frame(source.read(index), size)
-                out = engine.stylize(frame, plan, keys.at(index), args.strength, args.preserve_color)
-                sink.write(index, out)
-                bar.update(1)
-        bar.close()
+        # Opened before the analysis so an unwritable output fails at once, not after minutes.
+        with open_sink(args.output, info.fps, size[0], size[1], audio_from=audio, start_time=start / info.fps) as sink:
+            if not args.no_global and not args.features:
+                # The whole clip, not just --frames: separate chunks of a render then share one result.
+                plan = _analysis(engine, source, styles, args, size, 0, info.count)
+            bar = _progress(end - start, "stylize")
+            try:
+                for index in range(start, end):
+                    frame = resize_frame(source.read(index), size)
+                    sink.write(index, engine.stylize(frame, plan, keys.at(index), args.strength, args.preserve_color))
+                    bar.update(1)
+            finally:
+                bar.close()
     label = "" if engine.trained else " (UNTRAINED model)"
     print(f"stylized frames {start}:{end} at {size[0]}x{size[1]} -> {args.output}{label}")
     return 0
@@ -188,7 +187,20 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """Let `--weights -1,2` reach our validation instead of argparse taking -1,2 for an option."""
+    out, it = [], iter(argv)
+    for a in it:
+        if a in ("--weights", "--strength"):
+            value = next(it, None)
+            out.append(a if value is None else f"{a}={value}")
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     if getattr(args, "max_side", None) is not None and args.max_side < 8:
         print("vst: error: --max-side must be at least 8", file=sys.stderr)

@@ -21,7 +21,7 @@ from .imageops import desaturate, keep_colours, pad_to_multiple, to_tensor, to_u
 from .models import LoadedModel, load_model
 from .network import StyleTargets
 from .norms import LocalNorm
-from .tiling import blend_weights, tile_windows
+from .tiling import blend_weights, tile_partition, tile_windows
 from .video import read_image
 from .vgg import VGGEncoder
 
@@ -29,8 +29,9 @@ MULTIPLE = 8  # three 2x poolings in the encoder
 DEFAULT_STYLE_SIZE = 512
 # Largest frame area processed in one piece; larger frames are tiled (same global features).
 DEFAULT_TILE_AREA = {"cpu": 1280 * 736, "cuda": 2048 * 2048}
-TILE_SIZE = 512
-TILE_OVERLAP = 64
+TILE_SIZE = 768
+# Border effects of a tile reach about 100 px into it (VGG to relu4_1 plus the decoder).
+TILE_OVERLAP = 128
 
 
 @dataclass
@@ -164,8 +165,9 @@ class Engine:
     def _analyze_frame(self, frame: np.ndarray, styles: StyleSet, acc: FeatureAccumulator) -> None:
         x = to_tensor(frame, self.device)
         h, w = x.shape[-2:]
-        # Large frames are analysed tile by tile: the sums are additive over pixels.
-        windows = tile_windows(h, w, TILE_SIZE, 0) if h * w > self.tile_area else [(0, h, 0, w)]
+        # Large frames are analysed tile by tile: the sums are additive over pixels, so every
+        # pixel must fall in exactly one tile.
+        windows = tile_partition(h, w, TILE_SIZE) if h * w > self.tile_area else [(0, h, 0, w)]
         slots = 1 + len(styles.refs)
         for y0, y1, x0, x1 in windows:
             tile, _ = pad_to_multiple(x[..., y0:y1, x0:x1], MULTIPLE)

@@ -111,11 +111,23 @@ class GlobalFeatures:
             raise VstError(f"not a global features file: {path}")
         if d.get("version") != FORMAT_VERSION:
             raise VstError(f"global features file {path} has version {d.get('version')}, expected {FORMAT_VERSION}")
-        m = d["meta"]
-        return cls(m["model_id"], [StyleRef(n, h) for n, h in m["styles"]], m["source"], tuple(m["frame_range"]),
-                   m["interval"], list(m["sampled"]), tuple(m["process_size"]), m["settings"],
-                   d["norm"]["mean"], d["norm"]["std"], d["norm"]["min"], d["norm"]["max"], d["content_desc"],
-                   StyleTargets(d["style"]["mean"], d["style"]["std"], d["style"]["desc"]), m.get("extra", {}))
+        try:
+            m = d["meta"]
+            feats = cls(m["model_id"], [StyleRef(n, h) for n, h in m["styles"]], m["source"],
+                        tuple(m["frame_range"]), m["interval"], list(m["sampled"]), tuple(m["process_size"]),
+                        m["settings"], d["norm"]["mean"], d["norm"]["std"], d["norm"]["min"], d["norm"]["max"],
+                        d["content_desc"], StyleTargets(d["style"]["mean"], d["style"]["std"], d["style"]["desc"]),
+                        m.get("extra", {}))
+            slots = 1 + len(feats.styles)
+            norms = (feats.norm_mean, feats.norm_std, feats.norm_min, feats.norm_max)
+            ok = (all(len(t) == NUM_NORM_LAYERS and all(x.shape[0] == slots for x in t) for t in norms)
+                  and len(feats.content_desc) == NUM_PREDICTORS and len(feats.style.desc) == NUM_PREDICTORS
+                  and all(x.shape[0] == slots for x in feats.style.mean + feats.style.std + feats.style.desc))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+            ok = False
+        if not ok:
+            raise VstError(f"not a global features file (malformed contents): {path}")
+        return feats
 
 
 class FeatureAccumulator:

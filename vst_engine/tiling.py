@@ -18,6 +18,11 @@ def tile_windows(h: int, w: int, size: int, overlap: int) -> list[tuple[int, int
             for y in _starts(h, size, overlap) for x in _starts(w, size, overlap)]
 
 
+def tile_partition(h: int, w: int, size: int) -> list[tuple[int, int, int, int]]:
+    """Non-overlapping windows covering h x w exactly once (for additive statistics)."""
+    return [(y, min(y + size, h), x, min(x + size, w)) for y in range(0, h, size) for x in range(0, w, size)]
+
+
 def _ramp(n: int, lo_edge: bool, hi_edge: bool, overlap: int) -> torch.Tensor:
     r = torch.ones(n)
     ramp = (torch.arange(overlap, dtype=torch.float32) + 0.5) / overlap

@@ -22,6 +22,10 @@ import numpy as np
 
 from .errors import VstError
 
+# Keep FFmpeg's and OpenCV's own log lines off the terminal: errors are reported as VstError.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+cv2.setLogLevel(2)
+
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 DEFAULT_FOLDER_FPS = 25.0
 

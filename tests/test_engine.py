@@ -1,0 +1,598 @@
+"""Engine behaviour and values: global features, weights, colours, sizes, tiling, sampling.
+
+All on tiny synthetic frames (at most 128x96) with the seeded untrained network, which is
+deterministic; tests compare the engine with itself, never with "good looking" output.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import vst_engine.engine as engine_mod
+from vst_engine import GlobalFeatures, StyleSet, VstError, sample_indices
+from vst_engine.engine import normalize_weights, process_size, slot_weights
+from vst_engine.features import FORMAT, FORMAT_VERSION, StyleRef
+from vst_engine.tiling import tile_windows
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def mad(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two uint8 images."""
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def maxdiff(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
+
+
+@pytest.fixture(scope="module")
+def two_styles(engine, style_paths) -> StyleSet:
+    return engine.load_styles([style_paths["stripes"], style_paths["checker"]])
+
+
+@pytest.fixture(scope="module")
+def style1(engine, style_paths) -> StyleSet:
+    return engine.load_styles([style_paths["stripes"]])
+
+
+@pytest.fixture(scope="module")
+def frame_a(make_frame) -> np.ndarray:
+    return make_frame(0)
+
+
+@pytest.fixture(scope="module")
+def frame_b(make_frame) -> np.ndarray:
+    # Very different content: inverted, flipped and later in the clip.
+    return np.ascontiguousarray(255 - make_frame(20)[::-1])
+
+
+@pytest.fixture(scope="module")
+def feats_ab(engine, two_styles, frame_a, frame_b) -> GlobalFeatures:
+    return engine.analyze([frame_a, frame_b], two_styles, interval=1, sampled=[0, 1], frame_range=(0, 2))
+
+
+@pytest.fixture(scope="module")
+def feats_a(engine, two_styles, frame_a) -> GlobalFeatures:
+    return engine.analyze([frame_a], two_styles, interval=1, sampled=[0], frame_range=(0, 1))
+
+
+# ---------------------------------------------------------------------------------------
+# 1. Chunk invariance
+# ---------------------------------------------------------------------------------------
+def test_chunked_stylization_matches_single_pass(engine, style_paths, make_frame, tmp_path):
+    from vst_engine import Engine
+
+    w, h, n = 48, 32, 48
+    frames = [make_frame(t, w, h) for t in range(n)]
+    styles = engine.load_styles([style_paths["stripes"], style_paths["dots"]])
+    picks = sample_indices(0, n, 8)
+    feats = engine.analyze((frames[i] for i in picks), styles, source="synthetic", frame_range=(0, n),
+                           interval=8, sampled=picks)
+    assert feats.extra["frames_analysed"] == len(picks) == 7
+    path = tmp_path / "clip.vstf"
+    feats.save(path)
+
+    weights = [0.3, 0.7]
+    single = [engine.stylize(f, feats, weights) for f in frames]
+
+    # Another engine, the features from disk, two chunks rendered in reverse order.
+    fresh = Engine(device="cpu", tile_area=64 * 64)  # 48x32 frames stay untiled
+    assert fresh.tile_area == 64 * 64
+    loaded = GlobalFeatures.load(path)
+    loaded.check(fresh.model.model_id, list(styles.refs), (w, h))
+    second = [fresh.stylize(frames[i], loaded, weights) for i in range(24, 48)]
+    first = [fresh.stylize(frames[i], loaded, weights) for i in range(0, 24)]
+    for i, (a, b) in enumerate(zip(single, first + second)):
+        assert a.shape == (h, w, 3) and a.dtype == np.uint8
+        assert np.array_equal(a, b), f"frame {i} differs between the single pass and the chunks"
+    # Sanity: the clip is not trivially constant.
+    assert mad(single[0], single[30]) > 1.0
+
+
+# ---------------------------------------------------------------------------------------
+# 2. Analysis memory does not grow with the clip length
+# ---------------------------------------------------------------------------------------
+_MEMORY_SCRIPT = textwrap.dedent("""
+    import json, resource, sys
+    import numpy as np, torch
+    torch.set_num_threads(1)
+    from vst_engine import Engine, sample_indices
+    from vst_engine.features import StyleRef
+
+    n, w, h = int(sys.argv[1]), 48, 32
+    engine = Engine(device="cpu")
+    style = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    styles = engine.style_set([StyleRef("noise", "0" * 64)], [style])
+    picks = sample_indices(0, n, 8)
+    made = []
+
+    def frames():  # generated lazily: the clip never exists as a whole
+        y, x = np.mgrid[0:h, 0:w]
+        for i in picks:
+            base = ((x * 4 + y * 2 + 7 * i) % 256).astype(np.uint8)[..., None].repeat(3, -1)
+            made.append(i)
+            yield base ^ np.random.default_rng(i).integers(0, 64, (h, w, 3), dtype=np.uint8)
+
+    feats = engine.analyze(frames(), styles, frame_range=(0, n), interval=8, sampled=picks)
+    d = feats.to_dict()
+    tensors = {"norm_" + k: v for k, v in d["norm"].items()}
+    tensors.update({"style_" + k: v for k, v in d["style"].items()}, content_desc=d["content_desc"])
+    print(json.dumps({
+        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "generated": len(made), "analysed": feats.extra["frames_analysed"],
+        "shapes": {k: [list(t.shape) for t in v] for k, v in tensors.items()},
+    }))
+""")
+
+
+def test_analysis_memory_constant_in_clip_length():
+    # Both at once: the short run is over long before the long one.
+    procs = {n: subprocess.Popen([sys.executable, "-c", _MEMORY_SCRIPT, str(n)], cwd=REPO, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for n in (10, 1000)}
+    results = {}
+    for n, p in procs.items():
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        results[n] = json.loads(out.strip().splitlines()[-1])
+    short, long = results[10], results[1000]
+    assert short["generated"] == short["analysed"] == len(sample_indices(0, 10, 8)) == 3
+    assert long["generated"] == long["analysed"] == len(sample_indices(0, 1000, 8)) == 126
+    assert long["shapes"] == short["shapes"], "stored statistics grow with the clip length"
+    margin_kb = 0.05 * short["maxrss_kb"] + 20 * 1024
+    assert long["maxrss_kb"] < short["maxrss_kb"] + margin_kb, (short["maxrss_kb"], long["maxrss_kb"])
+
+
+# ---------------------------------------------------------------------------------------
+# 3. Global features are shared by all frames
+# ---------------------------------------------------------------------------------------
+def test_frames_share_the_same_statistics(engine, feats_ab, frame_a, frame_b, monkeypatch):
+    """Every normalization of two different frames uses identical (clip) statistics."""
+    from vst_engine import norms
+
+    seen: list[torch.Tensor] = []
+    original = norms.SharedNorm._blend
+
+    def spy(self, per_slot, device):
+        out = original(self, per_slot, device)
+        seen.append(out.clone())
+        return out
+
+    monkeypatch.setattr(norms.SharedNorm, "_blend", spy)
+    out_a = engine.stylize(frame_a, feats_ab, [1, 0])
+    stats_a, seen[:] = list(seen), []
+    out_b = engine.stylize(frame_b, feats_ab, [1, 0])
+    stats_b = list(seen)
+    assert len(stats_a) == len(stats_b) == 4 * 11  # mean, std, min, max for each IN layer
+    for sa, sb in zip(stats_a, stats_b):
+        assert torch.equal(sa, sb)
+    assert mad(out_a, out_b) > 5.0  # different content still gives different images
+
+
+def test_global_differs_from_local_when_clip_differs(engine, two_styles, feats_ab, frame_a):
+    local = engine.stylize(frame_a, two_styles, [1, 0])
+    shared = engine.stylize(frame_a, feats_ab, [1, 0])
+    assert local.shape == shared.shape == frame_a.shape
+    assert mad(local, shared) > 2.0
+
+
+@pytest.mark.parametrize("weights", [[1, 0], [0, 1]])
+def test_single_frame_features_equal_local_mode(engine, two_styles, feats_a, frame_a, weights):
+    local = engine.stylize(frame_a, two_styles, weights)
+    shared = engine.stylize(frame_a, feats_a, weights)
+    assert maxdiff(local, shared) <= 1
+
+
+def test_features_do_not_depend_on_frame_order(engine, two_styles, feats_ab, frame_a, frame_b):
+    feats_ba = engine.analyze([frame_b, frame_a], two_styles, interval=1, sampled=[0, 1])
+    assert maxdiff(engine.stylize(frame_a, feats_ab), engine.stylize(frame_a, feats_ba)) <= 1
+
+
+# ---------------------------------------------------------------------------------------
+# 4. Features file
+# ---------------------------------------------------------------------------------------
+def _flatten(d, prefix=""):
+    if isinstance(d, dict):
+        for k, v in d.items():
+            yield from _flatten(v, f"{prefix}/{k}")
+    elif isinstance(d, (list, tuple)) and d and isinstance(d[0], torch.Tensor):
+        for i, v in enumerate(d):
+            yield f"{prefix}/{i}", v
+    else:
+        yield prefix, d
+
+
+def test_features_file_round_trip(engine, feats_ab, tmp_path):
+    feats = dataclasses.replace(feats_ab, source="clip ü.mp4", frame_range=(3, 50), interval=8,
+                                sampled=[3, 11, 19, 27, 35, 43, 49], settings={"max_side": 96})
+    path = tmp_path / "sub dir" / "f.vstf"
+    path.parent.mkdir()
+    feats.save(path)
+    assert [p.name for p in path.parent.iterdir()] == ["f.vstf"]  # no temporaries left
+    loaded = GlobalFeatures.load(path)
+    a, b = dict(_flatten(feats.to_dict())), dict(_flatten(loaded.to_dict()))
+    assert a.keys() == b.keys()
+    tensors = 0
+    for k, v in a.items():
+        if isinstance(v, torch.Tensor):
+            tensors += 1
+            assert v.dtype == b[k].dtype and torch.equal(v, b[k]), k
+        else:
+            assert v == b[k], k
+    assert tensors == 4 * 11 + 6 + (4 + 4 + 6)  # norm, content desc, style mean/std/desc
+    assert loaded.model_id == engine.model.model_id
+    assert loaded.styles == feats.styles and all(isinstance(s, StyleRef) for s in loaded.styles)
+    assert loaded.process_size == (64, 48) and loaded.frame_range == (3, 50)
+    assert loaded.settings == {"max_side": 96}
+    assert feats_ab.settings == {"style_size": engine.style_size}  # recorded by analyze
+    assert loaded.extra == {"frames_analysed": 2}
+    assert loaded.slots == 3
+    loaded.check(engine.model.model_id, feats.styles, (64, 48))  # no error
+
+
+def test_features_check_refuses_mismatches(engine, feats_ab, style_paths):
+    mid = engine.model.model_id
+    other = engine.load_styles([style_paths["stripes"], style_paths["dots"]])
+    with pytest.raises(VstError, match="other styles"):
+        feats_ab.check(mid, list(other.refs))
+    with pytest.raises(VstError, match="other styles"):  # same images, other order
+        feats_ab.check(mid, list(reversed(feats_ab.styles)))
+    with pytest.raises(VstError, match="other styles"):  # a subset
+        feats_ab.check(mid, feats_ab.styles[:1])
+    with pytest.raises(VstError, match="model"):
+        feats_ab.check("another-model-0123456789abcdef", feats_ab.styles)
+    with pytest.raises(VstError, match="64x48"):
+        feats_ab.check(mid, feats_ab.styles, (96, 72))
+    # The same style file under another name is the same style (identified by content).
+    renamed = [StyleRef("renamed", s.sha256) for s in feats_ab.styles]
+    feats_ab.check(mid, renamed, (64, 48))
+
+
+def test_stylize_refuses_features_of_another_size_or_model(engine, feats_ab, make_frame):
+    with pytest.raises(VstError):
+        engine.stylize(make_frame(0, 48, 32), feats_ab)
+    foreign = dataclasses.replace(feats_ab, model_id="someone-else")
+    with pytest.raises(VstError):
+        engine.stylize(make_frame(0), foreign)
+
+
+def test_features_load_refuses_bad_files(feats_ab, tmp_path):
+    good = tmp_path / "good.vstf"
+    feats_ab.save(good)
+    raw = good.read_bytes()
+
+    cases = {
+        "random.vstf": np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+        "empty.vstf": b"",
+        "truncated.vstf": raw[: len(raw) // 2],
+        "text.vstf": b"hello, not a features file\n",
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(VstError):
+            GlobalFeatures.load(tmp_path / name)
+    with pytest.raises(VstError, match="not found"):
+        GlobalFeatures.load(tmp_path / "missing.vstf")
+    with pytest.raises(VstError):
+        GlobalFeatures.load(tmp_path)  # a folder
+
+    # Valid torch files that are not features files, or of another version.
+    for name, obj in {"list.vstf": [1, 2, 3], "other.vstf": {"format": "vst-model", "version": 1},
+                      "version.vstf": {**feats_ab.to_dict(), "version": FORMAT_VERSION + 1}}.items():
+        torch.save(obj, tmp_path / name)
+        with pytest.raises(VstError):
+            GlobalFeatures.load(tmp_path / name)
+
+
+class _Payload:
+    """Unpickling this runs code (creates a marker file): a weights_only load must refuse it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_features_load_refuses_arbitrary_pickles(tmp_path):
+    marker = tmp_path / "code-was-executed"
+    for name, obj in {"payload.vstf": {"format": FORMAT, "version": FORMAT_VERSION, "meta": _Payload(marker)},
+                      "object.vstf": {"format": FORMAT, "version": FORMAT_VERSION, "x": _Payload}}.items():
+        torch.save(obj, tmp_path / name, pickle_protocol=2)
+        with pytest.raises(VstError):
+            GlobalFeatures.load(tmp_path / name)
+    # Plain pickle (not a torch zip file) with a payload.
+    (tmp_path / "plain.vstf").write_bytes(pickle.dumps(_Payload(marker), protocol=2))
+    with pytest.raises(VstError):
+        GlobalFeatures.load(tmp_path / "plain.vstf")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("broken", ["no_meta", "no_norm", "bad_styles"])
+def test_features_load_refuses_malformed_contents(feats_ab, tmp_path, broken):
+    d = feats_ab.to_dict()
+    if broken == "no_meta":
+        del d["meta"]
+    elif broken == "no_norm":
+        del d["norm"]
+    else:
+        d["meta"]["styles"] = [["only-a-name"]]
+    torch.save(d, tmp_path / "f.vstf")
+    with pytest.raises(VstError):
+        GlobalFeatures.load(tmp_path / "f.vstf")
+
+
+# ---------------------------------------------------------------------------------------
+# 5. Weights and strength
+# ---------------------------------------------------------------------------------------
+BAD_WEIGHTS = {
+    "negative": [-1.0, 2.0],
+    "nan": [float("nan"), 1.0],
+    "inf": [float("inf"), 1.0],
+    "minus-inf": [1.0, float("-inf")],
+    "all-zero": [0.0, 0.0],
+    "too-few": [1.0],
+    "too-many": [1.0, 1.0, 1.0],
+    "empty": [],
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_WEIGHTS))
+def test_bad_weights_refused(engine, two_styles, feats_a, frame_a, name):
+    weights = BAD_WEIGHTS[name]
+    with pytest.raises(VstError):
+        normalize_weights(weights, 2)
+    for source in (feats_a, two_styles):
+        with pytest.raises(VstError):
+            engine.stylize(frame_a, source, weights)
+
+
+def test_normalize_and_slot_weights():
+    assert np.allclose(normalize_weights([2, 2], 2), [0.5, 0.5])
+    assert np.allclose(normalize_weights(None, 4), [0.25] * 4)
+    assert np.allclose(normalize_weights([0, 3, 1], 3), [0, 0.75, 0.25])
+    a = slot_weights([1, 3], 2, 0.8)
+    assert a.shape == (1, 3)
+    assert torch.allclose(a, torch.tensor([[0.2, 0.2, 0.6]]))
+    assert float(a.sum()) == pytest.approx(1.0)
+    assert torch.equal(slot_weights([1, 0], 2, 0.0), torch.tensor([[1.0, 0.0, 0.0]]))
+
+
+def test_weights_are_normalized(engine, two_styles, feats_ab, frame_a):
+    for source in (feats_ab, two_styles):
+        assert np.array_equal(engine.stylize(frame_a, source, [2, 2]), engine.stylize(frame_a, source, [1, 1]))
+        assert np.array_equal(engine.stylize(frame_a, source, None), engine.stylize(frame_a, source, [0.5, 0.5]))
+        assert np.array_equal(engine.stylize(frame_a, source, [3, 1]), engine.stylize(frame_a, source, [0.75, 0.25]))
+
+
+def test_one_hot_weight_equals_single_style(engine, two_styles, style1, feats_ab, frame_a, frame_b):
+    # Local statistics.
+    assert maxdiff(engine.stylize(frame_a, two_styles, [1, 0]), engine.stylize(frame_a, style1)) <= 1
+    # Global statistics: a features file made with style 1 alone.
+    alone = engine.analyze([frame_a, frame_b], style1, interval=1, sampled=[0, 1])
+    assert maxdiff(engine.stylize(frame_a, feats_ab, [1, 0]), engine.stylize(frame_a, alone)) <= 1
+    # ... and the other style really is different.
+    assert mad(engine.stylize(frame_a, feats_ab, [0, 1]), engine.stylize(frame_a, alone)) > 10
+
+
+@pytest.mark.parametrize("strength", [-0.1, 1.01, 2.0, float("nan"), float("inf")])
+def test_bad_strength_refused(engine, two_styles, feats_a, frame_a, strength):
+    for source in (feats_a, two_styles):
+        with pytest.raises(VstError, match="strength"):
+            engine.stylize(frame_a, source, strength=strength)
+
+
+def test_strength_changes_output(engine, two_styles, feats_ab, frame_a):
+    for source in (feats_ab, two_styles):
+        outs = [engine.stylize(frame_a, source, strength=s) for s in (0.0, 0.5, 1.0)]
+        assert mad(outs[0], outs[1]) > 2 and mad(outs[1], outs[2]) > 2 and mad(outs[0], outs[2]) > 2
+        assert mad(outs[1], engine.stylize(frame_a, source, strength=0.55)) < mad(outs[0], outs[2])
+
+
+def test_weights_change_output_smoothly(engine, feats_ab, frame_a):
+    out = {w: engine.stylize(frame_a, feats_ab, [1 - w, w]) for w in (0.0, 0.5, 0.55, 1.0)}
+    small, large = mad(out[0.5], out[0.55]), mad(out[0.0], out[1.0])
+    assert 0 < small < large / 4
+    assert mad(out[0.0], out[0.5]) < large and mad(out[0.5], out[1.0]) < large
+
+
+# ---------------------------------------------------------------------------------------
+# 6. Preserve colour
+# ---------------------------------------------------------------------------------------
+def _chroma(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)[..., 1:].astype(np.int16)
+
+
+def test_preserve_color_keeps_input_chroma(engine, two_styles, feats_ab, frame_a):
+    for source in (feats_ab, two_styles):
+        kept = engine.stylize(frame_a, source, [0, 1], preserve_color=True)
+        free = engine.stylize(frame_a, source, [0, 1])
+        assert kept.shape == frame_a.shape
+        unclipped = ~((kept == 0) | (kept == 255)).any(-1)
+        assert unclipped.mean() > 0.2  # enough pixels to judge
+        d_kept = np.abs(_chroma(kept) - _chroma(frame_a))[unclipped].mean()
+        d_free = np.abs(_chroma(free) - _chroma(frame_a)).mean()
+        assert d_kept < 3, d_kept
+        assert d_free > 3 * d_kept + 5, (d_free, d_kept)
+        # The luminance is the stylized one, not the input's.
+        luma = lambda im: cv2.cvtColor(im, cv2.COLOR_RGB2YCrCb)[..., 0].astype(np.int16)  # noqa: E731
+        assert np.abs(luma(kept) - luma(frame_a)).mean() > 5
+
+
+# ---------------------------------------------------------------------------------------
+# 7. Sizes and tiling
+# ---------------------------------------------------------------------------------------
+def test_odd_frame_size_round_trips(engine, two_styles, make_frame):
+    frame = make_frame(5, 37, 29)
+    feats = engine.analyze([frame, make_frame(6, 37, 29)], two_styles)
+    assert feats.process_size == (37, 29)
+    for out in (engine.stylize(frame, feats), engine.stylize(frame, two_styles),
+                engine.stylize(frame, feats, preserve_color=True)):
+        assert out.shape == (29, 37, 3) and out.dtype == np.uint8
+
+
+def test_analysis_refuses_mixed_sizes_and_empty_input(engine, two_styles, make_frame):
+    with pytest.raises(VstError, match="same size"):
+        engine.analyze([make_frame(0), make_frame(1, 48, 32)], two_styles)
+    with pytest.raises(VstError, match="no frames"):
+        engine.analyze([], two_styles)
+    with pytest.raises(VstError):
+        engine.load_styles([])
+
+
+@pytest.mark.parametrize("size,max_side,expected", [
+    ((1280, 720), 96, (96, 54)),
+    ((720, 1280), 96, (54, 96)),
+    ((1920, 1080), 1280, (1280, 720)),
+    ((1000, 10), 96, (96, 1)),
+    ((37, 29), None, (37, 29)),
+    ((37, 29), 64, (37, 29)),   # never upscaled
+    ((64, 48), 64, (64, 48)),
+])
+def test_process_size(size, max_side, expected):
+    assert process_size(*size, max_side) == expected
+
+
+@pytest.mark.parametrize("w,h", [(1280, 720), (1920, 1080), (1000, 333), (333, 1000), (4096, 2160), (641, 479)])
+@pytest.mark.parametrize("max_side", [96, 257, 512])
+def test_process_size_keeps_aspect_ratio(w, h, max_side):
+    pw, ph = process_size(w, h, max_side)
+    assert max(pw, ph) == max_side
+    # Within the rounding of the shorter side.
+    assert abs(pw / ph - w / h) <= (w / h) * (1 / min(pw, ph)) + 1e-9
+
+
+# Tiles of 64 with 32 overlap on a 128x96 frame: 3 x 2 tiles. (Smaller tiles are dominated by
+# the VGG receptive field, about 68 px at relu4_1, so every pixel would sit on a tile border.)
+TILE, OVERLAP = 64, 32
+
+
+@pytest.fixture
+def small_tiles(monkeypatch, engine):
+    monkeypatch.setattr(engine_mod, "TILE_SIZE", TILE)
+    monkeypatch.setattr(engine_mod, "TILE_OVERLAP", OVERLAP)
+
+    def use(tiled: bool) -> None:
+        monkeypatch.setattr(engine, "tile_area", 32 * 32 if tiled else 10 ** 9)
+
+    return use
+
+
+@pytest.fixture(scope="module")
+def big_frame(make_frame) -> np.ndarray:
+    return make_frame(3, 128, 96)
+
+
+def test_tiled_render_close_to_untiled_without_seams(engine, two_styles, big_frame, small_tiles):
+    h, w = big_frame.shape[:2]
+    windows = tile_windows(h, w, TILE, OVERLAP)
+    assert len(windows) == 6
+    small_tiles(False)
+    feats = engine.analyze([big_frame], two_styles)
+    whole = engine.stylize(big_frame, feats)
+    style_gap = mad(engine.stylize(big_frame, feats, [1, 0]), engine.stylize(big_frame, feats, [0, 1]))
+
+    # Controls: tiles pasted with hard edges (shared statistics), and tiles each with their own
+    # (local) statistics, cross-fading nothing.
+    hard, local = np.zeros_like(whole), np.zeros_like(whole)
+    for y0, y1, x0, x1 in windows:
+        tile = np.ascontiguousarray(big_frame[y0:y1, x0:x1])
+        hard[y0:y1, x0:x1] = engine.stylize(tile, dataclasses.replace(feats, process_size=(x1 - x0, y1 - y0)))
+        local[y0:y1, x0:x1] = engine.stylize(tile, two_styles)
+
+    small_tiles(True)
+    tiled = engine.stylize(big_frame, feats)
+    assert tiled.shape == whole.shape
+    assert mad(tiled, whole) < 0.25 * style_gap
+    assert mad(tiled, whole) < 0.5 * mad(local, whole)  # shared statistics are what make tiles agree
+
+    # Seams: the step between the columns (rows) on either side of a tile edge, compared with
+    # the same place in the untiled image. Hard-edged tiles show a clear step there.
+    xs = sorted({x0 for _, _, x0, _ in windows if x0 > 0} | {x1 for _, _, _, x1 in windows if x1 < w})
+    ys = sorted({y0 for y0, _, _, _ in windows if y0 > 0} | {y1 for _, y1, _, _ in windows if y1 < h})
+
+    def step(img: np.ndarray) -> float:
+        i = img.astype(np.int16)
+        gx = np.abs(i[:, 1:] - i[:, :-1]).mean(axis=(0, 2))
+        gy = np.abs(i[1:] - i[:-1]).mean(axis=(1, 2))
+        return float(np.concatenate([gx[[x - 1 for x in xs]], gy[[y - 1 for y in ys]]]).mean())
+
+    assert step(tiled) < 1.25 * step(whole) + 2, (step(tiled), step(whole))
+    assert step(hard) > 1.5 * step(whole) + 2, "the seam measure should see hard tile edges"
+
+
+def test_tiled_local_mode_and_odd_sizes(engine, two_styles, make_frame, small_tiles):
+    small_tiles(True)
+    frame = make_frame(2, 101, 75)
+    assert engine.stylize(frame, two_styles).shape == (75, 101, 3)
+    feats = engine.analyze([frame], two_styles)
+    assert engine.stylize(frame, feats).shape == (75, 101, 3)
+
+
+def test_tiled_analysis_close_to_untiled(engine, two_styles, big_frame, small_tiles):
+    small_tiles(False)
+    whole = engine.analyze([big_frame], two_styles)
+    ref = engine.stylize(big_frame, whole)
+    style_gap = mad(engine.stylize(big_frame, whole, [1, 0]), engine.stylize(big_frame, whole, [0, 1]))
+    small_tiles(True)
+    tiled = engine.analyze([big_frame], two_styles)
+    assert tiled.extra["frames_analysed"] == 1
+    for name in ("norm_mean", "norm_std", "norm_min", "norm_max", "content_desc"):
+        for a, b in zip(getattr(whole, name), getattr(tiled, name)):
+            assert a.shape == b.shape and torch.isfinite(b).all()
+    for ta, tb in zip(dataclasses.astuple(whole.style), dataclasses.astuple(tiled.style)):
+        for a, b in zip(ta, tb):
+            assert torch.equal(a[1:], b[1:])  # style slots do not depend on the clip
+    # Rendered untiled with either set of features: close compared with a change of style.
+    small_tiles(False)
+    assert mad(engine.stylize(big_frame, tiled), ref) < 0.3 * style_gap
+
+
+def test_tiled_analysis_counts_every_pixel_once(engine, two_styles, small_tiles):
+    # Two flat colours: rows 0-63 red, rows 64-95 blue. With 64 px analysis windows the rows
+    # are cut [0, 64) and [32, 96): rows 32-63 (red) would count twice and tilt the mean.
+    frame = np.zeros((96, 128, 3), np.uint8)
+    frame[:64] = (200, 40, 40)
+    frame[64:] = (30, 60, 220)
+    small_tiles(False)
+    whole = engine.analyze([frame], two_styles)
+    small_tiles(True)
+    tiled = engine.analyze([frame], two_styles)
+    # Clip's own colour statistics at relu1_1 (slot 0): only 1-px conv borders may differ.
+    a, b = whole.style.mean[0][0], tiled.style.mean[0][0]
+    assert float((a - b).abs().max() / a.abs().max()) < 0.05
+
+
+# ---------------------------------------------------------------------------------------
+# 8. Frame sampling
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args,expected", [
+    ((0, 20, 8), [0, 8, 16, 19]),
+    ((0, 17, 8), [0, 8, 16]),
+    ((0, 16, 8), [0, 8, 15]),
+    ((3, 20, 8), [3, 11, 19]),
+    ((0, 5, 1), [0, 1, 2, 3, 4]),
+    ((0, 1, 8), [0]),
+    ((7, 8, 8), [7]),
+    ((0, 0, 8), []),
+    ((5, 5, 1), []),
+    ((9, 4, 8), []),
+])
+def test_sample_indices(args, expected):
+    assert sample_indices(*args) == expected
+
+
+@pytest.mark.parametrize("interval", [0, -1, -8])
+def test_sample_indices_bad_interval(interval):
+    with pytest.raises(VstError, match="interval"):
+        sample_indices(0, 20, interval)
