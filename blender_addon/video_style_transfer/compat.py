@@ -58,10 +58,6 @@ def new_movie_strip(editor: Any, name: str, filepath: str, channel: int, frame_s
         return coll.new_movie(name=name, filepath=filepath, channel=channel, frame_start=frame_start)
 
 
-def remove_strip(editor: Any, strip: Any) -> None:
-    strips(editor).remove(strip)
-
-
 def _action_fcurves(id_data: Any) -> Iterable[Any]:
     anim = getattr(id_data, "animation_data", None)
     action = anim.action if anim else None
@@ -81,6 +77,12 @@ def _action_fcurves(id_data: Any) -> Iterable[Any]:
                 if bag:
                     break
     return bag.fcurves if bag else []
+
+
+def fcurve_collection(id_data: Any) -> Optional[Any]:
+    """The collection holding the ID's F-curves (supports .remove), or None when not animated."""
+    curves = _action_fcurves(id_data)
+    return curves if hasattr(curves, "remove") else None
 
 
 def find_fcurve(owner: Any, prop: str, index: int = 0) -> Optional[Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -27,19 +26,23 @@ def venv_python(env_dir: str | Path) -> Path:
 
 
 def resolve_python(pref_path: str = "", private_env: str | Path | None = None) -> str:
-    """The engine's Python: preferences, else $VST_ENGINE_PYTHON, else the private environment."""
-    tried = []
-    for origin, candidate in (("preferences", pref_path), (ENV_VAR, os.environ.get(ENV_VAR, "")),
-                              ("private environment", str(venv_python(private_env)) if private_env else "")):
-        if not candidate:
-            continue
-        path = os.path.expanduser(candidate)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
+    """The engine's Python: preferences, else $VST_ENGINE_PYTHON, else the private environment.
+
+    A path that is set but wrong is an error (not skipped): the user asked for that one.
+    """
+    for origin, candidate in (("the add-on preferences' Engine Python", pref_path),
+                              (ENV_VAR, os.environ.get(ENV_VAR, ""))):
+        if candidate:
+            path = os.path.expanduser(candidate)
+            if os.path.isfile(path) and os.access(path, os.X_OK):
+                return path
+            raise EngineError(f"no engine Python found: {origin} is {path}, which is not an executable file")
+    if private_env:
+        path = str(venv_python(private_env))
+        if os.path.isfile(path):
             return path
-        tried.append(f"{origin}: {path} (not an executable file)")
-    detail = ("; tried " + ", ".join(tried)) if tried else ""
     raise EngineError("no engine Python found: set 'Engine Python' in the add-on preferences, set "
-                      f"{ENV_VAR}, or press 'Install Dependencies' in the preferences{detail}")
+                      f"{ENV_VAR}, or press 'Install Dependencies' in the preferences")
 
 
 def subprocess_env() -> dict[str, str]:
@@ -104,6 +107,10 @@ def engine_info(python: str, model: str = "default", timeout: float = 300.0) -> 
     return info
 
 
+def cached_info(python: str, model: str) -> Optional[dict[str, str]]:
+    return _info_cache.get((python, model))
+
+
 def clear_info_cache() -> None:
     _info_cache.clear()
 
@@ -134,7 +141,3 @@ def stylize_command(python: str, source: str, styles: Sequence[str], frames: tup
 
 def describe(cmd: Sequence[str]) -> str:
     return " ".join(f'"{c}"' if " " in c else c for c in cmd)
-
-
-def is_windows() -> bool:
-    return sys.platform.startswith("win")

@@ -4,8 +4,6 @@ They live on the strip itself (not in a nested PropertyGroup) so that the I key,
 decorators and the graph editor work on them: Blender cannot keyframe a property inside a
 PropertyGroup held in a collection on a strip.
 """
-from __future__ import annotations
-
 import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 

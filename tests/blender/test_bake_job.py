@@ -1,0 +1,82 @@
+"""The UI's background bake (progress, cancel, resume) and the dependency installer."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from blender_run import script
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_background_bake_progress_cancel_and_resume(bl_env, media, tmp_path):
+    # Timers do not run in background mode: the script polls the job the way the UI timer does.
+    r = script(f"""
+        import time
+        from video_style_transfer import jobs, plan
+        sc, src = movie_scene({str(media['clip'])!r})
+        e = vst.add_effect(sc, src, styles=[{str(media['style_a'])!r}], max_side=64)
+        bpy.ops.wm.save_as_mainfile(filepath={str(tmp_path / 'j.blend')!r})
+        job = jobs.start(plan.make_plan(sc, e))
+        job.poll()                       # starts the analysis process
+        proc = job._proc
+        time.sleep(1.0)
+        jobs.cancel(job.key)
+        cancelled = dict(state=job.state, msg=job.message, exited=proc.poll() is not None,
+                         active=len(jobs.active))
+        p = plan.make_plan(sc, e)
+        job = jobs.start(p, p.frames_for_scene([1, 2]))   # part of the strip first
+        while job.poll():
+            time.sleep(0.2)
+        part = dict(state=job.state, total=job.total, missing=len(p.missing()))
+        job = jobs.start(p)                               # then the rest: only the missing frames
+        seen = []
+        while job.poll():
+            seen.append(job.done)
+            time.sleep(0.2)
+        result(dict(cancelled=cancelled, part=part, state=job.state, total=job.total, done=job.done, seen=seen,
+                    msg=job.message, missing=len(p.missing()), status=vst.status(e)))
+    """, bl_env, tmp_path).check()
+    res = r.result
+    assert res["cancelled"]["state"] == "cancelled" and res["cancelled"]["exited"]
+    assert res["cancelled"]["active"] == 0
+    assert res["part"] == {"state": "done", "total": 2, "missing": 4}
+    assert res["state"] == "done" and res["total"] == 4 and res["done"] == 4, res
+    assert res["seen"] == sorted(res["seen"])
+    assert res["missing"] == 0 and res["status"]["missing"] == 0 and res["status"]["total"] == 6
+
+
+def test_installer_reports_a_bad_engine_package(bl_env, tmp_path):
+    r = script(f"""
+        from video_style_transfer import installer, prefs
+        p = prefs.prefs()
+        p.engine_source = {str(tmp_path / 'no_such_package')!r}
+        p.torch_requirement = ""
+        try:
+            bpy.ops.vst.install_dependencies(wait=True)
+            msg = "no error"
+        except RuntimeError as exc:
+            msg = str(exc)
+        result(dict(msg=msg, env=os.path.isdir(prefs.private_env_dir()), log=installer.current.log_path))
+    """, dict(bl_env, BLENDER_USER_CONFIG=str(tmp_path / "config")), tmp_path, timeout=900).check()
+    res = r.result
+    assert "install the engine failed" in res["msg"], res
+    assert res["env"] and Path(res["log"]).is_file() and str(tmp_path) in res["log"]
+
+
+@pytest.mark.slow
+def test_installer_makes_a_working_engine(bl_env, tmp_path):
+    """Real install of torch (pip's configured index) and the engine from this repository."""
+    env = dict(bl_env, VST_ENGINE_PYTHON="", BLENDER_USER_CONFIG=str(tmp_path / "config"))
+    r = script(f"""
+        from video_style_transfer import engine_cli, installer, prefs
+        p = prefs.prefs()
+        p.engine_source = {str(ROOT)!r}
+        bpy.ops.vst.install_dependencies(wait=True)
+        py = prefs.engine_python()
+        result(dict(state=installer.current.state, python=py, info=engine_cli.engine_info(py)))
+    """, env, tmp_path, timeout=1800).check()
+    res = r.result
+    assert res["state"] == "done" and "config" in res["python"]
+    assert res["info"]["model_id"]
