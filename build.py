@@ -25,6 +25,9 @@ PY = VENV / "bin" / "python"
 # The CPU build of torch; an unpinned `torch` would pull a multi-GB CUDA build.
 TORCH = os.environ.get("VST_TORCH", "torch==2.13.0")
 ASSETS = ROOT / "vst_engine" / "assets"
+# PyPI `bpy` modules for the add-on's tests on newer Blender APIs (Debian's binary is 3.4).
+BPY_VERSIONS = ("4.2", "4.5", "5.0")
+BPY_VENVS = ROOT / ".venv-bpy"
 
 
 def run(cmd: list[str | Path], **kw) -> int:
@@ -67,6 +70,13 @@ def setup() -> None:
     pip = [PY, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     check(pip + [TORCH])
     check(pip + ["-e", ".[test]"])
+    for version in BPY_VERSIONS:
+        target = BPY_VENVS / version
+        if not (target / "bin" / "python").is_file():
+            venv.EnvBuilder(with_pip=True).create(target)
+        # bpy 4.5+ needs numpy < 2; the same pin suits 4.2.
+        check([target / "bin" / "python", "-m", "pip", "install", "--disable-pip-version-check", "-q",
+               f"bpy=={version}.*", "numpy==1.26.4"])
     for old in VENV.glob(".vst-setup-*"):
         old.unlink()
     stamp.write_text("ok\n")

@@ -192,7 +192,10 @@ def test_bad_input_is_reported_and_nothing_is_left_behind(bl_env, media, tmp_pat
     assert "style image not found" in res["op"] and res["op_added"] == 0
 
 
-BPY_PYTHONS = os.environ.get("VST_BPY_PYTHONS", "").split()
+# `build.py setup` makes one venv per supported bpy version under .venv-bpy/; VST_BPY_PYTHONS overrides.
+_BPY_VENVS = Path(__file__).resolve().parents[2] / ".venv-bpy"
+BPY_PYTHONS = os.environ.get("VST_BPY_PYTHONS", "").split() or [
+    str(p) for p in sorted(_BPY_VENVS.glob("*/bin/python"))]
 
 
 @pytest.mark.skipif(not BPY_PYTHONS, reason="set VST_BPY_PYTHONS to Pythons with the PyPI bpy module (4.2-5.0)")
