@@ -41,6 +41,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 
+from .engine import process_size, resize_frame
 from .errors import VstError
 from .flow import dis_flow, in_frame, occlusion_mask, warp
 
@@ -174,21 +175,6 @@ def temporal_loss(inputs: Iterable[np.ndarray], outputs: Iterable[np.ndarray],
 # --------------------------------------------------------------------------- style / content
 
 
-def _resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    h, w = frame.shape[:2]
-    if (w, h) == tuple(size):
-        return frame
-    interp = cv2.INTER_AREA if size[0] < w else cv2.INTER_CUBIC
-    return cv2.resize(frame, tuple(size), interpolation=interp)
-
-
-def _fit(width: int, height: int, max_side: int | None) -> tuple[int, int]:
-    if not max_side or max(width, height) <= max_side:
-        return width, height
-    s = max_side / max(width, height)
-    return max(1, round(width * s)), max(1, round(height * s))
-
-
 def _uint8(frame: np.ndarray) -> np.ndarray:
     frame = np.asarray(frame)
     if frame.dtype == np.uint8:
@@ -243,10 +229,10 @@ class FeatureLosses:
     def _tensor(self, frame: np.ndarray):
         from .imageops import to_tensor
         h, w = frame.shape[:2]
-        tw, th = _fit(w, h, self.max_side)
+        tw, th = process_size(w, h, self.max_side)
         # Multiples of 8 for the encoder: resize to them (no padding, which would bias statistics).
         tw, th = max(8, round(tw / 8) * 8), max(8, round(th / 8) * 8)
-        return to_tensor(_resize(_uint8(frame), (tw, th)), self.device)
+        return to_tensor(resize_frame(_uint8(frame), (tw, th)), self.device)
 
     def _features(self, frame: np.ndarray):
         with self._torch.no_grad():
@@ -360,14 +346,14 @@ def evaluate(input_path: str | Path, stylized_path: str | Path, style_path: str 
         count = min(len(src), len(sty))
         if max_frames is not None:
             count = min(count, max_frames)
-        size = _fit(sw, sh, max_side)
+        size = process_size(sw, sh, max_side)
         feats = FeatureLosses(style_path, VGG_MAX_SIDE, device) if style_path is not None else None
         picks = _sample(count, vgg_frames) if feats is not None else set()
 
         def frames() -> Iterator[tuple[np.ndarray, np.ndarray]]:
             for k in range(count):
-                x = _resize(_resize(src.read(src.indices()[k]), (sw, sh)), size)
-                y = _resize(sty.read(sty.indices()[k]), size)
+                x = resize_frame(resize_frame(src.read(src.indices()[k]), (sw, sh)), size)
+                y = resize_frame(sty.read(sty.indices()[k]), size)
                 if k in picks:
                     feats.add(x, y)
                 yield x, y
