@@ -20,10 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", default="runs/default")
     r.add_argument("--until", type=int, default=None, help="stop at this step (resume later)")
     r.add_argument("--threads", type=int, default=None)
+    r.add_argument("--reset-ema", action="store_true", help="restart the moving average from the current weights")
     e = sub.add_parser("export", help="write the EMA weights of a run as a half-precision model file")
     e.add_argument("--run", default="runs/default")
     e.add_argument("-o", "--output", required=True)
     e.add_argument("--note", default="")
+    e.add_argument("--raw", action="store_true", help="export the raw weights instead of their moving average")
     from .loop import TrainConfig
     for f in dataclasses.fields(TrainConfig):
         if f.name in ("data", "out", "extra"):
@@ -57,12 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         cfg_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
         trainer = Trainer(cfg)
+        if args.reset_ema:
+            trainer.ema.load_state_dict(trainer.net.state_dict())
         trainer.run(args.until)
         return 0
 
     cfg = TrainConfig(**json.loads((Path(args.run) / "config.json").read_text()))
     trainer = Trainer(cfg)
-    trainer.export(Path(args.output), args.note)
+    trainer.export(Path(args.output), args.note, use_ema=not args.raw)
     print(f"exported step {trainer.step} to {args.output}")
     return 0
 
