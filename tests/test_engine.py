@@ -87,7 +87,7 @@ def test_chunked_stylization_matches_single_pass(engine, style_paths, make_frame
     single = [engine.stylize(f, feats, weights) for f in frames]
 
     # Another engine, the features from disk, two chunks rendered in reverse order.
-    fresh = Engine(device="cpu", tile_area=64 * 64)  # 48x32 frames stay untiled
+    fresh = Engine(model="untrained", device="cpu", tile_area=64 * 64)  # 48x32 frames stay untiled
     assert fresh.tile_area == 64 * 64
     loaded = GlobalFeatures.load(path)
     loaded.check(fresh.model.model_id, list(styles.refs), (w, h))
@@ -111,7 +111,7 @@ _MEMORY_SCRIPT = textwrap.dedent("""
     from vst_engine.features import StyleRef
 
     n, w, h = int(sys.argv[1]), 48, 32
-    engine = Engine(device="cpu")
+    engine = Engine(model="untrained", device="cpu")
     style = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     styles = engine.style_set([StyleRef("noise", "0" * 64)], [style])
     picks = sample_indices(0, n, 8)

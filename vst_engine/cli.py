@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", default="default", help="built-in model name (default, baseline) or a model file")
+        p.add_argument("--model", default="default", help="built-in model (default, baseline, untrained) or a model file")
         p.add_argument("--device", default="auto", help="auto, cpu or cuda (half precision on CUDA)")
 
     def clip(p: argparse.ArgumentParser) -> None:

@@ -69,7 +69,10 @@ def untrained_model() -> LoadedModel:
 
 
 def load_model(name: str = "default") -> LoadedModel:
-    """Load a built-in model by name or a model file by path; untrained fallback for built-ins."""
+    """Load a built-in model by name or a model file by path; "untrained" (or a built-in whose
+    weights are not there) gives the seeded untrained network."""
+    if name == "untrained":
+        return untrained_model()
     path = model_path(name)
     if not path.is_file():
         if name in BUILTIN:
