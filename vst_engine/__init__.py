@@ -7,4 +7,12 @@ from .engine import Engine, StyleSet
 from .errors import VstError
 from .features import GlobalFeatures, sample_indices
 
-__all__ = ["Engine", "StyleSet", "GlobalFeatures", "VstError", "sample_indices"]
+__all__ = ["Engine", "StyleSet", "GlobalFeatures", "VstError", "sample_indices", "engine_version"]
+
+
+def engine_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("vst-engine")
+    except PackageNotFoundError:
+        return "dev"

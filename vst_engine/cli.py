@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .errors import VstError
+from . import engine_version
 
 UNTRAINED_BANNER = ("WARNING: no trained weights for model '{name}': using an UNTRAINED network. "
                     "Output is NOT a stylization (train with `python3 build.py train`).")
@@ -131,19 +132,22 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"steps:        {model.meta.get('steps', '-')}",
         f"device:       {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         f"VGG-19:       {vgg} from {WEIGHTS_PACKAGE}",
-        f"versions:     vst_engine {_version()}, python {platform.python_version()}, torch {torch.__version__}, "
+        f"versions:     vst_engine {engine_version()}, python {platform.python_version()}, torch {torch.__version__}, "
         f"numpy {numpy.__version__}, opencv {cv2.__version__}",
     ]
     print("\n".join(lines))
     return 0
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("vst-engine")
-    except PackageNotFoundError:
-        return "dev"
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .service.handlers import Handlers, default_features_dir
+    from .service.server import default_socket_path, serve
+    if args.idle_timeout <= 0:
+        raise VstError("--idle-timeout must be positive")
+    engine = _engine(args)
+    handlers = Handlers(engine, args.features_dir or default_features_dir())
+    return serve(args.socket or default_socket_path(), handlers, args.idle_timeout)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .evaluate import add_eval_parser
     add_eval_parser(sub)
+
+    p = sub.add_parser("serve", help="run the engine as a local service for OpenFX and other hosts")
+    common(p)
+    p.add_argument("--socket", type=Path, default=None, help="socket path (default: $VST_SERVICE_SOCKET, "
+                   "else $XDG_RUNTIME_DIR/vst-engine/engine.sock, else /tmp/vst-engine-UID/engine.sock)")
+    p.add_argument("--features-dir", type=Path, default=None,
+                   help="where analysed global features are stored (default: $VST_FEATURES_DIR or ~/.cache/vst_engine/features)")
+    p.add_argument("--idle-timeout", type=float, default=600.0, help="exit after this many seconds without clients")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("info", help="model, device and versions")
     common(p)

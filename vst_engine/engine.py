@@ -1,7 +1,7 @@
 """The engine: styles, the analysis pass (global features) and per-frame stylization.
 
 Everything a host does goes through `Engine.analyze` and `Engine.stylize`. Frames are
-H x W x 3 uint8 RGB numpy arrays at the processing size (see `process_size`).
+H x W x 3 RGB numpy arrays (uint8, or float32 in [0, 1]) at the processing size (see `process_size`).
 """
 from __future__ import annotations
 
@@ -139,28 +139,21 @@ class Engine:
                                            [t.float() for t in cat.desc]))
 
     # ----- analysis ------------------------------------------------------------------------
-    @torch.no_grad()
+    def analysis(self, styles: StyleSet) -> "Analysis":
+        """An incremental analysis, for hosts that deliver the sampled frames one at a time."""
+        return Analysis(self, styles)
+
     def analyze(self, frames: Iterable[np.ndarray], styles: StyleSet, *, source: str = "",
                 frame_range: tuple[int, int] = (0, 0), interval: int = 8, sampled: Sequence[int] = (),
                 settings: dict | None = None, progress: Callable[[int], None] | None = None) -> GlobalFeatures:
         """Accumulate global features over the given (already sampled) frames, streaming."""
-        acc = FeatureAccumulator(slots=1 + len(styles.refs))
-        size = None
+        run = self.analysis(styles)
         for frame in frames:
-            if size is None:
-                size = (frame.shape[1], frame.shape[0])
-            elif (frame.shape[1], frame.shape[0]) != size:
-                raise VstError("all analysed frames must have the same size")
-            self._analyze_frame(frame, styles, acc)
-            acc.frames += 1
+            run.add(frame)
             if progress:
                 progress(1)
-        if size is None:
-            raise VstError("no frames to analyse (empty clip or range)")
-        return acc.finish(styles.targets, model_id=self.model.model_id, styles=list(styles.refs), source=source,
-                          frame_range=tuple(frame_range), interval=interval, sampled=list(sampled),
-                          process_size=size, settings=dict(settings or {}, style_size=self.style_size),
-                          extra={"frames_analysed": acc.frames})
+        return run.finish(source=source, frame_range=frame_range, interval=interval, sampled=sampled,
+                          settings=settings)
 
     def _analyze_frame(self, frame: np.ndarray, styles: StyleSet, acc: FeatureAccumulator) -> None:
         x = to_tensor(frame, self.device)
@@ -182,8 +175,11 @@ class Engine:
     # ----- stylization ---------------------------------------------------------------------
     @torch.no_grad()
     def stylize(self, frame: np.ndarray, source: GlobalFeatures | StyleSet, weights: Sequence[float] | None = None,
-                strength: float = 1.0, preserve_color: bool = False) -> np.ndarray:
-        """Stylize one frame with stored global features, or per-frame statistics given a StyleSet."""
+                strength: float = 1.0, preserve_color: bool = False, as_float: bool = False) -> np.ndarray:
+        """Stylize one frame with stored global features, or per-frame statistics given a StyleSet.
+
+        Frames may be uint8 or float32 in [0, 1]; the result is uint8 unless `as_float`
+        asks for float32 in [0, 1] (for hosts that work in float, such as OpenFX)."""
         count = len(source.refs) if isinstance(source, StyleSet) else len(source.styles)
         alpha = slot_weights(weights, count, strength)
         if isinstance(source, GlobalFeatures):
@@ -193,6 +189,8 @@ class Engine:
             out = self._render_local(frame, source, alpha)
         if preserve_color:
             out = keep_colours(out, to_tensor(frame, self.device))
+        if as_float:
+            return out[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
         return to_uint8(out)
 
     def _render_shared(self, frame: np.ndarray, feats: GlobalFeatures, alpha: torch.Tensor) -> torch.Tensor:
@@ -238,3 +236,33 @@ class Engine:
             grey4 = self.vgg(desaturate(padded))[3]
             out = self.net(grey4, targets, norm)
         return out[..., :h, :w].float().clamp(0.0, 1.0)
+
+
+class Analysis:
+    """Global features accumulated frame by frame (the first pass); `finish` gives the result."""
+
+    def __init__(self, engine: Engine, styles: StyleSet) -> None:
+        self.engine, self.styles = engine, styles
+        self.acc = FeatureAccumulator(slots=1 + len(styles.refs))
+        self.size: tuple[int, int] | None = None
+
+    @torch.no_grad()
+    def add(self, frame: np.ndarray) -> None:
+        size = (frame.shape[1], frame.shape[0])
+        if self.size is None:
+            self.size = size
+        elif size != self.size:
+            raise VstError("all analysed frames must have the same size")
+        self.engine._analyze_frame(frame, self.styles, self.acc)
+        self.acc.frames += 1
+
+    def finish(self, *, source: str = "", frame_range: tuple[int, int] = (0, 0), interval: int = 8,
+               sampled: Sequence[int] = (), settings: dict | None = None) -> GlobalFeatures:
+        if self.size is None:
+            raise VstError("no frames to analyse (empty clip or range)")
+        eng = self.engine
+        return self.acc.finish(self.styles.targets, model_id=eng.model.model_id, styles=list(self.styles.refs),
+                               source=source, frame_range=tuple(frame_range), interval=interval,
+                               sampled=list(sampled), process_size=self.size,
+                               settings=dict(settings or {}, style_size=eng.style_size),
+                               extra={"frames_analysed": self.acc.frames})

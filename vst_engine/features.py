@@ -90,11 +90,14 @@ class GlobalFeatures:
             "style": {"mean": self.style.mean, "std": self.style.std, "desc": self.style.desc},
         }
 
-    def save(self, path: str | Path) -> None:
+    def to_bytes(self) -> bytes:
         buf = io.BytesIO()
         torch.save(self.to_dict(), buf)
+        return buf.getvalue()
+
+    def save(self, path: str | Path) -> None:
         try:
-            atomic_write_bytes(Path(path), buf.getvalue())
+            atomic_write_bytes(Path(path), self.to_bytes())
         except OSError as exc:
             raise VstError(f"cannot write global features to {path}: {exc.strerror or exc}") from None
 

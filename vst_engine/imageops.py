@@ -27,8 +27,9 @@ def keep_colours(stylized: torch.Tensor, original: torch.Tensor) -> torch.Tensor
 
 
 def to_tensor(frame: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """H x W x 3 uint8 RGB -> 1 x 3 x H x W float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1)[None].float() / 255.0
+    """H x W x 3 RGB, uint8 or float32 in [0, 1] -> 1 x 3 x H x W float32 in [0, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1)[None]
+    return x.float() / 255.0 if frame.dtype == np.uint8 else x.float().clamp(0.0, 1.0)
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,280 @@
+"""The engine service (`vst serve`): results equal the in-process engine, errors are replies, not crashes."""
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vst_engine.service import protocol as P
+from vst_engine.service.client import Client, ServiceError, shared_image
+
+from conftest import REPO, synth_frame
+
+FRAMES = 12
+
+
+def rgba(t: int) -> np.ndarray:
+    rgb = synth_frame(t)
+    alpha = np.full(rgb.shape[:2], 200, np.uint8)
+    alpha[:, :8] = 17  # alpha must come back untouched
+    return np.dstack([rgb, alpha])
+
+
+def start_service(sock: Path, features: Path, env: dict, *extra: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "vst_engine", "serve", "--model", "untrained", "--device", "cpu",
+                             "--socket", str(sock), "--features-dir", str(features), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    line = proc.stdout.readline()  # printed once the model is loaded and the socket listens
+    if "listening" not in line:
+        proc.kill()
+        raise RuntimeError(f"service did not start: {line} {proc.stderr.read()}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, cli_env):
+    root = tmp_path_factory.mktemp("service")
+    sock = root / "run" / "engine.sock"
+    proc = start_service(sock, root / "features", cli_env)
+    yield {"socket": sock, "features": root / "features", "proc": proc}
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture
+def client(service):
+    with Client(service["socket"], timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def analysed(service, style_paths):
+    styles = [str(style_paths["stripes"]), str(style_paths["dots"])]
+    with Client(service["socket"], timeout=120) as c:
+        fid = c.analyze(0, FRAMES - 1, styles, rgba, interval=4)
+    return fid, styles
+
+
+def test_hello_and_sample_plan(client):
+    info = client.hello()
+    assert info["model_id"] == "untrained-seed0" and info["trained"] is False and info["device"] == "cpu"
+    assert client.sample_plan(0, 11, 4) == [0, 4, 8, 11]
+    assert client.sample_plan(100, 119, 8) == [100, 108, 116, 119]  # host frame numbers, any offset
+    assert client.sample_plan(5, 5) == [5]
+
+
+def test_socket_is_private(service):
+    sock = service["socket"]
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+
+
+def test_stylize_equals_engine(client, analysed, engine, service):
+    fid, styles = analysed
+    assert (service["features"] / f"{fid}.vstf").is_file()
+    feats = engine.analyze([synth_frame(t) for t in (0, 4, 8, 11)], engine.load_styles(styles), sampled=[0, 4, 8, 11])
+    for t, weights, strength in ((2, [1.0, 0.0], 1.0), (7, [0.3, 0.7], 0.6)):
+        out = client.stylize(rgba(t), styles, weights, strength, features_id=fid)
+        ref = engine.stylize(synth_frame(t), feats, weights, strength)
+        np.testing.assert_array_equal(out[..., :3], ref)
+        np.testing.assert_array_equal(out[..., 3], rgba(t)[..., 3])
+
+
+def test_float_frames_and_preserve_colours(client, analysed, engine):
+    fid, styles = analysed
+    frame = rgba(3).astype(np.float32) / 255.0
+    out = client.stylize(frame, styles, [1, 1], 1.0, preserve_colours=True, features_id=fid)
+    assert out.dtype == np.float32
+    feats = engine.analyze([synth_frame(t) for t in (0, 4, 8, 11)], engine.load_styles(styles), sampled=[0, 4, 8, 11])
+    ref = engine.stylize(synth_frame(3), feats, [1, 1], 1.0, preserve_color=True, as_float=True)
+    np.testing.assert_allclose(out[..., :3], ref, atol=2e-3)  # the float frame was rounded from 8-bit
+    np.testing.assert_array_equal(out[..., 3], frame[..., 3])
+
+
+def test_per_frame_mode_and_max_side(client, engine, style_paths):
+    styles = [str(style_paths["checker"])]
+    out = client.stylize(rgba(5), styles, [1.0], 0.8)
+    np.testing.assert_array_equal(out[..., :3], engine.stylize(synth_frame(5), engine.load_styles(styles), [1.0], 0.8))
+    small = client.stylize(rgba(5), styles, [1.0], 1.0, max_side=32)
+    assert small.shape == (48, 64, 4)  # processed at 32x24, returned at the host's size
+    assert not np.array_equal(small[..., :3], out[..., :3])
+
+
+def test_features_are_checked(client, analysed, style_paths):
+    fid, styles = analysed
+    with pytest.raises(ServiceError) as e:
+        client.stylize(rgba(1), [styles[1], styles[0]], [1, 1], features_id=fid)
+    assert e.value.code == P.E_ENGINE and "other styles" in str(e.value)
+    with pytest.raises(ServiceError) as e:
+        client.stylize(rgba(1), styles, [1, 1], features_id="0" * 64)
+    assert e.value.code == P.E_NOT_FOUND and "analyze" in str(e.value)
+    with pytest.raises(ServiceError) as e:
+        client.stylize(rgba(1), styles, [1, 1], features_id=fid, max_side=32)
+    assert e.value.code == P.E_ENGINE and "64x48" in str(e.value)
+    assert client.hello()["model_id"]  # the connection is still usable after errors
+
+
+def test_damaged_features_file_is_refused(service, analysed, style_paths):
+    fid, styles = analysed
+    with Client(service["socket"], timeout=120) as c:
+        other = c.analyze(0, 3, styles, rgba, interval=2)
+        path = service["features"] / f"{other}.vstf"
+        assert path.is_file() and other != fid
+    # A fresh service (no cache) must notice the damage.
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    sock = service["socket"].parent.parent / "second" / "s.sock"
+    proc = start_service(sock, service["features"], env)
+    try:
+        with Client(sock, timeout=60) as c, pytest.raises(ServiceError) as e:
+            c.stylize(rgba(0), styles, [1, 1], features_id=other)
+        assert "damaged" in str(e.value)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.mark.parametrize("case, code, text", [
+    ("missing style", P.E_NOT_FOUND, "style image not found"),
+    ("zero weights", P.E_INVALID, "all zero"),
+    ("strength", P.E_INVALID, "strength"),
+    ("too many styles", P.E_INVALID, "exceed"),
+    ("id without consistency", P.E_INVALID, "consistency off"),
+])
+def test_invalid_stylize_requests(client, style_paths, case, code, text):
+    s = str(style_paths["dots"])
+    fd, desc = shared_image(rgba(0))
+    try:
+        consistency, fid, strength, styles = 0, "", 1.0, [(s, 1.0)]
+        if case == "missing style":
+            styles = [("/nonexistent/style.png", 1.0)]
+        elif case == "zero weights":
+            styles = [(s, 0.0)]
+        elif case == "strength":
+            strength = 1.5
+        elif case == "too many styles":
+            styles = [(s, 1.0)] * 9
+        elif case == "id without consistency":
+            fid = "a" * 64
+        w = desc.write(P.Writer()).pack("<fBBHI", strength, 0, consistency, 0, 0).str(fid).pack("<I", len(styles))
+        for path, weight in styles:
+            w.str(path).pack("<f", weight)
+        with pytest.raises(ServiceError) as e:
+            client.request(P.STYLIZE, w.bytes(), fd)
+    finally:
+        os.close(fd)
+    assert e.value.code == code and text in str(e.value)
+
+
+def test_shared_memory_is_validated(client, style_paths):
+    s = str(style_paths["dots"])
+
+    def stylize_with(fd: int, desc: P.ImageDesc) -> ServiceError:
+        w = desc.write(P.Writer()).pack("<fBBHI", 1.0, 0, 0, 0, 0).str("").pack("<I", 1).str(s).pack("<f", 1.0)
+        with pytest.raises(ServiceError) as e:
+            client.request(P.STYLIZE, w.bytes(), fd)
+        return e.value
+
+    fd, desc = shared_image(rgba(0))
+    try:
+        err = stylize_with(fd, P.ImageDesc(640, 480, 1))  # larger than the memory
+        assert err.code == P.E_INVALID and "needs" in str(err)
+    finally:
+        os.close(fd)
+    unsealed = os.memfd_create("x")
+    os.ftruncate(unsealed, desc.nbytes)
+    try:
+        assert "F_SEAL_SHRINK" in str(stylize_with(unsealed, desc))  # could be shrunk under the service: SIGBUS
+    finally:
+        os.close(unsealed)
+    with pytest.raises(ServiceError) as e:  # an image request without a descriptor
+        w = desc.write(P.Writer()).pack("<fBBHI", 1.0, 0, 0, 0, 0).str("").pack("<I", 1).str(s).pack("<f", 1.0)
+        client.request(P.STYLIZE, w.bytes())
+    assert e.value.code == P.E_INVALID and "descriptor" in str(e.value)
+
+
+def test_analysis_protocol_errors(client, style_paths):
+    s = str(style_paths["dots"])
+    begin = P.Writer().pack("<iiII", 0, 11, 4, 0).pack("<I", 1).str(s).str("clip").bytes()
+    session = client.request(P.ANALYZE_BEGIN, begin).u32()
+    fd, desc = shared_image(rgba(4))
+    try:
+        with pytest.raises(ServiceError) as e:  # frame 0 must come first
+            client.request(P.ANALYZE_FRAME, desc.write(P.Writer().pack("<Ii", session, 4)).bytes(), fd)
+        assert "expected sampled frame 0" in str(e.value)
+    finally:
+        os.close(fd)
+    with pytest.raises(ServiceError) as e:
+        client.request(P.ANALYZE_END, P.Writer().pack("<I", session).bytes())
+    assert "only 0 of 4" in str(e.value)
+    with pytest.raises(ServiceError) as e:  # the failed session is gone
+        client.request(P.ANALYZE_END, P.Writer().pack("<I", session).bytes())
+    assert e.value.code == P.E_NOT_FOUND
+    sessions = [client.request(P.ANALYZE_BEGIN, begin).u32() for _ in range(4)]
+    with pytest.raises(ServiceError) as e:
+        client.request(P.ANALYZE_BEGIN, begin)
+    assert e.value.code == P.E_LIMIT
+    for sid in sessions:  # ending incomplete sessions frees them
+        with pytest.raises(ServiceError):
+            client.request(P.ANALYZE_END, P.Writer().pack("<I", sid).bytes())
+
+
+def raw_exchange(path: Path, data: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(str(path))
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
+
+
+def error_of(reply: bytes) -> tuple[int, str]:
+    header = P.parse_header(reply[:P.HEADER.size])
+    assert header.type == P.ERROR
+    r = P.Reader(reply[P.HEADER.size:P.HEADER.size + header.length])
+    return r.u32(), r.str()
+
+
+def test_malformed_headers_close_the_connection(service):
+    path = service["socket"]
+    code, msg = error_of(raw_exchange(path, b"GET / HTTP/1.1\r\n\r\n"))
+    assert code == P.E_MALFORMED and "magic" in msg
+    code, msg = error_of(raw_exchange(path, P.HEADER.pack(P.MAGIC, 2, P.PING, 1, 0)))
+    assert "version 2" in msg
+    code, msg = error_of(raw_exchange(path, P.HEADER.pack(P.MAGIC, 1, P.PING, 1, P.MAX_PAYLOAD + 1)))
+    assert "exceeds" in msg
+    # Truncated: the peer hangs up mid-message; nothing comes back and the service lives on.
+    assert raw_exchange(path, P.frame(P.HELLO, 1, P.Writer().str("x").bytes())[:-1]) == b""
+    assert error_of(raw_exchange(path, P.frame(99, 5)))[1] == "unknown message type 99"
+
+
+def test_refuses_a_socket_folder_others_can_enter(tmp_path, cli_env):
+    d = tmp_path / "open"
+    d.mkdir(mode=0o755)
+    d.chmod(0o755)
+    r = subprocess.run([sys.executable, "-m", "vst_engine", "serve", "--model", "untrained", "--socket", str(d / "s.sock")],
+                       capture_output=True, text=True, env=cli_env, timeout=120)
+    assert r.returncode == 1 and r.stderr.strip().endswith("refusing to put the engine socket there")
+    assert len(r.stderr.strip().splitlines()) == 2  # the untrained banner, then one error line
+    assert not (d / "s.sock").exists()
+
+
+def test_second_service_and_idle_exit(service, tmp_path, cli_env):
+    r = subprocess.run([sys.executable, "-m", "vst_engine", "serve", "--model", "untrained",
+                        "--socket", str(service["socket"])], capture_output=True, text=True, env=cli_env, timeout=120)
+    assert r.returncode == 1 and "already listening" in r.stderr
+    proc = start_service(tmp_path / "idle" / "s.sock", tmp_path / "f", cli_env, "--idle-timeout", "1")
+    assert proc.wait(timeout=30) == 0
+    assert not (tmp_path / "idle" / "s.sock").exists()

@@ -1,0 +1,282 @@
+"""What the service does with each validated request: the engine calls behind the protocol."""
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import re
+import stat
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .. import engine_version
+from ..engine import Analysis, Engine, StyleSet, process_size, resize_frame
+from ..errors import VstError
+from ..features import GlobalFeatures, sample_indices
+from ..models import atomic_write_bytes
+from . import protocol as P
+
+MAX_SESSIONS = 4
+SESSION_IDLE_S = 600
+CACHE_ITEMS = 8
+FEATURES_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def default_features_dir() -> Path:
+    env = os.environ.get("VST_FEATURES_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "vst_engine" / "features"
+
+
+class SharedImage:
+    """A client's RGBA frame in shared memory, mapped for the duration of one request."""
+
+    def __init__(self, fd: int, desc: P.ImageDesc) -> None:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise P.ProtocolError(P.E_INVALID, "the attached descriptor is not shared memory")
+        if info.st_size < desc.nbytes:
+            raise P.ProtocolError(P.E_INVALID, f"shared memory holds {info.st_size} bytes, the image needs {desc.nbytes}")
+        _require_shrink_seal(fd)
+        try:
+            self.map = mmap.mmap(fd, desc.nbytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except (OSError, ValueError) as exc:
+            raise P.ProtocolError(P.E_INVALID, f"cannot map the shared memory read-write: {exc}") from None
+        dtype = np.uint8 if desc.depth == 1 else np.float32
+        self.pixels = np.frombuffer(self.map, dtype=dtype).reshape(desc.height, desc.width, 4)
+
+    def rgb(self) -> np.ndarray:
+        """A private copy of the colour channels (uint8, or float32 clamped to [0, 1])."""
+        rgb = np.array(self.pixels[..., :3])
+        if rgb.dtype == np.float32:
+            np.nan_to_num(rgb, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+            np.clip(rgb, 0.0, 1.0, out=rgb)
+        return rgb
+
+    def put_rgb(self, rgb: np.ndarray) -> None:
+        self.pixels[..., :3] = rgb
+
+    def close(self) -> None:
+        del self.pixels
+        self.map.close()
+
+
+def _require_shrink_seal(fd: int) -> None:
+    import fcntl
+    get_seals = getattr(fcntl, "F_GET_SEALS", None)
+    if get_seals is None:
+        return  # no seals on this platform (macOS shm_open)
+    try:
+        seals = fcntl.fcntl(fd, get_seals)
+    except OSError:
+        raise P.ProtocolError(P.E_INVALID, "shared memory must be a sealable memfd (MFD_ALLOW_SEALING)") from None
+    if not seals & fcntl.F_SEAL_SHRINK:
+        raise P.ProtocolError(P.E_INVALID, "shared memory must be sealed with F_SEAL_SHRINK")
+
+
+@dataclass
+class Session:
+    plan: list[int]
+    styles: StyleSet
+    max_side: int
+    first: int
+    last: int
+    interval: int
+    label: str
+    run: Analysis
+    received: int = 0
+    touched: float = field(default_factory=time.monotonic)
+
+
+class Handlers:
+    """One engine shared by all connections; engine calls are serialised by a lock."""
+
+    def __init__(self, engine: Engine, features_dir: Path) -> None:
+        self.engine = engine
+        self.features_dir = features_dir
+        self.lock = threading.Lock()
+        self.sessions: dict[int, Session] = {}
+        self.next_session = 1
+        self.style_cache: OrderedDict[tuple, StyleSet] = OrderedDict()
+        self.feature_cache: OrderedDict[str, GlobalFeatures] = OrderedDict()
+
+    def handle(self, mtype: int, payload: bytes, fd: int | None) -> tuple[int, bytes]:
+        r = P.Reader(payload)
+        fn = {P.HELLO: self.hello, P.SAMPLE_PLAN: self.sample_plan, P.ANALYZE_BEGIN: self.analyze_begin,
+              P.ANALYZE_FRAME: self.analyze_frame, P.ANALYZE_END: self.analyze_end, P.STYLIZE: self.stylize,
+              P.PING: self.ping}[mtype]
+        args = (r, fd) if mtype in P.WITH_IMAGE else (r,)
+        with self.lock:
+            return mtype | P.REPLY, fn(*args)
+
+    # ----- messages ----------------------------------------------------------------------
+    def hello(self, r: P.Reader) -> bytes:
+        r.str()
+        r.end()
+        e = self.engine
+        return P.Writer().str(engine_version()).str(e.model.model_id).str(str(e.device)).pack("<B", int(e.trained)).bytes()
+
+    def ping(self, r: P.Reader) -> bytes:
+        r.end()
+        return b""
+
+    def sample_plan(self, r: P.Reader) -> bytes:
+        first, last, interval = P.read_range(r)
+        r.end()
+        plan = self._plan(first, last, interval)
+        w = P.Writer().pack("<I", len(plan))
+        for f in plan:
+            w.pack("<i", f)
+        return w.bytes()
+
+    def analyze_begin(self, r: P.Reader) -> bytes:
+        first, last, interval = P.read_range(r)
+        max_side = P.read_max_side(r)
+        paths, _ = P.read_styles(r, with_weights=False)
+        label = r.str()
+        r.end()
+        plan = self._plan(first, last, interval)
+        self._drop_idle_sessions()
+        if len(self.sessions) >= MAX_SESSIONS:
+            raise P.ProtocolError(P.E_LIMIT, f"{MAX_SESSIONS} analyses are already open")
+        styles = self._styles(paths)
+        sid = self.next_session
+        self.next_session = self.next_session % 0xFFFFFFFF + 1
+        self.sessions[sid] = Session(plan, styles, max_side, first, last, interval, label, self.engine.analysis(styles))
+        return P.Writer().pack("<I", sid).bytes()
+
+    def analyze_frame(self, r: P.Reader, fd: int) -> bytes:
+        sid, frame_no = r.u32(), r.i32()
+        desc = P.ImageDesc.read(r)
+        r.end()
+        session = self._session(sid)
+        if session.received >= len(session.plan):
+            raise P.ProtocolError(P.E_INVALID, "all sampled frames were already sent")
+        expected = session.plan[session.received]
+        if frame_no != expected:
+            raise P.ProtocolError(P.E_INVALID, f"expected sampled frame {expected}, got {frame_no}")
+        image = SharedImage(fd, desc)
+        try:
+            rgb = image.rgb()
+        finally:
+            image.close()
+        size = process_size(desc.width, desc.height, session.max_side or None)
+        session.run.add(resize_frame(rgb, size))
+        session.received += 1
+        session.touched = time.monotonic()
+        return b""
+
+    def analyze_end(self, r: P.Reader) -> bytes:
+        sid = r.u32()
+        r.end()
+        session = self._session(sid)
+        del self.sessions[sid]
+        if session.received != len(session.plan):
+            raise P.ProtocolError(P.E_INVALID, f"only {session.received} of {len(session.plan)} sampled frames were sent")
+        plan = session.plan
+        feats = session.run.finish(source=session.label, frame_range=(session.first, session.last + 1),
+                                   interval=session.interval, sampled=plan,
+                                   settings={"max_side": session.max_side or None})
+        data = feats.to_bytes()
+        fid = hashlib.sha256(data).hexdigest()
+        path = self.features_dir / f"{fid}.vstf"
+        if not path.is_file():
+            try:
+                self.features_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(path, data)
+            except OSError as exc:
+                raise VstError(f"cannot store global features in {self.features_dir}: {exc.strerror or exc}") from None
+        self._remember(self.feature_cache, fid, feats)
+        return P.Writer().str(fid).bytes()
+
+    def stylize(self, r: P.Reader, fd: int) -> bytes:
+        desc = P.ImageDesc.read(r)
+        strength = r.f32()
+        preserve, consistency = r.u8(), r.u8()
+        r.u16()
+        max_side = P.read_max_side(r)
+        fid = r.str()
+        paths, weights = P.read_styles(r, with_weights=True)
+        r.end()
+        if not 0.0 <= strength <= 1.0:
+            raise P.ProtocolError(P.E_INVALID, f"strength {strength} outside 0..1")
+        if preserve > 1 or consistency > 1:
+            raise P.ProtocolError(P.E_INVALID, "preserve_colours and consistency must be 0 or 1")
+        if consistency and not FEATURES_ID.fullmatch(fid):
+            raise P.ProtocolError(P.E_INVALID, "consistency needs a features id (64 hex digits): analyze the clip")
+        if not consistency and fid:
+            raise P.ProtocolError(P.E_INVALID, "a features id was given with consistency off")
+        styles = self._styles(paths)
+        size = process_size(desc.width, desc.height, max_side or None)
+        plan = styles
+        if consistency:
+            plan = self._features(fid)
+            plan.check(self.engine.model.model_id, styles.refs, size)
+        image = SharedImage(fd, desc)
+        try:
+            rgb = image.rgb()
+            out = self.engine.stylize(resize_frame(rgb, size), plan, weights, strength, bool(preserve),
+                                      as_float=desc.depth == 4)
+            if out.shape[:2] != (desc.height, desc.width):
+                out = cv2.resize(out, (desc.width, desc.height), interpolation=cv2.INTER_CUBIC)
+                if out.dtype == np.float32:
+                    np.clip(out, 0.0, 1.0, out=out)
+            image.put_rgb(out)
+        finally:
+            image.close()
+        return b""
+
+    # ----- helpers -----------------------------------------------------------------------
+    def _plan(self, first: int, last: int, interval: int) -> list[int]:
+        plan = [first + i for i in sample_indices(0, last - first + 1, interval)]
+        if len(plan) > P.MAX_PLAN:
+            raise P.ProtocolError(P.E_INVALID, f"{len(plan)} sampled frames exceed {P.MAX_PLAN}: use a larger interval")
+        return plan
+
+    def _session(self, sid: int) -> Session:
+        session = self.sessions.get(sid)
+        if session is None:
+            raise P.ProtocolError(P.E_NOT_FOUND, f"no open analysis {sid}")
+        return session
+
+    def _drop_idle_sessions(self) -> None:
+        now = time.monotonic()
+        for sid in [s for s, v in self.sessions.items() if now - v.touched > SESSION_IDLE_S]:
+            del self.sessions[sid]
+
+    def _styles(self, paths: list[str]) -> StyleSet:
+        key = []
+        for p in paths:
+            try:
+                st = os.stat(p)
+            except OSError:
+                raise P.ProtocolError(P.E_NOT_FOUND, f"style image not found: {p}") from None
+            key.append((p, st.st_mtime_ns, st.st_size))
+        key = tuple(key)
+        if key not in self.style_cache:
+            self._remember(self.style_cache, key, self.engine.load_styles(paths))
+        self.style_cache.move_to_end(key)
+        return self.style_cache[key]
+
+    def _features(self, fid: str) -> GlobalFeatures:
+        if fid not in self.feature_cache:
+            path = self.features_dir / f"{fid}.vstf"
+            if not path.is_file():
+                raise P.ProtocolError(P.E_NOT_FOUND, f"global features {fid[:12]}… not found in {self.features_dir}: "
+                                                     "analyze the clip (or share that folder with this machine)")
+            if hashlib.sha256(path.read_bytes()).hexdigest() != fid:
+                raise VstError(f"stored global features {path} are damaged (checksum mismatch): analyze again")
+            self._remember(self.feature_cache, fid, GlobalFeatures.load(path))
+        self.feature_cache.move_to_end(fid)
+        return self.feature_cache[fid]
+
+    @staticmethod
+    def _remember(cache: OrderedDict, key, value) -> None:
+        cache[key] = value
+        while len(cache) > CACHE_ITEMS:
+            cache.popitem(last=False)
