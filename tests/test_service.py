@@ -115,9 +115,12 @@ def test_features_are_checked(client, analysed, style_paths):
     with pytest.raises(ServiceError) as e:
         client.stylize(rgba(1), styles, [1, 1], features_id="0" * 64)
     assert e.value.code == P.E_NOT_FOUND and "analyze" in str(e.value)
-    with pytest.raises(ServiceError) as e:
-        client.stylize(rgba(1), styles, [1, 1], features_id=fid, max_side=32)
+    with pytest.raises(ServiceError) as e:  # another aspect ratio: not the analysed clip
+        client.stylize(np.ascontiguousarray(rgba(1)[:24]), styles, [1, 1], features_id=fid)
     assert e.value.code == P.E_ENGINE and "64x48" in str(e.value)
+    # A proxy render (half size) is processed at the analysed size and returned at its own.
+    proxy = client.stylize(np.ascontiguousarray(rgba(1)[::2, ::2]), styles, [1, 1], features_id=fid)
+    assert proxy.shape == (24, 32, 4)
     assert client.hello()["model_id"]  # the connection is still usable after errors
 
 
@@ -226,6 +229,19 @@ def test_analysis_protocol_errors(client, style_paths):
     for sid in sessions:  # ending incomplete sessions frees them
         with pytest.raises(ServiceError):
             client.request(P.ANALYZE_END, P.Writer().pack("<I", sid).bytes())
+
+
+def test_sessions_belong_to_their_connection(service, style_paths):
+    begin = P.Writer().pack("<iiII", 0, 11, 4, 0).pack("<I", 1).str(str(style_paths["dots"])).str("").bytes()
+    with Client(service["socket"]) as a, Client(service["socket"]) as b:
+        sid = a.request(P.ANALYZE_BEGIN, begin).u32()
+        with pytest.raises(ServiceError) as e:
+            b.request(P.ANALYZE_END, P.Writer().pack("<I", sid).bytes())
+        assert e.value.code == P.E_NOT_FOUND
+    # Both connections closed: the session is gone, so the limit of 4 is free again.
+    with Client(service["socket"]) as c:
+        for _ in range(4):
+            c.request(P.ANALYZE_BEGIN, begin)
 
 
 def raw_exchange(path: Path, data: bytes) -> bytes:

@@ -80,8 +80,11 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         keys = WeightKeys.constant(parse_weights(args.weights, n) if args.weights else [1.0] * n)
     for frame in sorted({f for k in keys.keys for f, _ in k}):  # validate every key pose up front
         normalize_weights(keys.at(frame), n)
-    if not 0.0 <= args.strength <= 1.0:
+    if args.strength is not None and keys.strength:
+        raise VstError("--strength contradicts the strength keys in the weights file: give one of them")
+    if args.strength is not None and not 0.0 <= args.strength <= 1.0:
         raise VstError(f"--strength must be between 0 and 1, got {args.strength}")
+    default_strength = 1.0 if args.strength is None else args.strength
 
     with _open_input(args) as source:
         info = source.info
@@ -102,7 +105,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             try:
                 for index in range(start, end):
                     frame = resize_frame(source.read(index), size)
-                    sink.write(index, engine.stylize(frame, plan, keys.at(index), args.strength, args.preserve_color))
+                    sink.write(index, engine.stylize(frame, plan, keys.at(index), keys.strength_at(index, default_strength),
+                                                      args.preserve_color))
                     bar.update(1)
             finally:
                 bar.close()
@@ -169,8 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stylize", help="stylize a clip")
     clip(p)
     p.add_argument("--weights", default=None, help="style weights, e.g. 0.3,0.7 (normalized)")
-    p.add_argument("--weights-file", default=None, help="JSON keyframes per style: [{frame: weight}, ...]")
-    p.add_argument("--strength", type=float, default=1.0, help="0 keeps the clip, 1 full style")
+    p.add_argument("--weights-file", default=None, help='JSON keyframes per style: [{frame: weight}, ...], or '
+                   '{"weights": [...], "strength": {frame: strength}}')
+    p.add_argument("--strength", type=float, default=None, help="0 keeps the clip, 1 full style (default 1)")
     p.add_argument("--preserve-color", action="store_true", help="keep the clip's own colours (luminance transfer)")
     p.add_argument("--no-global", action="store_true", help="per-frame statistics (the paper's baseline behaviour)")
     p.add_argument("--features", default=None, help="use stored global features instead of analysing")

@@ -125,12 +125,12 @@ def analyze_command(python: str, source: str, styles: Sequence[str], frames: tup
 
 
 def stylize_command(python: str, source: str, styles: Sequence[str], frames: tuple[int, int], max_side: int,
-                    model: str, device: str, out_dir: str, *, weights_file: str, strength: float,
+                    model: str, device: str, out_dir: str, *, weights_file: str,
                     preserve_color: bool, features: Optional[str]) -> list[str]:
     cmd = [python, "-m", "vst_engine", "stylize", source]
     for s in styles:
         cmd += ["-s", s]
-    cmd += ["--weights-file", weights_file, "--strength", repr(float(strength)), "--frames",
+    cmd += ["--weights-file", weights_file, "--frames",
             f"{frames[0]}:{frames[1]}", "--max-side", str(max_side), "--model", model, "--device", device]
     if preserve_color:
         cmd.append("--preserve-color")

@@ -76,6 +76,7 @@ def ensure_frames(scene: Any, frames: Iterable[int]) -> None:
             p = plan.make_plan(scene, effect)
             fx.align(scene, effect)
             fx.set_frames_dir(effect, p.frames_dir)
+            p.prepare()  # also takes over the unchanged frames of earlier looks
             needed = p.missing(p.frames_for_scene(frames))
             if needed:
                 bake.log(f"{effect.name}: baking {len(needed)} frame(s) into {p.frames_dir}")

@@ -5,19 +5,22 @@ Cache layout (under the cache root, by default //vst_cache next to the .blend):
     <clip key>/global_features.pt     global features of the WHOLE strip (analysed once)
     <clip key>/info.json              what the key stands for (for people)
     <clip key>/<look key>/NNNNNN.png  stylized frames, NNNNNN = the engine's input frame number
-    <clip key>/<look key>/keys.json   the per-frame style weights given to the engine
+    <clip key>/<look key>/keys.json   the per-frame style weights and strength given to the engine
     inputs/<key>/                     ordered links to an image strip's files
 
 clip key = source media + shown frame range + styles' content + model id + processing size,
 consistency and device; look key = clip key + per-frame weights and strength + colour option.
 Frames present in the look folder are final (the engine writes them atomically), so an
-interrupted bake resumes by baking only the missing ones.
+interrupted bake resumes by baking only the missing ones. A new look takes over (hard-links) the
+frames of earlier looks of the same clip whose weights, strength and colour option are equal, so
+changing a key re-bakes only the frames whose values changed.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
@@ -109,34 +112,66 @@ class BakePlan:
         inp = self.engine_input()
         analysis = self.analysis_run()
         runs = [analysis] if analysis else []
-        # The engine takes one strength per call: contiguous frames of equal strength share a call.
+        # Weights and strength are keyed per frame in keys.json: each contiguous run is one call.
         groups: list[list[int]] = []
         for m in todo:
-            if groups and m == groups[-1][-1] + 1 and self._s(m) == self._s(groups[-1][-1]):
+            if groups and m == groups[-1][-1] + 1:
                 groups[-1].append(m)
             else:
                 groups.append([m])
         for g in groups:
             runs.append(Run(f"stylize {g[0]}-{g[-1]}", engine_cli.stylize_command(
                 self.python, inp, self.styles, (g[0], g[-1] + 1), self.max_side, self.model, self.device,
-                self.frames_dir, weights_file=self.keys_path, strength=self._s(g[0]),
-                preserve_color=self.preserve_color, features=self.features_path), g))
+                self.frames_dir, weights_file=self.keys_path, preserve_color=self.preserve_color,
+                features=self.features_path), g))
         return runs
 
-    def _s(self, m: int) -> float:
-        return round(self.strength[m], 4)
+    def keys_document(self) -> dict:
+        """The engine's weights file; `preserve_color` is ours (the engine ignores it) for reuse."""
+        return {"weights": [{str(m): w[i] for m, w in sorted(self.weights.items())} for i in range(len(self.styles))],
+                "strength": {str(m): s for m, s in sorted(self.strength.items())},
+                "preserve_color": self.preserve_color}
 
     def prepare(self) -> None:
         """Create the cache folders and the weights file (atomically); EngineError if not writable."""
         try:
             os.makedirs(self.frames_dir, exist_ok=True)
-            keys = [{str(m): w[i] for m, w in sorted(self.weights.items())} for i in range(len(self.styles))]
-            atomic_write(self.keys_path, json.dumps(keys).encode())
+            atomic_write(self.keys_path, json.dumps(self.keys_document()).encode())
             info = os.path.join(self.clip_dir, "info.json")
             if not os.path.isfile(info):
                 atomic_write(info, json.dumps(self.clip_info, indent=1).encode())
+            self.reuse_frames()
         except OSError as exc:
             raise EngineError(f"cache folder {self.cache_root} is not writable: {exc.strerror or exc}") from None
+
+    def reuse_frames(self) -> int:
+        """Take over frames of this clip's other looks whose per-frame values equal ours; how many."""
+        todo = set(self.missing())
+        if not todo:
+            return 0
+        mine = self.keys_document()
+        reused = 0
+        for look in sorted(os.listdir(self.clip_dir)):
+            folder = os.path.join(self.clip_dir, look)
+            if folder == self.frames_dir or not os.path.isfile(os.path.join(folder, "keys.json")):
+                continue
+            try:
+                with open(os.path.join(folder, "keys.json"), encoding="utf-8") as f:
+                    theirs = json.load(f)
+                if not isinstance(theirs, dict) or theirs.get("preserve_color") != mine["preserve_color"]:
+                    continue
+                for m in sorted(todo):
+                    k = str(m)
+                    same = (theirs["strength"].get(k) == mine["strength"][k]
+                            and [w.get(k) for w in theirs["weights"]] == [w[k] for w in mine["weights"]])
+                    src = os.path.join(folder, f"{m:06d}.png")
+                    if same and os.path.isfile(src):
+                        link_or_copy(src, self.frame_file(m))
+                        todo.discard(m)
+                        reused += 1
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # an older or foreign keys file: nothing to take over
+        return reused
 
 
 def atomic_write(path: str, data: bytes) -> None:
@@ -151,6 +186,20 @@ def atomic_write(path: str, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def link_or_copy(src: str, dst: str) -> None:
+    """Put a finished frame under a new name atomically: a hard link, or a copy where links fail."""
+    tmp = dst + ".link.tmp"
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def file_digest(path: str) -> str:

@@ -111,6 +111,35 @@ def test_interrupted_bake_resumes(full, bl_env):
         assert np.array_equal(read_png(proj.parent / "again" / f"f_{f:04d}.png"), full["frames"][f])
 
 
+def test_changed_key_rebakes_only_changed_frames(full, bl_env, tmp_path):
+    """Animating the strength over frames 5-6 only re-bakes those two frames, in one engine call;
+    frames 1-4 of the new look are the earlier look's files (hard links), not new renders."""
+    proj = _project(full["proj"], tmp_path / "rekey")
+    shutil.copytree(full["proj"].parent / "vst_cache", proj.parent / "vst_cache")
+    script("""
+        e = [s for s in compat.all_strips(bpy.context.scene.sequence_editor) if s.vst_is_effect][0]
+        vst.set_strength(e, 0.8, frame=4); vst.set_strength(e, 0.3, frame=5)
+        linear_keys(e)
+        bpy.ops.wm.save_mainfile(relative_remap=False)
+    """, bl_env, proj.parent, blend=proj).check()
+    (old,) = _look_dirs(proj)
+    r = render(proj, proj.parent / "out" / "f_####", bl_env)
+    assert r.rc == 0, r.err[-2000:]
+    assert "baking 2 frame(s)" in r.err
+    (new,) = [d for d in _look_dirs(proj) if d != old]
+    keys = json.loads((new / "keys.json").read_text())
+    assert keys["strength"] == {"0": 0.8, "1": 0.8, "2": 0.8, "3": 0.8, "4": 0.3, "5": 0.3}
+    for f in FRAMES:
+        out = read_png(proj.parent / "out" / f"f_{f:04d}.png")
+        name = f"{f - 1:06d}.png"
+        if f <= 4:
+            assert (new / name).stat().st_ino == (old / name).stat().st_ino
+            assert np.array_equal(out, full["frames"][f])
+        else:
+            assert (new / name).stat().st_ino != (old / name).stat().st_ino
+            assert not np.array_equal(out, full["frames"][f])
+
+
 def _broken_project(blend: Path, folder: Path, bl_env: dict, style_text: bytes | None) -> Path:
     """A copy whose second style is a file in `folder`: missing (None) or with the given bytes."""
     proj = _project(blend, folder)

@@ -66,6 +66,16 @@ class SharedImage:
         self.map.close()
 
 
+def _features_size(feats: GlobalFeatures, size: tuple[int, int]) -> tuple[int, int]:
+    """Process at the analysed size when only the scale differs (a host's proxy or preview
+    resolution): the features then still fit, and the result is scaled to the host's frame."""
+    fw, fh = feats.process_size
+    w, h = size
+    if (fw, fh) != (w, h) and abs(fw * h - fh * w) <= max(fw, w) + max(fh, h):
+        return fw, fh
+    return size
+
+
 def _require_shrink_seal(fd: int) -> None:
     import fcntl
     get_seals = getattr(fcntl, "F_GET_SEALS", None)
@@ -89,12 +99,14 @@ class Session:
     interval: int
     label: str
     run: Analysis
+    owner: int  # the connection that opened it: its sessions end with it
     received: int = 0
     touched: float = field(default_factory=time.monotonic)
 
 
 class Handlers:
-    """One engine shared by all connections; engine calls are serialised by a lock."""
+    """One engine shared by all connections. Engine calls (and the sessions) are serialised by a
+    lock; HELLO, PING and SAMPLE_PLAN skip it, so hosts' quick queries never wait behind a frame."""
 
     def __init__(self, engine: Engine, features_dir: Path) -> None:
         self.engine = engine
@@ -105,14 +117,25 @@ class Handlers:
         self.style_cache: OrderedDict[tuple, StyleSet] = OrderedDict()
         self.feature_cache: OrderedDict[str, GlobalFeatures] = OrderedDict()
 
-    def handle(self, mtype: int, payload: bytes, fd: int | None) -> tuple[int, bytes]:
+    def handle(self, mtype: int, payload: bytes, fd: int | None, owner: int = 0) -> tuple[int, bytes]:
         r = P.Reader(payload)
-        fn = {P.HELLO: self.hello, P.SAMPLE_PLAN: self.sample_plan, P.ANALYZE_BEGIN: self.analyze_begin,
-              P.ANALYZE_FRAME: self.analyze_frame, P.ANALYZE_END: self.analyze_end, P.STYLIZE: self.stylize,
-              P.PING: self.ping}[mtype]
-        args = (r, fd) if mtype in P.WITH_IMAGE else (r,)
+        quick = {P.HELLO: self.hello, P.SAMPLE_PLAN: self.sample_plan, P.PING: self.ping}
+        if mtype in quick:
+            return mtype | P.REPLY, quick[mtype](r)
         with self.lock:
-            return mtype | P.REPLY, fn(*args)
+            if mtype == P.ANALYZE_BEGIN:
+                return mtype | P.REPLY, self.analyze_begin(r, owner)
+            if mtype == P.ANALYZE_FRAME:
+                return mtype | P.REPLY, self.analyze_frame(r, fd, owner)
+            if mtype == P.ANALYZE_END:
+                return mtype | P.REPLY, self.analyze_end(r, owner)
+            return mtype | P.REPLY, self.stylize(r, fd)
+
+    def release(self, owner: int) -> None:
+        """A connection closed: its unfinished analyses are dropped."""
+        with self.lock:
+            for sid in [s for s, v in self.sessions.items() if v.owner == owner]:
+                del self.sessions[sid]
 
     # ----- messages ----------------------------------------------------------------------
     def hello(self, r: P.Reader) -> bytes:
@@ -134,7 +157,7 @@ class Handlers:
             w.pack("<i", f)
         return w.bytes()
 
-    def analyze_begin(self, r: P.Reader) -> bytes:
+    def analyze_begin(self, r: P.Reader, owner: int) -> bytes:
         first, last, interval = P.read_range(r)
         max_side = P.read_max_side(r)
         paths, _ = P.read_styles(r, with_weights=False)
@@ -147,14 +170,15 @@ class Handlers:
         styles = self._styles(paths)
         sid = self.next_session
         self.next_session = self.next_session % 0xFFFFFFFF + 1
-        self.sessions[sid] = Session(plan, styles, max_side, first, last, interval, label, self.engine.analysis(styles))
+        self.sessions[sid] = Session(plan, styles, max_side, first, last, interval, label,
+                                     self.engine.analysis(styles), owner)
         return P.Writer().pack("<I", sid).bytes()
 
-    def analyze_frame(self, r: P.Reader, fd: int) -> bytes:
+    def analyze_frame(self, r: P.Reader, fd: int, owner: int) -> bytes:
         sid, frame_no = r.u32(), r.i32()
         desc = P.ImageDesc.read(r)
         r.end()
-        session = self._session(sid)
+        session = self._session(sid, owner)
         if session.received >= len(session.plan):
             raise P.ProtocolError(P.E_INVALID, "all sampled frames were already sent")
         expected = session.plan[session.received]
@@ -171,10 +195,10 @@ class Handlers:
         session.touched = time.monotonic()
         return b""
 
-    def analyze_end(self, r: P.Reader) -> bytes:
+    def analyze_end(self, r: P.Reader, owner: int) -> bytes:
         sid = r.u32()
         r.end()
-        session = self._session(sid)
+        session = self._session(sid, owner)
         del self.sessions[sid]
         if session.received != len(session.plan):
             raise P.ProtocolError(P.E_INVALID, f"only {session.received} of {len(session.plan)} sampled frames were sent")
@@ -216,6 +240,7 @@ class Handlers:
         plan = styles
         if consistency:
             plan = self._features(fid)
+            size = _features_size(plan, size)
             plan.check(self.engine.model.model_id, styles.refs, size)
         image = SharedImage(fd, desc)
         try:
@@ -238,9 +263,9 @@ class Handlers:
             raise P.ProtocolError(P.E_INVALID, f"{len(plan)} sampled frames exceed {P.MAX_PLAN}: use a larger interval")
         return plan
 
-    def _session(self, sid: int) -> Session:
+    def _session(self, sid: int, owner: int) -> Session:
         session = self.sessions.get(sid)
-        if session is None:
+        if session is None or session.owner != owner:
             raise P.ProtocolError(P.E_NOT_FOUND, f"no open analysis {sid}")
         return session
 

@@ -69,6 +69,7 @@ class Connection:
             return
         finally:
             self.conn.close()
+            self.handlers.release(id(self))
 
     def _drain(self, limit: int = 1 << 20) -> None:
         """Read what the peer still sends (briefly, bounded) so that closing does not reset the
@@ -125,7 +126,7 @@ class Connection:
             if (header.type in P.WITH_IMAGE) != bool(fds):
                 need = "needs" if header.type in P.WITH_IMAGE else "must not carry"
                 raise P.ProtocolError(P.E_INVALID, f"{P.NAMES[header.type]} {need} a shared-memory descriptor")
-            reply_type, reply = self.handlers.handle(header.type, payload, fds[0] if fds else None)
+            reply_type, reply = self.handlers.handle(header.type, payload, fds[0] if fds else None, id(self))
             self._reply(reply_type, rid, reply)
             return True
         except P.ProtocolError as exc:

@@ -1,0 +1,55 @@
+/* Client side of the engine service protocol (docs/PROTOCOL.md): one connection per caller,
+ * pixels in shared memory passed with SCM_RIGHTS. No OpenFX types here. */
+#ifndef VST_SERVICE_CLIENT_H
+#define VST_SERVICE_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define VST_MAX_STYLES 8
+#define VST_MAX_PLAN 4096
+#define VST_ERR_LEN 1024
+
+/* A packed, top-row-first RGBA image in shared memory (depth 1: uint8, 4: float32). */
+typedef struct vst_shm {
+    int fd;
+    unsigned char *data;
+    size_t size;
+    uint32_t width, height;
+    uint8_t depth;
+} vst_shm;
+
+typedef struct vst_conn {
+    int fd;                /* -1 once closed or after a transport failure */
+    uint32_t next_id;
+    double timeout_s;      /* per request (VST_SERVICE_TIMEOUT) */
+    uint32_t err_code;     /* code of the last ERROR reply, 0 for local/transport errors */
+    char err[VST_ERR_LEN]; /* what went wrong, for the user */
+    unsigned char *buf;    /* request and reply payloads */
+} vst_conn;
+
+/* Socket path: $VST_SERVICE_SOCKET, else $XDG_RUNTIME_DIR/vst-engine/engine.sock,
+ * else /tmp/vst-engine-<uid>/engine.sock. Returns 0, or -1 if it does not fit. */
+int vst_socket_path(char *out, size_t len);
+
+/* Connects to the service, starting it (detached) when nothing listens. 0 or -1 (c->err). */
+int vst_open(vst_conn *c);
+void vst_close(vst_conn *c);
+
+int vst_shm_create(vst_shm *m, uint32_t width, uint32_t height, uint8_t depth, char *err, size_t errlen);
+void vst_shm_destroy(vst_shm *m);
+
+/* Requests: 0 on success, -1 with c->err (and c->err_code for ERROR replies). */
+int vst_hello(vst_conn *c, const char *client, char *version, size_t vlen, char *model, size_t mlen,
+              char *device, size_t dlen, int *trained);
+int vst_sample_plan(vst_conn *c, int32_t first, int32_t last, uint32_t interval, int32_t *frames,
+                    uint32_t max_frames, uint32_t *count);
+int vst_analyze_begin(vst_conn *c, int32_t first, int32_t last, uint32_t interval, uint32_t max_side,
+                      uint32_t n, const char *const *paths, const char *label, uint32_t *session);
+int vst_analyze_frame(vst_conn *c, uint32_t session, int32_t frame, const vst_shm *image);
+int vst_analyze_end(vst_conn *c, uint32_t session, char features_id[65]);
+int vst_stylize(vst_conn *c, const vst_shm *image, float strength, int preserve_colours, int consistency,
+                uint32_t max_side, const char *features_id, uint32_t n, const char *const *paths,
+                const float *weights);
+
+#endif
