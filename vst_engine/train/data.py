@@ -460,17 +460,23 @@ def _file_loader(path: Path) -> Callable[[], np.ndarray]:
     return lambda: _read_rgb(path)
 
 
-def _items_endless_sky(pkg: DebPackage) -> list[Item]:
-    base = "usr/share/games/endless-sky/"
+def _content_photos(pkg: DebPackage, base: str, pattern: str, prefix: str,
+                    exclude: frozenset[str] | set[str] = frozenset()) -> list[Item]:
+    """Content items for the photos matching `pattern` under `base`, licensed per Debian copyright."""
     items = []
-    for path in sorted((pkg.root / base / "images/land").glob("*.jpg")):
-        if path.name in _ENDLESS_SKY_EXCLUDE:
+    for path in sorted((pkg.root / base).glob(pattern)):
+        if path.name in exclude:
             continue
         rel = path.relative_to(pkg.root).as_posix()
-        item = _licensed_item(pkg, f"endless-sky:{path.stem}", "content", rel, rel[len(base):], _file_loader(path))
+        item = _licensed_item(pkg, f"{prefix}:{path.stem}", "content", rel, rel[len(base):], _file_loader(path))
         if item:
             items.append(item)
     return items
+
+
+def _items_endless_sky(pkg: DebPackage) -> list[Item]:
+    return _content_photos(pkg, "usr/share/games/endless-sky/", "images/land/*.jpg", "endless-sky",
+                           _ENDLESS_SKY_EXCLUDE)
 
 
 def _items_opencv(pkg: DebPackage) -> list[Item]:
@@ -524,14 +530,7 @@ def _items_plasma(pkg: DebPackage) -> list[Item]:
 
 
 def _items_mate(pkg: DebPackage) -> list[Item]:
-    base = "usr/share/backgrounds/mate/"
-    items = []
-    for path in sorted((pkg.root / base / "nature").glob("*.jpg")):  # the photographic set
-        rel = path.relative_to(pkg.root).as_posix()
-        item = _licensed_item(pkg, f"mate:{path.stem}", "content", rel, rel[len(base):], _file_loader(path))
-        if item:
-            items.append(item)
-    return items
+    return _content_photos(pkg, "usr/share/backgrounds/mate/", "nature/*.jpg", "mate")  # the photographic set
 
 
 def _items_lxqt(pkg: DebPackage) -> list[Item]:
