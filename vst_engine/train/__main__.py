@@ -26,6 +26,24 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("-o", "--output", required=True)
     e.add_argument("--note", default="")
     e.add_argument("--raw", action="store_true", help="export the raw weights instead of their moving average")
+    a = sub.add_parser("ablation", help="fine-tune the pre-trained checkpoint with each temporal term, then "
+                                         "evaluate them (docs/ablation.*)")
+    a.add_argument("--base-run", default="runs/default", help="the run whose ckpt_pretrain.pt is the branch point")
+    a.add_argument("--root", default="runs/ablation")
+    a.add_argument("--steps", type=int, default=200, help="fine-tuning steps per variant")
+    a.add_argument("--variants", default=None, help="comma-separated subset (e.g. none,comp_w60)")
+    a.add_argument("--clips", default="vtest,bikes", help="held-out clips (names known to vst_engine.bench)")
+    a.add_argument("--styles", default="starry_night,great_wave", help="held-out styles")
+    a.add_argument("--frames", type=int, default=33)
+    a.add_argument("--max-side", type=int, default=256)
+    a.add_argument("--eval-only", action="store_true", help="evaluate the variants trained so far")
+    a.add_argument("--docs", default="docs")
+    a.add_argument("--threads", type=int, default=None)
+    g = sub.add_parser("gallery", help="real clips x styles with the quality bar per cell (docs/gallery.*)")
+    g.add_argument("--model", default="default")
+    g.add_argument("--docs", default="docs")
+    g.add_argument("--frames", type=int, default=17)
+    g.add_argument("--max-side", type=int, default=320)
     from .loop import TrainConfig
     for f in dataclasses.fields(TrainConfig):
         if f.name in ("data", "out", "extra"):
@@ -44,6 +62,25 @@ def main(argv: list[str] | None = None) -> int:
         from .data import assemble
         manifest = assemble(Path(args.out))
         print(json.dumps(manifest.get("summary", {}), indent=1))
+        return 0
+
+    if args.cmd == "gallery":
+        from .gallery import make_gallery
+        summary = make_gallery(args.model, Path(args.docs), frames=args.frames, max_side=args.max_side)
+        print(json.dumps({k: v for k, v in summary.items() if k != "cells"}, indent=1))
+        return 0
+
+    if args.cmd == "ablation":
+        from . import ablation
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        names = args.variants.split(",") if args.variants else None
+        if not args.eval_only:
+            ablation.train_variants(Path(args.base_run), Path(args.root), args.steps, names)
+        results = ablation.evaluate_variants(Path(args.root), args.clips.split(","), args.styles.split(","),
+                                             args.frames, args.max_side, Path(".cache/bench"))
+        ablation.report(results, {"fine-tune steps": args.steps, "clips": args.clips, "styles": args.styles,
+                                  "frames": args.frames, "max side": args.max_side}, Path(args.docs))
         return 0
 
     from .loop import Trainer

@@ -165,11 +165,9 @@ class Trainer:
             ck = {"net": state, "ema": state, "step": ck["meta"].get("steps", 0)}
         self.net.load_state_dict(ck["net"])
         self.ema.load_state_dict(ck["ema"])
-        if source == path:  # a branch started from `init` keeps its own step count and optimizer
+        if "opt" in ck:  # a branch continues the optimizer state of the run it starts from
             self.opt.load_state_dict(ck["opt"])
-            self.step = int(ck["step"])
-        else:
-            self.step = int(self.cfg.extra.get("init_step", ck["step"]))
+        self.step = int(ck["step"]) if source == path else int(self.cfg.extra.get("init_step", ck["step"]))
         print(f"resumed from {source} at step {self.step}", flush=True)
 
     def save_checkpoint(self) -> None:
@@ -178,6 +176,9 @@ class Trainer:
         torch.save({"step": self.step, "net": self.net.state_dict(), "ema": self.ema.state_dict(),
                     "opt": self.opt.state_dict(), "config": json.dumps(asdict(self.cfg))}, buf)
         atomic_write_bytes(self._ckpt_path(), buf.getvalue())
+        if self.step == self.cfg.pretrain_steps:
+            # The branch point of the baseline (no L_t) and of the ablation's fine-tunes.
+            atomic_write_bytes(self.out / "ckpt_pretrain.pt", buf.getvalue())
 
     def export(self, path: Path, note: str = "", use_ema: bool = True) -> None:
         meta = {"steps": self.step, "total_steps": self.cfg.steps, "recipe": asdict(self.cfg), "note": note,
@@ -312,7 +313,7 @@ class Trainer:
                 log.flush()
                 print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in rec.items()}), flush=True)
                 acc, t0, n = {}, time.time(), 0
-            if self.step % cfg.ckpt_every == 0 or self.step == until:
+            if self.step % cfg.ckpt_every == 0 or self.step in (until, cfg.pretrain_steps):
                 self.save_checkpoint()
             if self.step % cfg.sample_every == 0:
                 self.write_samples()

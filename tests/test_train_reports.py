@@ -1,0 +1,36 @@
+"""The ablation's variant recipes and the gallery's layout (the runs themselves are long jobs)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vst_engine.train.ablation import VARIANTS, variant_config, variant_name
+from vst_engine.train.gallery import compose
+from vst_engine.train.loop import TEMPORAL_MODES, TrainConfig
+
+
+def test_variants_differ_only_in_the_temporal_term(tmp_path):
+    base = TrainConfig(data="d", out="runs/default", steps=6000, pretrain_steps=4000, w_temporal=60.0)
+    names = [variant_name(m, w) for m, w in VARIANTS]
+    assert len(set(names)) == len(names) and "none" in names and "comp_w60" in names
+    assert {m for m, _ in VARIANTS} == set(TEMPORAL_MODES)
+    cfgs = [variant_config(base, m, w, tmp_path / "ckpt_pretrain.pt", 4000, 200, tmp_path / "abl") for m, w in VARIANTS]
+    for cfg, (mode, weight) in zip(cfgs, VARIANTS):
+        assert (cfg.temporal, cfg.w_temporal) == (mode, weight)
+        assert cfg.pretrain_steps == 0 and cfg.steps == 4200 and cfg.extra == {"init_step": 4000}
+        assert Path(cfg.out) == tmp_path / "abl" / variant_name(mode, weight)
+        # Everything else is the base recipe.
+        same = ("batch", "crop", "lr", "lr_decay", "w_content", "w_style", "w_recon", "w_tv", "seed", "noise_var")
+        assert all(getattr(cfg, k) == getattr(base, k) for k in same)
+
+
+def test_gallery_grid_layout():
+    wide = np.zeros((90, 160, 3), np.uint8)
+    tall = np.full((300, 100, 3), 128, np.uint8)
+    grid = compose([[(wide, "a"), (tall, "b"), (wide, "c")], [(tall, "d"), (wide, "e"), (tall, "f")]])
+    cell_h, cell_w = 135 + 22, 240
+    assert grid.shape == (2 * cell_h + 4, 3 * cell_w + 2 * 4, 3)
+    # The wide image fills its cell's width; the tall one is centred with white around it.
+    assert (grid[:135, :240] == 0).all()
+    assert (grid[:135, 244:244 + 40] == 255).all() and (grid[60, 244 + 120] == 128).all()
