@@ -138,7 +138,7 @@ def _sync_transform(effect: Any, source: Any) -> None:
         v = int(round(getattr(sc, k) * f))
         if getattr(ec, k) != v:
             setattr(ec, k, v)
-    for k in ("use_flip_x", "use_flip_y"):
+    for k in ("use_flip_x", "use_flip_y", "use_reverse_frames"):  # the effect lists frames in media order
         if getattr(effect, k) != getattr(source, k):
             setattr(effect, k, getattr(source, k))
 

@@ -1,7 +1,8 @@
 """What the engine must read for a source strip, and how scene frames map to its frame numbers.
 
 Blender shows media frame `(scene_frame - frame_start) + animation_offset_start` of a movie or
-image strip (clamped to its content). The engine numbers the frames of its INPUT from 0, so a
+image strip (clamped to its content); a reversed strip counts `scene_frame - frame_start` from
+the other end of its content (checked with Blender 3.4, trimmed and offset). The engine numbers the frames of its INPUT from 0, so a
 movie's INPUT is the file itself, and an image strip's INPUT is a folder of links named after
 the strip's element order (the strip's elements need not be the folder's sorted contents).
 """
@@ -30,17 +31,21 @@ class SourceClip:
     content_len: int            # frame_duration
     visible: tuple[int, int]    # scene frames shown, [start, end)
     fps: float = 0.0
+    reversed: bool = False      # Reverse Frames is on
     digest: str = field(default="", repr=False)
 
     def media_index(self, scene_frame: int) -> int:
         k = min(max(scene_frame - self.content_start, 0), self.content_len - 1)
+        if self.reversed:
+            k = self.content_len - 1 - k
         return k + self.media_offset
 
     @property
     def media_range(self) -> tuple[int, int]:
         """Media frames (engine numbering) the strip shows: analysed as a whole, baked on demand."""
         a, b = self.visible
-        return self.media_index(a), self.media_index(b - 1) + 1
+        ends = (self.media_index(a), self.media_index(b - 1))
+        return min(ends), max(ends) + 1
 
     def scene_frames(self) -> range:
         return range(*self.visible)
@@ -78,8 +83,6 @@ def describe_source(strip: Any) -> SourceClip:
                           "image-sequence strips")
     if strip.frame_final_end <= strip.frame_final_start or strip.frame_duration < 1:
         raise EngineError(f"strip '{name}' has no frames")
-    if getattr(strip, "use_reverse_frames", False):
-        raise EngineError(f"strip '{name}' plays reversed: not supported (turn 'Reverse Frames' off)")
     if abs(getattr(strip, "speed_factor", 1.0) - 1.0) > 1e-6 or getattr(strip, "strobe", 1.0) > 1.0:
         raise EngineError(f"strip '{name}' is retimed (speed or strobe): not supported")
     if kind == 'MOVIE':
@@ -94,7 +97,8 @@ def describe_source(strip: Any) -> SourceClip:
                               f"(use {', '.join(ENGINE_IMAGE_EXTS)})")
     visible = (int(strip.frame_final_start), int(strip.frame_final_end))
     clip = SourceClip(kind, files, int(round(strip.frame_start)), int(strip.animation_offset_start),
-                      int(strip.frame_duration), visible, float(getattr(strip, "fps", 0.0) or 0.0))
+                      int(strip.frame_duration), visible, float(getattr(strip, "fps", 0.0) or 0.0),
+                      bool(getattr(strip, "use_reverse_frames", False)))
     a, b = clip.media_range
     needed = files if kind == 'MOVIE' else files[a:b]
     missing = [f for f in needed if not os.path.isfile(f)]

@@ -139,11 +139,25 @@ def test_image_sequence_strip_mapping(bl_env, media, tmp_path):
         ours = [clip.files[clip.media_index(f)].rsplit("/", 1)[1] for f in clip.scene_frames()]
         folder = source_clip.engine_input(clip, {str(tmp_path / 'cache')!r})
         e = vst.add_effect(sc, s, styles=[{str(media['style_a'])!r}], max_side=16)
-        result(dict(scale=e.transform.scale_x, blender=blender_says, ours=ours, range=list(clip.media_range), links=sorted(os.listdir(folder)),
-                    effect_elems=[x.filename for x in e.elements], e_start=e.frame_final_start, e_end=e.frame_final_end,
-                    effect_shows=[e.strip_elem_from_frame(f).filename for f in clip.scene_frames()]))
+        res = dict(scale=e.transform.scale_x, blender=blender_says, ours=ours, range=list(clip.media_range), links=sorted(os.listdir(folder)),
+                   effect_elems=[x.filename for x in e.elements], e_start=e.frame_final_start, e_end=e.frame_final_end,
+                   effect_shows=[e.strip_elem_from_frame(f).filename for f in clip.scene_frames()])
+        s.use_reverse_frames = True
+        from video_style_transfer import effect as fx
+        fx.align(sc, e)  # the effect follows the source's Reverse Frames
+        clip = source_clip.describe_source(s)
+        res["reversed"] = dict(blender=[s.strip_elem_from_frame(f).filename for f in clip.scene_frames()],
+                               ours=[clip.files[clip.media_index(f)].rsplit("/", 1)[1] for f in clip.scene_frames()],
+                               range=list(clip.media_range), effect_reversed=e.use_reverse_frames,
+                               effect_shows=[e.strip_elem_from_frame(f).filename for f in clip.scene_frames()])
+        result(res)
     """, bl_env, tmp_path).check()
     res = r.result
+    rev = res["reversed"]
+    assert rev["blender"] == rev["ours"] and rev["effect_reversed"]
+    # 6 images, offset 1: the content is media 1..5, shown from its far end, trimmed to 3 frames.
+    assert rev["ours"] == ["img_006.png", "img_005.png", "img_004.png"] and rev["range"] == [3, 6]
+    assert rev["effect_shows"] == ["000005.png", "000004.png", "000003.png"]
     assert res["blender"] == res["ours"] == ["img_002.png", "img_003.png", "img_004.png"]
     assert res["range"] == [1, 4]
     assert res["scale"] == pytest.approx(4.0)
