@@ -67,6 +67,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from .engine import normalize_weights, process_size, resize_frame
     from .features import GlobalFeatures
     from .keys import WeightKeys, parse_weights
+    from .pipeline import WriteBehind, prefetch
     from .video import is_folder_output, open_sink, parse_frame_range
 
     if args.weights and args.weights_file:
@@ -102,13 +103,16 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                 # The whole clip, not just --frames: separate chunks of a render then share one result.
                 plan = _analysis(engine, source, styles, args, size, 0, info.count)
             bar = _progress(end - start, "stylize")
+            # Decoding and encoding overlap with the model's work (reader and writer threads).
+            frames = prefetch(resize_frame(source.read(i), size) for i in range(start, end))
             try:
-                for index in range(start, end):
-                    frame = resize_frame(source.read(index), size)
-                    sink.write(index, engine.stylize(frame, plan, keys.at(index), keys.strength_at(index, default_strength),
-                                                      args.preserve_color))
-                    bar.update(1)
+                with WriteBehind(sink.write) as out:
+                    for index, frame in zip(range(start, end), frames):
+                        out.write(index, engine.stylize(frame, plan, keys.at(index),
+                                                        keys.strength_at(index, default_strength), args.preserve_color))
+                        bar.update(1)
             finally:
+                frames.close()
                 bar.close()
     label = "" if engine.trained else " (UNTRAINED model)"
     print(f"stylized frames {start}:{end} at {size[0]}x{size[1]} -> {args.output}{label}")
