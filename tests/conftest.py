@@ -11,43 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from synthetic import STYLE_NAMES, style_image, synth_frame
 
 REPO = Path(__file__).resolve().parent.parent
-
-# Style images: 64x64, clearly different textures and colours.
-STYLE_NAMES = ("stripes", "checker", "dots")
-
-
-def synth_frame(t: int, w: int = 64, h: int = 48) -> np.ndarray:
-    """Frame t of a deterministic synthetic clip: drifting colour waves, a moving square, grain."""
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    r = 128 + 90 * np.sin(2 * np.pi * (x / w + t / 37.0))
-    g = 128 + 90 * np.sin(2 * np.pi * (y / h - t / 29.0))
-    b = 128 + 70 * np.cos(2 * np.pi * ((x + 2 * y) / (w + h) + t / 23.0))
-    img = np.stack([r, g, b], -1)
-    s = max(4, min(w, h) // 4)
-    x0 = (3 * t) % max(1, w - s)
-    y0 = (2 * t) % max(1, h - s)
-    img[y0:y0 + s, x0:x0 + s] = (240, 40, 60)
-    grain = np.random.default_rng(t).normal(0, 6, size=(h, w, 1))
-    return np.clip(img + grain, 0, 255).round().astype(np.uint8)
-
-
-def style_image(kind: str, size: int = 64) -> np.ndarray:
-    y, x = np.mgrid[0:size, 0:size]
-    if kind == "stripes":  # red/blue diagonal stripes
-        m = ((x + y) // 6) % 2 == 0
-        img = np.where(m[..., None], [220, 30, 40], [30, 40, 200])
-    elif kind == "checker":  # green/yellow checkerboard
-        m = ((x // 8) + (y // 8)) % 2 == 0
-        img = np.where(m[..., None], [40, 180, 40], [240, 230, 60])
-    elif kind == "dots":  # purple noise with bright dots
-        rng = np.random.default_rng(7)
-        img = np.clip(rng.normal([120, 40, 140], 30, size=(size, size, 3)), 0, 255)
-        img[(x % 10 < 3) & (y % 10 < 3)] = (255, 250, 240)
-    else:
-        raise ValueError(kind)
-    return np.asarray(img, dtype=np.uint8)
 
 
 def write_png(path: Path, rgb: np.ndarray) -> Path:

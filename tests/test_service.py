@@ -15,9 +15,11 @@ import pytest
 from vst_engine.service import protocol as P
 from vst_engine.service.client import Client, ServiceError, shared_image
 
-from conftest import REPO, synth_frame
+from synthetic import synth_frame
+
 
 FRAMES = 12
+REPO = Path(__file__).resolve().parent.parent
 
 
 def rgba(t: int) -> np.ndarray:
