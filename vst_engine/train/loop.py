@@ -34,19 +34,19 @@ TEMPORAL_MODES = ("none", "noise", "motion", "comp")
 class TrainConfig:
     data: str
     out: str
-    steps: int = 10000
-    pretrain_steps: int = 8000  # no temporal term before this step (the paper's schedule)
+    steps: int = 6000
+    pretrain_steps: int = 4000  # no temporal term before this step (the paper's schedule, shortened for CPUs)
     batch: int = 4
     crop: int = 128
     final_crop: int = 128
-    final_crop_from: int = 10000  # switch to the final crop size at this step
+    final_crop_from: int = 6000  # switch to the final crop size at this step
     lr: float = 1e-4
     lr_decay: float = 5e-5  # lr / (1 + decay * step)
     ema: float = 0.999
-    w_content: float = 1.0
-    w_style: float = 20.0
+    w_content: float = 3.0  # 1 / 20 / 10 (content / style / TV) until step 1,800: content was lost
+    w_style: float = 5.0
     w_recon: float = 20.0
-    w_tv: float = 10.0
+    w_tv: float = 1.0
     temporal: str = "comp"
     w_temporal: float = 60.0
     noise_var: tuple[float, float] = (0.01, 0.02)  # the paper's sigma^2 ~ U(0.01, 0.02)
