@@ -202,9 +202,8 @@ class Handlers:
         del self.sessions[sid]
         if session.received != len(session.plan):
             raise P.ProtocolError(P.E_INVALID, f"only {session.received} of {len(session.plan)} sampled frames were sent")
-        plan = session.plan
         feats = session.run.finish(source=session.label, frame_range=(session.first, session.last + 1),
-                                   interval=session.interval, sampled=plan,
+                                   interval=session.interval, sampled=session.plan,
                                    settings={"max_side": session.max_side or None})
         data = feats.to_bytes()
         fid = hashlib.sha256(data).hexdigest()

@@ -84,6 +84,8 @@ def make_gallery(model: str, out_dir: Path, clips: Sequence[str] = CLIPS, styles
         rows.append(row)
     out_dir.mkdir(parents=True, exist_ok=True)
     ok, png = cv2.imencode(".png", cv2.cvtColor(compose(rows), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError("cannot encode the gallery as PNG")
     atomic_write_bytes(out_dir / "gallery.png", png.tobytes())
     meta = engine.model.meta
     summary = {"model": model, "model_id": engine.model.model_id, "steps": meta.get("steps"),
