@@ -15,6 +15,11 @@ from synthetic import STYLE_NAMES, style_image, synth_frame
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The mode-equality tests (global features of one frame == per-frame statistics, service ==
+# in-process, plugin == engine) hold bit for bit in fp32 only; so every engine here, in-process
+# or started as a subprocess, computes in fp32, and tests/test_precision.py covers bf16.
+os.environ.setdefault("VST_PRECISION", "fp32")
+
 
 def write_png(path: Path, rgb: np.ndarray) -> Path:
     ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))

@@ -688,7 +688,7 @@ def speed_worker(argv: Sequence[str]) -> int:
     out = {"what": a.what, "size": [w, h], "device": str(engine.device), "threads": torch.get_num_threads(),
            "seconds": times, "fps": len(times) / sum(times), "rss_loaded_mib": rss_loaded,
            "rss_peak_mib": peak_rss_mib(),
-           "model_id": engine.model.model_id, "half": engine.half, "tiled": w * h > engine.tile_area}
+           "model_id": engine.model.model_id, "precision": engine.precision, "tiled": w * h > engine.tile_area}
     if cuda:
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
         out["device_name"] = torch.cuda.get_device_name(engine.device)
@@ -919,7 +919,7 @@ def render_report(res: dict) -> str:
                 continue
             spf = sum(r["seconds"]) / len(r["seconds"])
             macs = r.get("macs_per_s")
-            rows.append([r.get("device_name", r["device"]) + (" fp16" if r.get("half") else ""), r["what"], size,
+            rows.append([r.get("device_name", r["device"]) + f" {r.get('precision', 'fp16' if r.get('half') else 'fp32')}", r["what"], size,
                          _num(spf, ".3f"), _num(r["fps"], ".3f"), _num(r["rss_peak_mib"], ".0f"),
                          _num(r.get("rss_loaded_mib"), ".0f"), _num(r.get("cuda_peak_mib"), ".0f"),
                          _num(macs / 1e12 if macs else None, ".3f"),

@@ -23,7 +23,7 @@ def _progress(total: int, desc: str):
 
 def _engine(args: argparse.Namespace):
     from .engine import Engine
-    engine = Engine(model=args.model, device=args.device)
+    engine = Engine(model=args.model, device=args.device, precision=args.precision)
     if not engine.trained:
         print(UNTRAINED_BANNER.format(name=args.model), file=sys.stderr)
     return engine
@@ -124,7 +124,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     import numpy
     import torch
 
-    from .engine import resolve_device
+    from .engine import PRECISION_NAMES, compute_dtype, resolve_device
     from .models import load_model, model_path
     from .vgg import WEIGHTS_PACKAGE, weights_path
     model = load_model(args.model)
@@ -139,6 +139,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"model file:   {model_path(args.model) if model.trained else 'none'}",
         f"steps:        {model.meta.get('steps', '-')}",
         f"device:       {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        f"precision:    {PRECISION_NAMES[compute_dtype(device, args.precision)]}",
         f"VGG-19:       {vgg} from {WEIGHTS_PACKAGE}",
         f"versions:     vst_engine {engine_version()}, python {platform.python_version()}, torch {torch.__version__}, "
         f"numpy {numpy.__version__}, opencv {cv2.__version__}",
@@ -164,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", default="default", help="built-in model (default, baseline, untrained) or a model file")
-        p.add_argument("--device", default="auto", help="auto, cpu or cuda (half precision on CUDA)")
+        p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+        p.add_argument("--precision", default=None, choices=("auto", "fp32"),
+                       help="auto: fp16 on CUDA, bf16 on CPUs with bf16 units (AMX, AVX512-BF16), else fp32 "
+                       "(default: $VST_PRECISION, else auto)")
 
     def clip(p: argparse.ArgumentParser) -> None:
         p.add_argument("input", type=Path, help="a video file or a folder of images")

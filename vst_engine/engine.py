@@ -6,6 +6,7 @@ H x W x 3 RGB numpy arrays (uint8, or float32 in [0, 1]) at the processing size 
 from __future__ import annotations
 
 import hashlib
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from .errors import VstError
+from .hardware import cpu_has_bf16
 from .features import FeatureAccumulator, GlobalFeatures, StyleRef
 from .imageops import desaturate, keep_colours, pad_to_multiple, to_tensor, to_uint8
 from .models import LoadedModel, load_model
@@ -96,14 +98,33 @@ def slot_weights(weights: Sequence[float] | None, count: int, strength: float) -
     return torch.tensor([[1.0 - strength, *w]], dtype=torch.float32)
 
 
+PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def compute_dtype(device: torch.device, precision: str | None = None) -> torch.dtype:
+    """The inference precision: "auto" is fp16 on CUDA, bf16 on CPUs with bf16 units, else fp32.
+
+    None takes $VST_PRECISION (for hosts that start the engine service), else "auto"."""
+    precision = precision or os.environ.get("VST_PRECISION") or "auto"
+    if precision == "fp32":
+        return torch.float32
+    if precision != "auto":
+        raise VstError(f"unknown precision '{precision}' (use auto or fp32)")
+    if device.type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
 class Engine:
     def __init__(self, model: str = "default", device: str = "auto", tile_area: int | None = None,
-                 style_size: int = DEFAULT_STYLE_SIZE) -> None:
+                 style_size: int = DEFAULT_STYLE_SIZE, precision: str | None = None) -> None:
         self.device = resolve_device(device)
+        self.dtype = compute_dtype(self.device, precision)
         self.model: LoadedModel = load_model(model)
-        self.net = self.model.net.to(self.device).eval()
-        self.vgg = VGGEncoder().to(self.device)
-        self.half = self.device.type == "cuda"
+        # Channels-last feeds tensor cores and AMX; it slowed fp32 convolutions on AVX2 CPUs.
+        layout = torch.channels_last if self.dtype != torch.float32 else torch.contiguous_format
+        self.net = self.model.net.to(self.device, memory_format=layout).eval()
+        self.vgg = VGGEncoder().to(self.device, memory_format=layout)
         self.tile_area = tile_area or DEFAULT_TILE_AREA[self.device.type]
         self.style_size = style_size
 
@@ -111,8 +132,14 @@ class Engine:
     def trained(self) -> bool:
         return self.model.trained
 
+    @property
+    def precision(self) -> str:
+        return PRECISION_NAMES[self.dtype]
+
     def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
 
     # ----- styles --------------------------------------------------------------------------
     def load_styles(self, paths: Sequence[str | Path]) -> StyleSet:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .norms import LocalNorm, channel_stats
+from .norms import LocalNorm, channel_stats, scale_shift
 
 BOTTLENECK = 32
 # Style statistics used by the four AdaIN layers, in decoding order: relu4_1, relu3_1, relu2_1, relu1_1.
@@ -43,8 +43,37 @@ class StyleTargets:
                               for f in ("mean", "std", "desc")])
 
 
+def reflect_pad1(x: torch.Tensor) -> torch.Tensor:
+    """A one-pixel reflection border, written in one copy that keeps the memory layout.
+
+    Equal to F.pad(x, (1, 1, 1, 1), mode="reflect"), which on channels-last CPU tensors took
+    half of the inference time (measured)."""
+    n, c, h, w = x.shape
+    layout = torch.channels_last if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last) \
+        else torch.contiguous_format
+    out = torch.empty((n, c, h + 2, w + 2), dtype=x.dtype, device=x.device, memory_format=layout)
+    out[:, :, 1:-1, 1:-1] = x
+    out[:, :, 0, 1:-1] = x[:, :, 1]
+    out[:, :, -1, 1:-1] = x[:, :, -2]
+    out[:, :, :, 0] = out[:, :, :, 2]
+    out[:, :, :, -1] = out[:, :, :, -3]
+    return out
+
+
+class ReflectConv3x3(nn.Conv2d):
+    """3x3 convolution over a reflection border (same parameters as nn.Conv2d)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(cin, cout, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # In training F.pad's backward is the faster one (measured: 12% of a step).
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect") if torch.is_grad_enabled() else reflect_pad1(x)
+        return super().forward(padded)
+
+
 def conv3x3(cin: int, cout: int) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 3, padding=1, padding_mode="reflect")
+    return ReflectConv3x3(cin, cout)
 
 
 class FilterPredictor(nn.Module):
@@ -102,8 +131,7 @@ class UpBlock(nn.Module):
 
 
 def adain(x: torch.Tensor, norm: LocalNorm, layer: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    y = norm.normalize(layer, x)
-    return (y.float() * std[:, :, None, None] + mean[:, :, None, None]).to(x.dtype)
+    return scale_shift(norm.normalize(layer, x), std, mean)
 
 
 class StyleNet(nn.Module):

@@ -24,13 +24,31 @@ NUM_PREDICTORS = 6
 
 def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample, per-channel mean and std over the spatial dims (float32), shapes N x C."""
-    xf = x.float()
-    var, mean = torch.var_mean(xf, dim=(2, 3), unbiased=False)
+    if x.dtype == torch.float32:
+        var, mean = torch.var_mean(x, dim=(2, 3), unbiased=False)
+    else:  # half / bf16: float32 sums, without a float32 copy of the activation
+        count = x.shape[2] * x.shape[3]
+        mean = x.sum(dim=(2, 3), dtype=torch.float32) / count
+        meansq = (x * x).sum(dim=(2, 3), dtype=torch.float32) / count
+        var = (meansq - mean * mean).clamp_min(0.0)
     return mean, (var + EPS).sqrt()
 
 
+def scale_shift(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """x * scale + shift with per-sample, per-channel (N x C, float32) scale and shift, in x's dtype.
+
+    In float32 exactly so; in half precision one fused pass (the float32 round trip of every
+    activation was a third of the CPU inference time)."""
+    scale, shift = scale[:, :, None, None], shift[:, :, None, None]
+    if x.dtype == torch.float32:
+        return x * scale + shift
+    return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
+
+
 def _apply(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return ((x.float() - mean[:, :, None, None]) / std[:, :, None, None]).to(x.dtype)
+    if x.dtype == torch.float32:
+        return (x - mean[:, :, None, None]) / std[:, :, None, None]
+    return scale_shift(x, 1.0 / std, -mean / std)
 
 
 class LocalNorm:
@@ -111,8 +129,8 @@ class SharedNorm(LocalNorm):
         std = self._blend(self.std[layer], x.device)
         lo = self._blend(self.lo[layer], x.device)[:, :, None, None]
         hi = self._blend(self.hi[layer], x.device)[:, :, None, None]
-        y = (x.float() - mean[:, :, None, None]) / std[:, :, None, None]
-        return torch.maximum(torch.minimum(y, hi), lo).to(x.dtype)
+        y = _apply(x, mean, std)
+        return torch.maximum(torch.minimum(y, hi.to(y.dtype)), lo.to(y.dtype))
 
     def content_descriptor(self, predictor: int, desc: torch.Tensor) -> torch.Tensor:
         d = self.content_desc[predictor].to(desc.device, torch.float32)

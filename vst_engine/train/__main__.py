@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if f.name in ("data", "out", "extra"):
             continue
         flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool",):
+        if str(f.type).startswith("bool"):
             r.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
         elif f.name == "noise_var":
             r.add_argument(flag, type=lambda s: tuple(float(v) for v in s.split(",")), default=None)
