@@ -122,9 +122,9 @@ class Engine:
         self.dtype = compute_dtype(self.device, precision)
         self.model: LoadedModel = load_model(model)
         # Channels-last feeds tensor cores and AMX; it slowed fp32 convolutions on AVX2 CPUs.
-        layout = torch.channels_last if self.dtype != torch.float32 else torch.contiguous_format
-        self.net = self.model.net.to(self.device, memory_format=layout).eval()
-        self.vgg = VGGEncoder().to(self.device, memory_format=layout)
+        self.layout = torch.channels_last if self.dtype != torch.float32 else torch.contiguous_format
+        self.net = self.model.net.to(self.device, memory_format=self.layout).eval()
+        self.vgg = VGGEncoder().to(self.device, memory_format=self.layout)
         self.tile_area = tile_area or DEFAULT_TILE_AREA[self.device.type]
         self.style_size = style_size
 
@@ -197,7 +197,9 @@ class Engine:
                 acc.add_own_colours(colour_taps, own.desc)
                 grey4 = self.vgg(desaturate(tile))[3]
                 targets = StyleTargets.cat([own, styles.targets])
-                self.net(grey4.expand(slots, -1, -1, -1), targets, acc.collect)
+                # A real copy per slot: an expanded (stride-0) batch sent every layer down slow paths.
+                batch = grey4.expand(slots, -1, -1, -1).contiguous(memory_format=self.layout)
+                self.net(batch, targets, acc.collect)
 
     # ----- stylization ---------------------------------------------------------------------
     @torch.no_grad()

@@ -17,7 +17,7 @@ import torch
 from .errors import VstError
 from .models import atomic_write_bytes
 from .network import StyleTargets
-from .norms import NUM_NORM_LAYERS, NUM_PREDICTORS, CollectNorm, SharedNorm
+from .norms import NUM_NORM_LAYERS, NUM_PREDICTORS, CollectNorm, SharedNorm, channel_sums
 
 FORMAT = "vst-global-features"
 FORMAT_VERSION = 1
@@ -148,8 +148,7 @@ class FeatureAccumulator:
     def add_own_colours(self, taps: list[torch.Tensor], descs: list[torch.Tensor]) -> None:
         """Record the clip's own colour statistics (VGG taps of the colour frame)."""
         for i, t in enumerate(taps):
-            tf = t.float()
-            s, sq = tf.sum(dim=(0, 2, 3)).double().cpu(), (tf * tf).sum(dim=(0, 2, 3)).double().cpu()
+            s, sq = (v.sum(0).double().cpu() for v in channel_sums(t))
             self.own_sum[i] = s if self.own_sum[i] is None else self.own_sum[i] + s
             self.own_sumsq[i] = sq if self.own_sumsq[i] is None else self.own_sumsq[i] + sq
             self.own_count[i] += t.shape[0] * t.shape[2] * t.shape[3]

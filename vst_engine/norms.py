@@ -22,16 +22,24 @@ NUM_NORM_LAYERS = 11
 NUM_PREDICTORS = 6
 
 
+def channel_sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 sums of x and x^2 over the spatial dims, N x C (no float32 copy of half-precision x)."""
+    return x.sum(dim=(2, 3), dtype=torch.float32), (x * x).sum(dim=(2, 3), dtype=torch.float32)
+
+
+def moments(s: torch.Tensor, sq: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std (with EPS) from sums of x and x^2 over `count` values."""
+    mean = s / count
+    var = (sq / count - mean * mean).clamp_min(0.0)
+    return mean, (var + EPS).sqrt()
+
+
 def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample, per-channel mean and std over the spatial dims (float32), shapes N x C."""
     if x.dtype == torch.float32:
         var, mean = torch.var_mean(x, dim=(2, 3), unbiased=False)
-    else:  # half / bf16: float32 sums, without a float32 copy of the activation
-        count = x.shape[2] * x.shape[3]
-        mean = x.sum(dim=(2, 3), dtype=torch.float32) / count
-        meansq = (x * x).sum(dim=(2, 3), dtype=torch.float32) / count
-        var = (meansq - mean * mean).clamp_min(0.0)
-    return mean, (var + EPS).sqrt()
+        return mean, (var + EPS).sqrt()
+    return moments(*channel_sums(x), x.shape[2] * x.shape[3])
 
 
 def scale_shift(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -82,13 +90,12 @@ class CollectNorm(LocalNorm):
 
     def normalize(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         assert x.shape[0] == self.slots, "CollectNorm expects one batch entry per style slot"
-        xf = x.float()
-        s = xf.sum(dim=(2, 3)).double().cpu()
-        sq = (xf * xf).sum(dim=(2, 3)).double().cpu()
-        mean, std = channel_stats(x)
+        s, sq = channel_sums(x)
+        mean, std = channel_stats(x) if x.dtype == torch.float32 else moments(s, sq, x.shape[2] * x.shape[3])
         y = _apply(x, mean, std)
-        lo = y.float().amin(dim=(2, 3)).cpu()
-        hi = y.float().amax(dim=(2, 3)).cpu()
+        lo = y.amin(dim=(2, 3)).float().cpu()
+        hi = y.amax(dim=(2, 3)).float().cpu()
+        s, sq = s.double().cpu(), sq.double().cpu()
         if layer not in self.sum:
             self.sum[layer], self.sumsq[layer], self.count[layer] = s, sq, 0
             self.min[layer], self.max[layer] = lo, hi
