@@ -36,7 +36,7 @@ TEMPORAL_MODES = ("none", "noise", "motion", "comp")
 class TrainConfig:
     data: str
     out: str
-    steps: int = 8000
+    steps: int = 7000
     pretrain_steps: int = 6000  # no temporal term before this step (the paper's schedule, shortened for CPUs)
     batch: int = 4
     crop: int = 128
