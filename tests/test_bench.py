@@ -146,7 +146,7 @@ def fake_results() -> dict:
         _run("ours_noglobal", "starry_night", {i: 0.05 for i in intervals}),
         _run("peer", "starry_night", {1: 0.07, 2: 0.07, 4: 0.07, 8: 0.07, 16: None}),
     ]}]
-    labels = bench.method_rows(False, True)
+    labels = bench.method_rows()
     agg = {k: bench.aggregate(clips, k, intervals) for k, _ in labels}
     unavailable = {"baseline": "not available (model not trained yet)",
                    "baseline_noglobal": "not available (model not trained yet)"}

