@@ -920,7 +920,7 @@ def render_report(res: dict) -> str:
                 continue
             spf = sum(r["seconds"]) / len(r["seconds"])
             macs = r.get("macs_per_s")
-            rows.append([r.get("device_name", r["device"]) + f" {r.get('precision', 'fp16' if r.get('half') else 'fp32')}", r["what"], size,
+            rows.append([r.get("device_name", r["device"]) + f" {r.get('precision', 'fp32')}", r["what"], size,
                          _num(spf, ".3f"), _num(r["fps"], ".3f"), _num(r["rss_peak_mib"], ".0f"),
                          _num(r.get("rss_loaded_mib"), ".0f"), _num(r.get("cuda_peak_mib"), ".0f"),
                          _num(macs / 1e12 if macs else None, ".3f"),
