@@ -12,8 +12,9 @@ from synthetic import synth_frame
 import vst_engine
 from vst_engine.engine import Engine, compute_dtype
 from vst_engine.errors import VstError
-from vst_engine.hardware import cpu_has_bf16
+from vst_engine.hardware import cpu_has_bf16, reuse_large_allocations
 from vst_engine.network import reflect_pad1
+from vst_engine.norms import channel_range, channel_sums
 
 STYLE = Path(vst_engine.__file__).parent / "assets" / "starry_night.jpg"
 needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bf16 units")
@@ -57,3 +58,43 @@ def test_bf16_output_is_close_to_fp32():
     for a, b in zip(outs["fp32"], outs["bf16"]):
         diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
         assert diff.mean() < 1.5 and np.percentile(diff, 99) <= 8, (diff.mean(), np.percentile(diff, 99))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_channel_sums_are_accurate(dtype):
+    """Channels whose mean is up to 8 stds: the variance from the half-precision sums stays within 1%."""
+    gen = torch.Generator().manual_seed(0)
+    offset = torch.linspace(-4.0, 4.0, 32)[None, :, None, None]
+    x = (torch.randn(2, 32, 45, 80, generator=gen) * 0.5 + offset).to(dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    s, sq = channel_sums(x)
+    ref = x.double()
+    n = 45 * 80
+    mean, var = s.double() / n, sq.double() / n - (s.double() / n) ** 2
+    true_mean, true_var = ref.mean(dim=(2, 3)), ref.var(dim=(2, 3), unbiased=False)
+    assert s.dtype == torch.float32 and s.shape == (2, 32)
+    assert ((mean - true_mean).abs() / true_var.sqrt()).max() < 0.01
+    assert ((var - true_var).abs() / true_var).max() < 0.01
+    lo, hi = channel_range(x)
+    assert torch.equal(lo, x.amin(dim=(2, 3))) and torch.equal(hi, x.amax(dim=(2, 3)))
+
+
+def test_large_blocks_are_reused_without_page_faults():
+    """glibc maps each block above 32 MiB afresh, so every reuse paid a page fault per 4 KiB
+    (38,900 per round of this pattern); with the setting, rounds after the heap has grown reuse it."""
+    resource = pytest.importorskip("resource")
+    if not reuse_large_allocations():
+        pytest.skip("not glibc")
+
+    def touch(mib: int) -> torch.Tensor:
+        return torch.empty(mib << 20, dtype=torch.uint8).fill_(1)
+
+    faults = []
+    for _ in range(8):  # activations of mixed sizes, as in a forward pass
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        a, b = touch(40), touch(64)
+        del a
+        c = touch(48)
+        del b, c
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    assert sum(faults[4:]) < 2000, faults

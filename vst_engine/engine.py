@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .errors import VstError
-from .hardware import cpu_has_bf16
+from .hardware import cpu_has_bf16, reuse_large_allocations
 from .features import FeatureAccumulator, GlobalFeatures, StyleRef
 from .imageops import desaturate, keep_colours, pad_to_multiple, to_tensor, to_uint8
 from .models import LoadedModel, load_model
@@ -118,6 +118,7 @@ def compute_dtype(device: torch.device, precision: str | None = None) -> torch.d
 class Engine:
     def __init__(self, model: str = "default", device: str = "auto", tile_area: int | None = None,
                  style_size: int = DEFAULT_STYLE_SIZE, precision: str | None = None) -> None:
+        reuse_large_allocations()
         self.device = resolve_device(device)
         self.dtype = compute_dtype(self.device, precision)
         self.model: LoadedModel = load_model(model)

@@ -23,8 +23,30 @@ NUM_PREDICTORS = 6
 
 
 def channel_sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float32 sums of x and x^2 over the spatial dims, N x C (no float32 copy of half-precision x)."""
-    return x.sum(dim=(2, 3), dtype=torch.float32), (x * x).sum(dim=(2, 3), dtype=torch.float32)
+    """Float32 sums of x and x^2 over the spatial dims, N x C."""
+    if x.dtype == torch.float32:
+        return x.sum(dim=(2, 3)), (x * x).sum(dim=(2, 3))
+    # Half precision, without a float32 copy of x (the copies were a third of the analysis time).
+    # Sums run over x - c, c a per-channel estimate of the mean from a sparse grid, so that
+    # x^2 does not cancel against the mean's square; each row is summed in x's dtype, the rows in
+    # float32. Twice as fast as float32 sums, and a 5x smaller variance error for channels whose
+    # mean is 8 stds (summing x^2 rounded to bf16 was off by 1%; this is off by 0.2%).
+    rows = x.permute(0, 2, 3, 1)  # N x H x W x C: a view of channels-last x
+    count = rows.shape[1] * rows.shape[2]
+    c = rows[:, ::4, ::4].float().mean(dim=(1, 2)).to(x.dtype)
+    d = rows - c[:, None, None, :]
+    s_d = d.sum(dim=2).float().sum(dim=1)
+    sq_d = torch.square(d).sum(dim=2).float().sum(dim=1)
+    c = c.float()
+    return s_d + count * c, sq_d + 2 * c * s_d + count * c * c
+
+
+def channel_range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel minimum and maximum over the spatial dims, N x C."""
+    if x.dtype == torch.float32:
+        return x.amin(dim=(2, 3)), x.amax(dim=(2, 3))
+    rows = x.permute(0, 2, 3, 1)  # half precision: rows first was 1.5x faster on channels-last x
+    return rows.amin(dim=2).amin(dim=1), rows.amax(dim=2).amax(dim=1)
 
 
 def moments(s: torch.Tensor, sq: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,8 +115,7 @@ class CollectNorm(LocalNorm):
         s, sq = channel_sums(x)
         mean, std = channel_stats(x) if x.dtype == torch.float32 else moments(s, sq, x.shape[2] * x.shape[3])
         y = _apply(x, mean, std)
-        lo = y.amin(dim=(2, 3)).float().cpu()
-        hi = y.amax(dim=(2, 3)).float().cpu()
+        lo, hi = (v.float().cpu() for v in channel_range(y))
         s, sq = s.double().cpu(), sq.double().cpu()
         if layer not in self.sum:
             self.sum[layer], self.sumsq[layer], self.count[layer] = s, sq, 0

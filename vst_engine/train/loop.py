@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..hardware import cpu_has_bf16
+from ..hardware import cpu_has_bf16, reuse_large_allocations
 from ..imageops import desaturate
 from ..models import atomic_write_bytes, save_model
 from ..network import StyleNet, StyleTargets
@@ -127,6 +127,7 @@ class Trainer:
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "samples").mkdir(exist_ok=True)
+        reuse_large_allocations()
         self.device = torch.device(cfg.device)
         torch.manual_seed(cfg.seed)
         self.bf16 = cfg.bf16 if cfg.bf16 is not None else (self.device.type == "cuda" or cpu_has_bf16())
