@@ -158,7 +158,7 @@ class SharedNorm(LocalNorm):
         lo = self._blend(self.lo[layer], x.device)[:, :, None, None]
         hi = self._blend(self.hi[layer], x.device)[:, :, None, None]
         y = _apply(x, mean, std)
-        return torch.maximum(torch.minimum(y, hi.to(y.dtype)), lo.to(y.dtype))
+        return torch.clamp(y, lo.to(y.dtype), hi.to(y.dtype))  # one pass (min then max took two)
 
     def content_descriptor(self, predictor: int, desc: torch.Tensor) -> torch.Tensor:
         d = self.content_desc[predictor].to(desc.device, torch.float32)
