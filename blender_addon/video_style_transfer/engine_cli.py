@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 ENV_VAR = "VST_ENGINE_PYTHON"
-_info_cache: dict[tuple[str, str], dict[str, str]] = {}
+_info_cache: dict[tuple[str, str, str], dict[str, str]] = {}
 
 
 class EngineError(Exception):
@@ -80,12 +80,12 @@ def failure_message(returncode: int, output: str, what: str) -> str:
     return f"{what} failed (engine exit code {returncode}): {tail}"
 
 
-def engine_info(python: str, model: str = "default", timeout: float = 300.0) -> dict[str, str]:
-    """`vst info` as a dict (model, model_id, trained, device), cached per process."""
-    key = (python, model)
+def engine_info(python: str, model: str = "default", device: str = "auto", timeout: float = 300.0) -> dict[str, str]:
+    """`vst info` as a dict (model, model_id, trained, device, precision), cached per process."""
+    key = (python, model, device)
     if key in _info_cache:
         return _info_cache[key]
-    cmd = [python, "-m", "vst_engine", "info", "--model", model]
+    cmd = [python, "-m", "vst_engine", "info", "--model", model, "--device", device]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=subprocess_env(),
                               stdin=subprocess.DEVNULL)
@@ -107,8 +107,8 @@ def engine_info(python: str, model: str = "default", timeout: float = 300.0) -> 
     return info
 
 
-def cached_info(python: str, model: str) -> Optional[dict[str, str]]:
-    return _info_cache.get((python, model))
+def cached_info(python: str, model: str, device: str = "auto") -> Optional[dict[str, str]]:
+    return _info_cache.get((python, model, device))
 
 
 def clear_info_cache() -> None:

@@ -9,7 +9,7 @@ Cache layout (under the cache root, by default //vst_cache next to the .blend):
     inputs/<key>/                     ordered links to an image strip's files
 
 clip key = source media + shown frame range + styles' content + model id + processing size,
-consistency and device; look key = clip key + per-frame weights and strength + colour option.
+consistency, device and the engine's precision there; look key = clip key + per-frame weights and strength + colour option.
 Frames present in the look folder are final (the engine writes them atomically), so an
 interrupted bake resumes by baking only the missing ones. A new look takes over (hard-links) the
 frames of earlier looks of the same clip whose weights, strength and colour option are equal, so
@@ -280,7 +280,8 @@ def make_plan(scene: Any, effect: Any, *, python: Optional[str] = None) -> BakeP
             raise EngineError(f"effect '{effect.name}': style image not found: {path}")
     python = python or prefs.engine_python()
     model = effect.vst_model.strip() or prefs.default_model()
-    model_id = engine_cli.engine_info(python, model).get("model_id", model)
+    info = engine_cli.engine_info(python, model, effect.vst_device)
+    model_id = info.get("model_id", model)
     weights, strength = per_frame_values(effect, clip, len(styles))
     root = prefs.cache_root()
     clip_info = {
@@ -289,6 +290,8 @@ def make_plan(scene: Any, effect: Any, *, python: Optional[str] = None) -> BakeP
         "styles": [[p, file_digest(p)] for p in styles], "model": model, "model_id": model_id,
         "max_side": int(effect.vst_max_side), "consistency": bool(effect.vst_consistency),
         "device": effect.vst_device, "interval": 8,
+        # The CPU's precision (bf16 or fp32) changes pixels by about a grey level: never mix them.
+        "precision": info.get("precision", "fp32"),
     }
     # Paths stay out of the key (content digests only), so other machines find the same folders.
     clip_key = _key({k: v for k, v in clip_info.items() if k not in ("source", "styles")}

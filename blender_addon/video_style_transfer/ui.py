@@ -26,7 +26,7 @@ def _bake_status(scene: Any, effect: Any) -> tuple[str, str]:
     try:
         python = prefs.engine_python()
         model = effect.vst_model.strip() or prefs.default_model()
-        if engine_cli.cached_info(python, model) is None:
+        if engine_cli.cached_info(python, model, effect.vst_device) is None:
             icon, text = 'QUESTION', "Not checked yet: press Bake"
         else:
             p = plan.make_plan(scene, effect, python=python)

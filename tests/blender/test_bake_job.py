@@ -80,3 +80,25 @@ def test_installer_makes_a_working_engine(bl_env, tmp_path):
     res = r.result
     assert res["state"] == "done" and "config" in res["python"]
     assert res["info"]["model_id"]
+
+
+def test_engine_precision_is_part_of_the_cache_key(bl_env, media, tmp_path):
+    """bf16 and fp32 frames differ by about a grey level: they must not share cached frames."""
+    from vst_engine.hardware import cpu_has_bf16
+    r = script(f"""
+        import os
+        from video_style_transfer import engine_cli, plan
+        sc, src = movie_scene({str(media['clip'])!r})
+        e = vst.add_effect(sc, src, styles=[{str(media['style_a'])!r}], max_side=64)
+        out = {{}}
+        for precision in ("fp32", "auto"):
+            os.environ["VST_PRECISION"] = precision
+            engine_cli.clear_info_cache()
+            p = plan.make_plan(sc, e)
+            out[precision] = [p.clip_info["precision"], p.clip_dir]
+        result(out)
+    """, bl_env, tmp_path).check()
+    res = r.result
+    assert res["fp32"][0] == "fp32"
+    assert res["auto"][0] == ("bf16" if cpu_has_bf16() else "fp32")
+    assert (res["fp32"][1] == res["auto"][1]) == (res["auto"][0] == "fp32")
