@@ -109,6 +109,7 @@ def test_vgg_picks_and_analysis_fraction():
     assert bench.vgg_picks(4, 6) == [0, 1, 2, 3]
     # 132 frames, every 8th plus the last: 18 analysed frames.
     assert bench.analysis_fraction(1.0, 1.0, 132) == pytest.approx(18 / (18 + 132))
+    assert bench.analysis_fraction(1.0, 1.0, 132, interval=16) == pytest.approx(10 / (10 + 132))
     assert bench.analysis_fraction(2.0, 1.0, 33) == pytest.approx(10 / 43)
 
 
@@ -172,7 +173,7 @@ def fake_results() -> dict:
                        "present": [k for k, _ in labels if agg[k] is not None], "unavailable": unavailable,
                        "overhead": {"mean_fraction": 0.1, "analysed": 5}},
            "speed": {"rows": speed_rows, "devices": ["cpu"], "frames_note": "2", "macs_note": "627 k per pixel",
-                     "overhead_rows": [["cpu", "640x360", "21.6%", "20.0%"]],
+                     "overhead_rows": [["cpu", "640x360", "21.6%", "12.3%", "20.0%"]],
                      "overhead_values": [("cpu", (640, 360), 0.216)]},
            "clips": [dict(bench.manifest_entry(bench.CLIPS["bigbuckbunny"], bench.ASSETS / "bigbuckbunny.mp4",
                                                 "bundled", {"frames": 132}))],
