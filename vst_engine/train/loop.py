@@ -36,12 +36,12 @@ TEMPORAL_MODES = ("none", "noise", "motion", "comp")
 class TrainConfig:
     data: str
     out: str
-    steps: int = 7000
-    pretrain_steps: int = 6000  # no temporal term before this step (the paper's schedule, shortened for CPUs)
+    steps: int = 11000
+    pretrain_steps: int = 10000  # no temporal term before this step (the paper's schedule, shortened for CPUs)
     batch: int = 4
     crop: int = 128
     final_crop: int = 128
-    final_crop_from: int = 6000  # switch to the final crop size at this step
+    final_crop_from: int = 10000  # switch to the final crop size at this step
     lr: float = 1e-4
     lr_decay: float = 5e-5  # lr / (1 + decay * step)
     ema: float = 0.999
