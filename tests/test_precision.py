@@ -98,3 +98,12 @@ def test_large_blocks_are_reused_without_page_faults():
         del b, c
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     assert sum(faults[4:]) < 2000, faults
+
+
+def test_fp16_sums_do_not_overflow():
+    """Rows of large fp16 activations: their sums of squares exceed fp16's range (65504)."""
+    x = torch.full((1, 4, 8, 2048), 30.0, dtype=torch.float16)
+    x[:, :, :, ::2] = -30.0
+    s, sq = channel_sums(x.contiguous(memory_format=torch.channels_last))
+    assert torch.isfinite(sq).all()
+    assert torch.allclose(sq, torch.full((1, 4), 900.0 * 8 * 2048)) and torch.allclose(s, torch.zeros(1, 4), atol=1.0)

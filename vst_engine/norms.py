@@ -35,8 +35,10 @@ def channel_sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     count = rows.shape[1] * rows.shape[2]
     c = rows[:, ::4, ::4].float().mean(dim=(1, 2)).to(x.dtype)
     d = rows - c[:, None, None, :]
-    s_d = d.sum(dim=2).float().sum(dim=1)
-    sq_d = torch.square(d).sum(dim=2).float().sum(dim=1)
+    # bf16 has float32's range; fp16 row sums of squares could overflow (CUDA casts on the fly).
+    row_dtype = torch.bfloat16 if x.dtype == torch.bfloat16 else torch.float32
+    s_d = d.sum(dim=2, dtype=row_dtype).float().sum(dim=1)
+    sq_d = torch.square(d).sum(dim=2, dtype=row_dtype).float().sum(dim=1)
     c = c.float()
     return s_d + count * c, sq_d + 2 * c * s_d + count * c * c
 
