@@ -103,7 +103,9 @@ def test_float_frames_and_preserve_colours(client, analysed, engine):
 def test_per_frame_mode_and_max_side(client, engine, style_paths):
     styles = [str(style_paths["checker"])]
     out = client.stylize(rgba(5), styles, [1.0], 0.8)
-    np.testing.assert_array_equal(out[..., :3], engine.stylize(synth_frame(5), engine.load_styles(styles), [1.0], 0.8))
+    strength = float(np.float32(0.8))  # what the service receives: the protocol sends a float32
+    np.testing.assert_array_equal(out[..., :3], engine.stylize(synth_frame(5), engine.load_styles(styles), [1.0],
+                                                               strength))
     small = client.stylize(rgba(5), styles, [1.0], 1.0, max_side=32)
     assert small.shape == (48, 64, 4)  # processed at 32x24, returned at the host's size
     assert not np.array_equal(small[..., :3], out[..., :3])

@@ -122,8 +122,9 @@ class Engine:
         self.device = resolve_device(device)
         self.dtype = compute_dtype(self.device, precision)
         self.model: LoadedModel = load_model(model)
-        # Channels-last feeds tensor cores and AMX; it slowed fp32 convolutions on AVX2 CPUs.
-        self.layout = torch.channels_last if self.dtype != torch.float32 else torch.contiguous_format
+        # Channels-last feeds tensor cores and AMX, and on a 2-core AVX2 CPU in fp32 it was also
+        # faster once the norm statistics stopped using var_mean (stylize -5 to -12%, 360p-1080p).
+        self.layout = torch.channels_last
         self.net = self.model.net.to(self.device, memory_format=self.layout).eval()
         self.vgg = VGGEncoder().to(self.device, memory_format=self.layout)
         self.tile_area = tile_area or DEFAULT_TILE_AREA[self.device.type]

@@ -25,7 +25,9 @@ NUM_PREDICTORS = 6
 def channel_sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Float32 sums of x and x^2 over the spatial dims, N x C."""
     if x.dtype == torch.float32:
-        return x.sum(dim=(2, 3)), (x * x).sum(dim=(2, 3))
+        # float32 sums keep E[x^2] - E[x]^2 to about 1e-5 of the variance even for channels whose
+        # mean is 8 stds; torch.var_mean was 5x (contiguous) to 13x (channels-last) slower on CPU.
+        return x.sum(dim=(2, 3)), torch.square(x).sum(dim=(2, 3))
     # Half precision, without a float32 copy of x (the copies were a third of the analysis time).
     # Sums run over x - c, c a per-channel estimate of the mean from a sparse grid, so that
     # x^2 does not cancel against the mean's square; each row is summed in x's dtype, the rows in
@@ -60,9 +62,6 @@ def moments(s: torch.Tensor, sq: torch.Tensor, count: int) -> tuple[torch.Tensor
 
 def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample, per-channel mean and std over the spatial dims (float32), shapes N x C."""
-    if x.dtype == torch.float32:
-        var, mean = torch.var_mean(x, dim=(2, 3), unbiased=False)
-        return mean, (var + EPS).sqrt()
     return moments(*channel_sums(x), x.shape[2] * x.shape[3])
 
 
@@ -115,7 +114,7 @@ class CollectNorm(LocalNorm):
     def normalize(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         assert x.shape[0] == self.slots, "CollectNorm expects one batch entry per style slot"
         s, sq = channel_sums(x)
-        mean, std = channel_stats(x) if x.dtype == torch.float32 else moments(s, sq, x.shape[2] * x.shape[3])
+        mean, std = moments(s, sq, x.shape[2] * x.shape[3])
         y = _apply(x, mean, std)
         lo, hi = (v.float().cpu() for v in channel_range(y))
         s, sq = s.double().cpu(), sq.double().cpu()
