@@ -199,9 +199,13 @@ class Engine:
                 acc.add_own_colours(colour_taps, own.desc)
                 grey4 = self.vgg(desaturate(tile))[3]
                 targets = StyleTargets.cat([own, styles.targets])
-                # A real copy per slot: an expanded (stride-0) batch sent every layer down slow paths.
-                batch = grey4.expand(slots, -1, -1, -1).contiguous(memory_format=self.layout)
-                self.net(batch, targets, acc.collect)
+                grey4 = grey4.contiguous(memory_format=self.layout)
+                # One slot at a time: on a 2-core CPU at 1280x720 with two slots this was faster
+                # than one batch of all slots (15.7 s against 18.0 s) at less than half the peak
+                # memory (3.2 GiB against 7.3 GiB).
+                for slot in range(slots):
+                    acc.collect.slot = slot
+                    self.net(grey4, targets.pick(slot), acc.collect)
 
     # ----- stylization ---------------------------------------------------------------------
     @torch.no_grad()

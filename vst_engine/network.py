@@ -37,6 +37,10 @@ class StyleTargets:
         mix = lambda ts: [alpha.to(t.device, torch.float32) @ t.float() for t in ts]  # noqa: E731
         return StyleTargets(mix(self.mean), mix(self.std), mix(self.desc))
 
+    def pick(self, index: int) -> "StyleTargets":
+        """One batch entry (slot), keeping the batch dimension."""
+        return StyleTargets(*[[t[index:index + 1] for t in getattr(self, f)] for f in ("mean", "std", "desc")])
+
     @staticmethod
     def cat(items: list["StyleTargets"]) -> "StyleTargets":
         return StyleTargets(*[[torch.cat(parts) for parts in zip(*[getattr(i, f) for i in items])]

@@ -97,12 +97,13 @@ class LocalNorm:
 class CollectNorm(LocalNorm):
     """Local normalization that also accumulates clip statistics.
 
-    The batch dimension indexes style slots (one analysed frame, rendered once per slot), so
-    sums have shape slots x C. Accumulation is in float64 to keep E[x^2] - E[x]^2 accurate.
+    Each analysed frame is rendered once per style slot, one slot at a time (`slot` says which),
+    so sums have shape slots x C. Accumulation is in float64 to keep E[x^2] - E[x]^2 accurate.
     """
 
     def __init__(self, slots: int) -> None:
         self.slots = slots
+        self.slot = 0
         self.sum: dict[int, torch.Tensor] = {}
         self.sumsq: dict[int, torch.Tensor] = {}
         self.count: dict[int, int] = {}
@@ -112,29 +113,33 @@ class CollectNorm(LocalNorm):
         self.desc_count = 0
 
     def normalize(self, layer: int, x: torch.Tensor) -> torch.Tensor:
-        assert x.shape[0] == self.slots, "CollectNorm expects one batch entry per style slot"
+        assert x.shape[0] == 1 and 0 <= self.slot < self.slots, "CollectNorm renders one style slot at a time"
         s, sq = channel_sums(x)
         mean, std = moments(s, sq, x.shape[2] * x.shape[3])
         y = _apply(x, mean, std)
-        lo, hi = (v.float().cpu() for v in channel_range(y))
-        s, sq = s.double().cpu(), sq.double().cpu()
+        lo, hi = (v[0].float().cpu() for v in channel_range(y))
         if layer not in self.sum:
-            self.sum[layer], self.sumsq[layer], self.count[layer] = s, sq, 0
-            self.min[layer], self.max[layer] = lo, hi
-        else:
-            self.sum[layer] += s
-            self.sumsq[layer] += sq
-            self.min[layer] = torch.minimum(self.min[layer], lo)
-            self.max[layer] = torch.maximum(self.max[layer], hi)
-        self.count[layer] += x.shape[2] * x.shape[3]
+            shape = (self.slots, x.shape[1])
+            self.sum[layer] = torch.zeros(shape, dtype=torch.float64)
+            self.sumsq[layer] = torch.zeros(shape, dtype=torch.float64)
+            self.min[layer] = torch.full(shape, float("inf"))
+            self.max[layer] = torch.full(shape, float("-inf"))
+            self.count[layer] = 0
+        i = self.slot
+        self.sum[layer][i] += s[0].double().cpu()
+        self.sumsq[layer][i] += sq[0].double().cpu()
+        self.min[layer][i] = torch.minimum(self.min[layer][i], lo)
+        self.max[layer][i] = torch.maximum(self.max[layer][i], hi)
+        if i == 0:  # every slot sees the same pixels: count them once
+            self.count[layer] += x.shape[2] * x.shape[3]
         return y
 
     def content_descriptor(self, predictor: int, desc: torch.Tensor) -> torch.Tensor:
         # The content descriptor does not depend on the style slot: keep slot 0's.
-        d = desc[0].double().cpu()
-        self.desc_sum[predictor] = self.desc_sum.get(predictor, 0) + d
-        if predictor == 0:
-            self.desc_count += 1
+        if self.slot == 0:
+            self.desc_sum[predictor] = self.desc_sum.get(predictor, 0) + desc[0].double().cpu()
+            if predictor == 0:
+                self.desc_count += 1
         return desc
 
 
