@@ -432,3 +432,18 @@ def test_unwritable_output_dir_simulated(tmp_path, monkeypatch):
         open_sink(tmp_path / "out.mp4", 25, W, H)
     with pytest.raises(VstError, match="not writable"):
         open_sink(str(tmp_path / "frames") + "/", 25, W, H)
+
+
+def test_reading_needs_no_ffmpeg(tiny_clip, monkeypatch):
+    """Decoding goes through OpenCV: without ffmpeg (imageio-ffmpeg missing) a video still opens and
+    reads, and it simply reports no audio streams."""
+    from vst_engine import video
+
+    def missing() -> str:
+        raise VstError("ffmpeg is not available (imageio-ffmpeg): No module named 'imageio_ffmpeg'")
+
+    monkeypatch.setattr(video, "ffmpeg_exe", missing)
+    assert video._audio_codecs(tiny_clip) == []
+    with video.open_source(tiny_clip) as src:
+        frame = src.read(0)
+    assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.std() > 1.0

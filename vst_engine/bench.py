@@ -696,6 +696,91 @@ def speed_worker(argv: Sequence[str]) -> int:
     return 0
 
 
+def throughput_worker(argv: Sequence[str]) -> int:
+    """`python -m vst_engine.bench _throughput WxH DEVICE --batches 1,4,8`: the network alone on frames
+    already on the device (no decode, upload, download or encode), per batch size, eager and, on CUDA,
+    replayed from a captured CUDA graph; prints one JSON object. This is what a pipeline that overlaps
+    I/O with compute can reach at most."""
+    ap = argparse.ArgumentParser(prog="bench _throughput")
+    ap.add_argument("size")
+    ap.add_argument("device")
+    ap.add_argument("--batches", default="1,4,8")
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--style", default=str(ASSETS / "starry_night.jpg"))
+    a = ap.parse_args(list(argv))
+    import torch
+
+    from .engine import Engine, slot_weights
+    from .imageops import to_tensor
+    from .network import StyleTargets
+    w, h = parse_size(a.size)
+    frame = bench_frame(w, h)
+    engine = Engine(model=a.model, device=a.device)
+    cuda = engine.device.type == "cuda"
+    run = engine.analysis(engine.load_styles([a.style]))
+    run.add(frame)
+    feats = run.finish()
+    alpha = slot_weights(None, 1, 1.0)
+    one = feats.style.blend(alpha)
+    norm = feats.shared_norm(alpha)
+    x1 = to_tensor(frame, engine.device)
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+    rows = []
+    for batch in [int(b) for b in a.batches.split(",")]:
+        targets = StyleTargets(*[[t.to(engine.device).expand(batch, *t.shape[1:]) for t in ts]
+                                 for ts in (one.mean, one.std, one.desc)])
+        x = x1.expand(batch, -1, -1, -1).clone()
+        modes = ["eager"] + (["cuda_graph"] if cuda else [])
+        for mode in modes:
+            row = {"batch": batch, "mode": mode}
+            try:
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                with torch.no_grad():
+                    if mode == "eager":
+                        def step():
+                            return engine._forward(x, targets, norm)
+                    else:
+                        side = torch.cuda.Stream()
+                        side.wait_stream(torch.cuda.current_stream())
+                        with torch.cuda.stream(side):  # warm-up off the capture stream, as CUDA graphs need
+                            for _ in range(2):
+                                engine._forward(x, targets, norm)
+                        torch.cuda.current_stream().wait_stream(side)
+                        graph = torch.cuda.CUDAGraph()
+                        with torch.cuda.graph(graph):
+                            engine._forward(x, targets, norm)
+
+                        def step():
+                            graph.replay()
+                    for _ in range(2):
+                        step()
+                    sync()
+                    times = []
+                    for _ in range(a.repeats):
+                        t0 = time.perf_counter()
+                        step()
+                        sync()
+                        times.append(time.perf_counter() - t0)
+                med = float(np.median(times))
+                row.update(seconds_median=med, fps=batch / med)
+                if cuda:
+                    row["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+            except Exception as exc:  # report the failure of one variant and go on with the others
+                row["error"] = f"{type(exc).__name__}: {exc}"[-300:]
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    out = {"size": [w, h], "device": str(engine.device), "precision": engine.precision, "rows": rows}
+    if cuda:
+        out["device_name"] = torch.cuda.get_device_name(engine.device)
+    print(json.dumps(out), flush=True)
+    return 0
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process in MiB: VmHWM from /proc (Linux), else ru_maxrss.
 
@@ -755,6 +840,14 @@ def speed(args, status: dict) -> dict:
                         rows.append({"what": what, "size": [w, h], "device": dev, "error": str(exc)[-300:]})
                         log(f"  failed: {str(exc)[-300:]}")
                         break
+        throughput = []
+        if "cuda" in devices and not args.quick:
+            log("throughput cuda 1920x1080: the network alone, batches 1, 4, 8, eager and CUDA graph")
+            cmd = [sys.executable, "-m", "vst_engine.bench", "_throughput", "1920x1080", "cuda", "--model", args.model]
+            try:
+                throughput.append(_run_json(cmd, args.threads))
+            except (VstError, subprocess.TimeoutExpired) as exc:
+                throughput.append({"size": [1920, 1080], "device": "cuda", "error": str(exc)[-300:]})
         if status["peer"]["available"]:
             n = args.speed_frames or (1 if args.quick else 3)
             for w, h in args.sizes:
@@ -769,7 +862,7 @@ def speed(args, status: dict) -> dict:
                     rows.append(_run_json(cmd, args.threads))
                 except VstError as exc:
                     rows.append({"what": "peer", "size": [w, h], "device": "cpu", "error": str(exc)[-300:]})
-    return {"rows": rows, "devices": devices}
+    return {"rows": rows, "devices": devices, "throughput": throughput}
 
 
 def analysis_fraction(analysis_s_per_frame: float, stylize_s_per_frame: float, clip_frames: int,
@@ -928,6 +1021,19 @@ def render_report(res: dict) -> str:
         L += [markdown_table(header, rows), ""]
         if s.get("plot"):
             L += [f"![frames per second](benchmarks/{s['plot']})", ""]
+        for t in s.get("throughput", []):
+            L += [f"Network throughput at {t['size'][0]}x{t['size'][1]} on {t.get('device_name', t['device'])} "
+                  f"({t.get('precision', '-')}): frames already on the GPU, no decode, transfer or encode; the "
+                  "median of 10 runs per batch size, eagerly and replayed from a captured CUDA graph. This is the "
+                  "ceiling of a pipeline that overlaps I/O with compute.", ""]
+            if "error" in t:
+                L += [f"failed: {t['error'][-200:]}", ""]
+                continue
+            L += [markdown_table(["batch", "mode", "ms per batch", "frames/s", "of tensor peak", "CUDA peak MiB"],
+                                 [[str(r["batch"]), r["mode"]] + (["failed: " + r["error"][-100:], "", "", ""]
+                                  if "error" in r else [_num(r["seconds_median"] * 1e3, ".2f"), _num(r["fps"], ".1f"),
+                                  _num(r.get("tensor_fraction", 0) * 100, ".1f") + "%", _num(r.get("cuda_peak_mib"), ".0f")])
+                                  for r in t["rows"]]), ""]
         L += [f"Network cost: {s['macs_note']} (The issue's estimate, 1.53 T per 1080p frame, assumed a "
               "larger padding; MAC/s above uses the counted figure for the untiled frame.)", ""]
         if s.get("overhead_rows"):
@@ -1165,6 +1271,12 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
                 if peak:
                     r["tensor_fraction"] = 2 * r["macs_per_s"] / (peak * 1e12)
                     r["tensor_peak_tflops"] = peak
+        for t in s.get("throughput", []):
+            w, h = t["size"]
+            peak = tensor_peak_tflops(t.get("device_name", ""), peak_override)
+            for r in t.get("rows", []):
+                if "fps" in r and peak:
+                    r["tensor_fraction"] = 2 * per_px * (-(-w // 8) * 8) * (-(-h // 8) * 8) * r["fps"] / (peak * 1e12)
         s["frames_note"] = ", ".join(sorted({f"{len(r['seconds'])} ({r['device'].split(':')[0]} {r['what']})"
                                              for r in s["rows"] if "seconds" in r})) or "-"
         ov_rows, ov_vals = [], []
@@ -1202,6 +1314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_speed"]:
         return speed_worker(argv[1:])
+    if argv[:1] == ["_throughput"]:
+        return throughput_worker(argv[1:])
     args = parse_args(argv)
     try:
         if args.report_only:

