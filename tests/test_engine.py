@@ -198,6 +198,32 @@ def test_batched_forward_equals_frame_by_frame(engine, feats_ab, frame_a, frame_
     assert (batch[0] - batch[1]).abs().mean() > 0.02  # two different frames, not one repeated
 
 
+def test_flat_frames_are_left_out_of_the_clip_statistics(engine, two_styles, feats_ab, frame_a, frame_b):
+    """A black or single-colour frame (a fade-in, a slate) does not change the clip's features."""
+    from vst_engine.engine import is_flat
+
+    black = np.zeros_like(frame_a)
+    red = np.zeros_like(frame_a)
+    red[..., 0] = 200  # one colour, however bright, carries no texture
+    assert is_flat(black) and is_flat(red) and is_flat(black.astype(np.float32) + 0.5)
+    assert not is_flat(frame_a) and not is_flat((frame_a // 16).astype(np.uint8))  # dark but textured
+    with_fades = engine.analyze([black, frame_a, red, frame_b], two_styles, interval=1, sampled=[0, 1, 2, 3],
+                                frame_range=(0, 4))
+    assert with_fades.extra == {"frames_analysed": 2, "flat_frames_skipped": 2}
+    for t_fade, t_ref in zip(with_fades.norm_mean + with_fades.norm_std, feats_ab.norm_mean + feats_ab.norm_std):
+        assert torch.equal(t_fade, t_ref)
+    assert maxdiff(engine.stylize(frame_a, with_fades, [1, 0]), engine.stylize(frame_a, feats_ab, [1, 0])) == 0
+
+
+def test_all_flat_clip_still_gets_features(engine, two_styles, frame_a):
+    black = np.zeros_like(frame_a)
+    feats = engine.analyze([black, black], two_styles, interval=1, sampled=[0, 1], frame_range=(0, 2))
+    assert feats.extra == {"frames_analysed": 1, "flat_frames_skipped": 2}
+    assert all(torch.isfinite(t).all() for t in feats.norm_mean + feats.norm_std)
+    out = engine.stylize(black, feats, [1, 0])
+    assert out.shape == black.shape and out.dtype == np.uint8
+
+
 def test_global_differs_from_local_when_clip_differs(engine, two_styles, feats_ab, frame_a):
     local = engine.stylize(frame_a, two_styles, [1, 0])
     shared = engine.stylize(frame_a, feats_ab, [1, 0])
@@ -254,7 +280,7 @@ def test_features_file_round_trip(engine, feats_ab, tmp_path):
     assert loaded.process_size == (64, 48) and loaded.frame_range == (3, 50)
     assert loaded.settings == {"max_side": 96}
     assert feats_ab.settings == {"style_size": engine.style_size}  # recorded by analyze
-    assert loaded.extra == {"frames_analysed": 2}
+    assert loaded.extra == {"frames_analysed": 2, "flat_frames_skipped": 0}
     assert loaded.slots == 3
     loaded.check(engine.model.model_id, feats.styles, (64, 48))  # no error
 

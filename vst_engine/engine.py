@@ -275,6 +275,16 @@ class Engine:
         return out[..., :h, :w].float().clamp(0.0, 1.0)
 
 
+FLAT_STD = 2.0  # grey levels (of 255): a frame varying less than this is black or one colour
+
+
+def is_flat(frame: np.ndarray) -> bool:
+    """Whether a frame (uint8, or float in [0, 1]) is black or a single colour (a fade or a slate)."""
+    sample = frame[::4, ::4].reshape(-1, frame.shape[-1])  # every 16th pixel is plenty to tell
+    scale = 255.0 if frame.dtype != np.uint8 else 1.0
+    return float(sample.std(axis=0).max()) * scale < FLAT_STD
+
+
 class Analysis:
     """Global features accumulated frame by frame (the first pass); `finish` gives the result."""
 
@@ -282,6 +292,8 @@ class Analysis:
         self.engine, self.styles = engine, styles
         self.acc = FeatureAccumulator(slots=1 + len(styles.refs))
         self.size: tuple[int, int] | None = None
+        self.flat_skipped = 0
+        self._flat_fallback: np.ndarray | None = None  # used only if every frame is flat
 
     @torch.no_grad()
     def add(self, frame: np.ndarray) -> None:
@@ -290,6 +302,14 @@ class Analysis:
             self.size = size
         elif size != self.size:
             raise VstError("all analysed frames must have the same size")
+        if is_flat(frame):
+            # A black or single-colour frame (fade, slate) has no texture: its near-zero feature
+            # variances would skew the clip's statistics (a clip opening on one black frame lost
+            # most of its contrast), so it is left out unless every frame is flat.
+            self.flat_skipped += 1
+            if self._flat_fallback is None:
+                self._flat_fallback = frame.copy()
+            return
         self.engine._analyze_frame(frame, self.styles, self.acc)
         self.acc.frames += 1
 
@@ -298,8 +318,12 @@ class Analysis:
         if self.size is None:
             raise VstError("no frames to analyse (empty clip or range)")
         eng = self.engine
+        if self.acc.frames == 0:  # only flat frames: their statistics are all there is
+            with torch.no_grad():
+                eng._analyze_frame(self._flat_fallback, self.styles, self.acc)
+            self.acc.frames = 1
         return self.acc.finish(self.styles.targets, model_id=eng.model.model_id, styles=list(self.styles.refs),
                                source=source, frame_range=tuple(frame_range), interval=interval,
                                sampled=list(sampled), process_size=self.size,
                                settings=dict(settings or {}, style_size=eng.style_size),
-                               extra={"frames_analysed": self.acc.frames})
+                               extra={"frames_analysed": self.acc.frames, "flat_frames_skipped": self.flat_skipped})
