@@ -148,12 +148,12 @@ class FeatureAccumulator:
     def add_own_colours(self, taps: list[torch.Tensor], descs: list[torch.Tensor]) -> None:
         """Record the clip's own colour statistics (VGG taps of the colour frame)."""
         for i, t in enumerate(taps):
-            s, sq = (v.sum(0).double().cpu() for v in channel_sums(t))
+            s, sq = (v.sum(0).double() for v in channel_sums(t))  # kept on the device until finish
             self.own_sum[i] = s if self.own_sum[i] is None else self.own_sum[i] + s
             self.own_sumsq[i] = sq if self.own_sumsq[i] is None else self.own_sumsq[i] + sq
             self.own_count[i] += t.shape[0] * t.shape[2] * t.shape[3]
         for i, d in enumerate(descs):
-            d = d.double().sum(0).cpu()
+            d = d.double().sum(0)
             self.own_desc[i] = d if self.own_desc[i] is None else self.own_desc[i] + d
         self.own_desc_count += descs[0].shape[0]
 
@@ -163,20 +163,20 @@ class FeatureAccumulator:
             raise VstError("no frames were analysed")
         mean, std, lo, hi = [], [], [], []
         for layer in range(NUM_NORM_LAYERS):
-            m = c.sum[layer] / c.count[layer]
-            var = (c.sumsq[layer] / c.count[layer] - m * m).clamp_min(0.0)
+            m = c.sum[layer].cpu() / c.count[layer]
+            var = (c.sumsq[layer].cpu() / c.count[layer] - m * m).clamp_min(0.0)
             mean.append(m.float())
             std.append((var + 1e-5).sqrt().float())
-            lo.append(c.min[layer].float())
-            hi.append(c.max[layer].float())
-        content_desc = [(c.desc_sum[p] / c.desc_count).float() for p in range(NUM_PREDICTORS)]
+            lo.append(c.min[layer].float().cpu())
+            hi.append(c.max[layer].float().cpu())
+        content_desc = [(c.desc_sum[p].cpu() / c.desc_count).float() for p in range(NUM_PREDICTORS)]
         own_mean, own_std = [], []
         for i in range(4):
-            m = self.own_sum[i] / self.own_count[i]
-            var = (self.own_sumsq[i] / self.own_count[i] - m * m).clamp_min(0.0)
+            m = self.own_sum[i].cpu() / self.own_count[i]
+            var = (self.own_sumsq[i].cpu() / self.own_count[i] - m * m).clamp_min(0.0)
             own_mean.append(m.float()[None])
             own_std.append((var + 1e-5).sqrt().float()[None])
-        own_desc = [(d / self.own_desc_count).float()[None] for d in self.own_desc]
+        own_desc = [(d.cpu() / self.own_desc_count).float()[None] for d in self.own_desc]
         own = StyleTargets(own_mean, own_std, own_desc)
         style = StyleTargets.cat([own, StyleTargets([t.float().cpu() for t in style_targets.mean],
                                                     [t.float().cpu() for t in style_targets.std],
