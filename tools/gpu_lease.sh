@@ -20,7 +20,7 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 [ "$DEV" = cuda ] && nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv
 python3 -c "import torch, cv2, numpy; print('torch', torch.__version__, 'opencv', cv2.__version__, 'numpy', numpy.__version__)"
-mkdir -p "$RUNS"
+rm -rf "$RUNS"; mkdir -p "$RUNS"  # a warm machine keeps /tmp between calls: start each call afresh
 python3 -m vst_engine.train unbundle .gpu/traindata.tar --out "$DATA" > "$RUNS/unbundle.log" 2>&1 &
 UNB=$!
 
