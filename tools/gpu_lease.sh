@@ -25,7 +25,7 @@ python3 -m vst_engine.train unbundle .gpu/traindata.tar --out "$DATA" > "$RUNS/u
 UNB=$!
 
 log "bench (speed, $DEV)"
-[ "$DEV" = cuda ] && BENCH_ARGS="--device cuda" || BENCH_ARGS="--device cpu --sizes 160x96 --speed-frames 1"
+[ "$DEV" = cuda ] && BENCH_ARGS="--device cuda" || BENCH_ARGS="--device cpu --sizes 160x96"
 timeout "$BENCH_S" python3 -m vst_engine.bench $BENCH_ARGS --skip-quality --no-peer --speed-frames ${SPEED_FRAMES:-10} \
     --out "$OUT/bench" > "$RUNS/bench.log" 2>&1
 log "bench exit $?"; tail -n 12 "$RUNS/bench.log"

@@ -1254,6 +1254,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
         from .engine import Engine
         eng = Engine(model="untrained", device="cpu")
         per_px = count_macs(eng, 256, 144) / (256 * 144)
+
+        def frame_macs(w: int, h: int) -> float:  # the network pads frames to multiples of 8
+            return per_px * (-(-w // 8) * 8) * (-(-h // 8) * 8)
         macs_1080 = per_px * 1920 * 1088
         s["macs_note"] = (f"{per_px / 1e3:.0f} k multiply-adds per padded pixel (convolutions and linear layers "
                           f"counted with hooks at 256x144, plus the dynamic filters' channel mixing): "
@@ -1264,8 +1267,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
             if "error" in r or r["what"] != "stylize":
                 continue
             w, h = r["size"]
-            macs = per_px * (-(-w // 8) * 8) * (-(-h // 8) * 8)
-            r["macs_per_s"] = macs * r["fps"]
+            r["macs_per_s"] = frame_macs(w, h) * r["fps"]
             if r.get("device_name"):
                 peak = tensor_peak_tflops(r["device_name"], peak_override)
                 if peak:
@@ -1276,7 +1278,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
             peak = tensor_peak_tflops(t.get("device_name", ""), peak_override)
             for r in t.get("rows", []):
                 if "fps" in r and peak:
-                    r["tensor_fraction"] = 2 * per_px * (-(-w // 8) * 8) * (-(-h // 8) * 8) * r["fps"] / (peak * 1e12)
+                    r["tensor_fraction"] = 2 * frame_macs(w, h) * r["fps"] / (peak * 1e12)
         s["frames_note"] = ", ".join(sorted({f"{len(r['seconds'])} ({r['device'].split(':')[0]} {r['what']})"
                                              for r in s["rows"] if "seconds" in r})) or "-"
         ov_rows, ov_vals = [], []

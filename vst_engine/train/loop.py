@@ -99,11 +99,11 @@ class StyleBank:
         if not paths:
             raise RuntimeError(f"no style images in {style_dir}")
         rng = np.random.default_rng(seed)
+        dev = next(vgg.parameters()).device
         means, stds, feats = [[] for _ in range(4)], [[] for _ in range(4)], []
         for p in paths:
             img = _read_rgb(p)
             crops = np.stack([_style_crop(img, size, rng) for _ in range(augs)])
-            dev = next(vgg.parameters()).device
             with torch.no_grad():
                 taps = [t.float().cpu() for t in vgg(torch.from_numpy(crops).permute(0, 3, 1, 2).to(dev).float() / 255.0)]
             for i, t in enumerate(taps):
@@ -151,10 +151,7 @@ class Trainer:
             b = torch.load(bank_path, weights_only=True)
             self.bank = StyleBank(b["mean"], b["std"], b["feat4"], b["names"])
         else:
-            # On the CPU the bank is built in fp32 with the same layout as before (bit-identical banks).
-            vgg = self.vgg if self.device.type == "cuda" else self.vgg.cpu()
-            self.bank = StyleBank.build(data / "styles_train", vgg, cfg.style_bank_augs, cfg.seed)
-            self.vgg.to(self.device)
+            self.bank = StyleBank.build(data / "styles_train", self.vgg, cfg.style_bank_augs, cfg.seed)
             torch.save(self.bank.state(), bank_path)
         self.heldout_styles = [_read_rgb(p, 256) for p in sorted((data / "styles_heldout").iterdir())][:3]
         self._resume()
