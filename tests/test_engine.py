@@ -160,23 +160,51 @@ def test_frames_share_the_same_statistics(engine, feats_ab, frame_a, frame_b, mo
     """Every normalization of two different frames uses identical (clip) statistics."""
     from vst_engine import norms
 
-    seen: list[torch.Tensor] = []
-    original = norms.SharedNorm._blend
+    seen: list[tuple[torch.Tensor, ...]] = []
+    original = norms.SharedNorm.stats
 
-    def spy(self, per_slot, device):
-        out = original(self, per_slot, device)
-        seen.append(out.clone())
+    def spy(self, layer):
+        out = original(self, layer)
+        seen.append(tuple(t.clone() for t in out))
         return out
 
-    monkeypatch.setattr(norms.SharedNorm, "_blend", spy)
+    monkeypatch.setattr(norms.SharedNorm, "stats", spy)
     out_a = engine.stylize(frame_a, feats_ab, [1, 0])
     stats_a, seen[:] = list(seen), []
     out_b = engine.stylize(frame_b, feats_ab, [1, 0])
     stats_b = list(seen)
-    assert len(stats_a) == len(stats_b) == 4 * 11  # mean, std, min, max for each IN layer
+    assert len(stats_a) == len(stats_b) == 11  # mean, std, min, max of each IN layer
     for sa, sb in zip(stats_a, stats_b):
-        assert torch.equal(sa, sb)
+        assert all(torch.equal(a, b) for a, b in zip(sa, sb))
     assert mad(out_a, out_b) > 5.0  # different content still gives different images
+
+
+def test_new_weights_update_the_shared_statistics_in_place(engine, feats_ab, frame_a):
+    """Changing the style weights between frames re-blends the clip statistics into the same
+    device tensors (what a captured CUDA graph reads), and renders as a fresh engine would."""
+    from vst_engine.engine import Engine
+
+    engine.stylize(frame_a, feats_ab, [1, 0])
+    norm = engine._shared.norm
+    first = norm.stats(1)[0]
+    before = first.clone()
+    out = engine.stylize(frame_a, feats_ab, [0.2, 0.8], strength=0.7)
+    assert engine._shared.norm is norm and norm.stats(1)[0] is first
+    assert not torch.equal(first, before)
+    fresh = Engine(model="untrained", device="cpu").stylize(frame_a, feats_ab, [0.2, 0.8], strength=0.7)
+    assert np.array_equal(out, fresh)
+
+
+def test_stylize_batch_equals_frame_by_frame(engine, feats_ab, frame_a, frame_b):
+    frames = [frame_a, frame_b, frame_a]
+    batch = engine.stylize_batch(frames, feats_ab, [0.5, 0.5])
+    single = [engine.stylize(f, feats_ab, [0.5, 0.5]) for f in frames]
+    assert len(batch) == 3 and all(b.shape == frame_a.shape and b.dtype == np.uint8 for b in batch)
+    for b, s in zip(batch, single):
+        assert np.abs(b.astype(int) - s.astype(int)).max() <= 1
+    assert mad(batch[0], batch[1]) > 5.0
+    with pytest.raises(VstError, match="same size"):
+        engine.stylize_batch([frame_a, frame_a[:-8]], feats_ab)
 
 
 def test_batched_forward_equals_frame_by_frame(engine, feats_ab, frame_a, frame_b):
@@ -191,8 +219,8 @@ def test_batched_forward_equals_frame_by_frame(engine, feats_ab, frame_a, frame_
     two = StyleTargets(*[[t.expand(2, *t.shape[1:]) for t in ts] for ts in (one.mean, one.std, one.desc)])
     xa, xb = to_tensor(frame_a, engine.device), to_tensor(frame_b, engine.device)
     with torch.no_grad():
-        batch = engine._forward(torch.cat([xa, xb]), two, feats_ab.shared_norm(alpha))
-        single = torch.cat([engine._forward(x, one, feats_ab.shared_norm(alpha)) for x in (xa, xb)])
+        batch = engine._forward(torch.cat([xa, xb]), two, feats_ab.shared_norm(alpha, engine.device))
+        single = torch.cat([engine._forward(x, one, feats_ab.shared_norm(alpha, engine.device)) for x in (xa, xb)])
     assert batch.shape == (2, 3, *frame_a.shape[:2])
     assert (batch - single).abs().max() < 2e-3
     assert (batch[0] - batch[1]).abs().mean() > 0.02  # two different frames, not one repeated

@@ -723,7 +723,7 @@ def throughput_worker(argv: Sequence[str]) -> int:
     feats = run.finish()
     alpha = slot_weights(None, 1, 1.0)
     one = feats.style.blend(alpha)
-    norm = feats.shared_norm(alpha)
+    norm = feats.shared_norm(alpha, engine.device)
     x1 = to_tensor(frame, engine.device)
 
     def sync():

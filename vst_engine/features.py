@@ -61,8 +61,10 @@ class GlobalFeatures:
     def slots(self) -> int:
         return self.norm_mean[0].shape[0]
 
-    def shared_norm(self, alpha: torch.Tensor) -> SharedNorm:
-        return SharedNorm(self.norm_mean, self.norm_std, self.norm_min, self.norm_max, self.content_desc, alpha)
+    def shared_norm(self, alpha: torch.Tensor, device: torch.device | str = "cpu") -> SharedNorm:
+        """The clip statistics blended with slot weights `alpha`, held on `device`."""
+        return SharedNorm(self.norm_mean, self.norm_std, self.norm_min, self.norm_max, self.content_desc, alpha,
+                          device)
 
     def check(self, model_id: str, styles: list[StyleRef] | None = None,
               process_size: tuple[int, int] | None = None) -> None:

@@ -1,6 +1,8 @@
 """Small tensor image operations shared by the engine and training."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -26,15 +28,22 @@ def keep_colours(stylized: torch.Tensor, original: torch.Tensor) -> torch.Tensor
     return (original + (luma(stylized) - luma(original))).clamp(0.0, 1.0)
 
 
+def frames_to_tensor(frames: Sequence[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
+    """H x W x 3 RGB frames of one size, uint8 or float32 in [0, 1] -> N x 3 x H x W float32 in
+    [0, 1], in one copy to the device."""
+    stacked = np.ascontiguousarray(frames[0][None] if len(frames) == 1 else np.stack(frames))
+    x = torch.from_numpy(stacked).to(device).permute(0, 3, 1, 2)
+    return x.float() / 255.0 if stacked.dtype == np.uint8 else x.float().clamp(0.0, 1.0)
+
+
 def to_tensor(frame: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """H x W x 3 RGB, uint8 or float32 in [0, 1] -> 1 x 3 x H x W float32 in [0, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1)[None]
-    return x.float() / 255.0 if frame.dtype == np.uint8 else x.float().clamp(0.0, 1.0)
+    """One frame as a 1 x 3 x H x W tensor (see `frames_to_tensor`)."""
+    return frames_to_tensor([frame], device)
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """1 x 3 x H x W float -> H x W x 3 uint8 RGB (rounded, clamped)."""
-    return (img[0].float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    """N x 3 x H x W float -> N x H x W x 3 uint8 RGB (rounded, clamped), in one copy from the device."""
+    return (img.float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def pad_to_multiple(img: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -145,28 +145,44 @@ class CollectNorm(LocalNorm):
 
 
 class SharedNorm(LocalNorm):
-    """Clip-level statistics from `GlobalFeatures`, blended per frame by slot weights.
+    """Clip-level statistics from `GlobalFeatures`, blended by slot weights.
 
-    `alpha` has shape N x S (batch x slots): a convex combination of the slots' statistics.
+    `alpha` (1 x S, or N x S for per-frame weights) is a convex combination of the slots'
+    statistics. The blend is made once, on `device`, and every frame reads the same tensors:
+    per-layer copies to the GPU stalled it 44 times a frame and made CUDA-graph capture
+    impossible. `set_alpha` rewrites the blend in place, so a captured graph stays valid when the
+    style weights change.
     """
 
     def __init__(self, mean: list[torch.Tensor], std: list[torch.Tensor], lo: list[torch.Tensor],
-                 hi: list[torch.Tensor], content_desc: list[torch.Tensor], alpha: torch.Tensor) -> None:
-        self.mean, self.std, self.lo, self.hi = mean, std, lo, hi
-        self.content_desc = content_desc
-        self.alpha = alpha.float()
+                 hi: list[torch.Tensor], content_desc: list[torch.Tensor], alpha: torch.Tensor,
+                 device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self._per_slot = [[t.to(self.device, torch.float32) for t in kind] for kind in (mean, std, lo, hi)]
+        self.content_desc = [d.to(self.device, torch.float32)[None] for d in content_desc]
+        self._stats: list[tuple[torch.Tensor, ...]] = []
+        self.set_alpha(alpha)
 
-    def _blend(self, per_slot: torch.Tensor, device: torch.device) -> torch.Tensor:
-        return self.alpha.to(device) @ per_slot.to(device).float()
+    def set_alpha(self, alpha: torch.Tensor) -> None:
+        """Blend the slots with new weights (in place when the shape is unchanged)."""
+        self.alpha = alpha.to(self.device, torch.float32)
+        mean, std, lo, hi = ([self.alpha @ t for t in kind] for kind in self._per_slot)
+        blended = [(m, s, a[:, :, None, None], b[:, :, None, None]) for m, s, a, b in zip(mean, std, lo, hi)]
+        if self._stats and all(o.shape == n.shape for old, new in zip(self._stats, blended) for o, n in zip(old, new)):
+            for old, new in zip(self._stats, blended):
+                for o, n in zip(old, new):
+                    o.copy_(n)
+        else:
+            self._stats = blended
+
+    def stats(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Blended mean and std (N x C) and normalized range lo, hi (N x C x 1 x 1) of one IN layer."""
+        return self._stats[layer]
 
     def normalize(self, layer: int, x: torch.Tensor) -> torch.Tensor:
-        mean = self._blend(self.mean[layer], x.device)
-        std = self._blend(self.std[layer], x.device)
-        lo = self._blend(self.lo[layer], x.device)[:, :, None, None]
-        hi = self._blend(self.hi[layer], x.device)[:, :, None, None]
+        mean, std, lo, hi = self.stats(layer)
         y = _apply(x, mean, std)
         return torch.clamp(y, lo.to(y.dtype), hi.to(y.dtype))  # one pass (min then max took two)
 
     def content_descriptor(self, predictor: int, desc: torch.Tensor) -> torch.Tensor:
-        d = self.content_desc[predictor].to(desc.device, torch.float32)
-        return d.expand(desc.shape[0], -1)
+        return self.content_desc[predictor].expand(desc.shape[0], -1)

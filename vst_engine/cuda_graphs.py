@@ -1,0 +1,75 @@
+"""Replaying the stylization pass from captured CUDA graphs.
+
+One eager pass launches a few hundred small kernels, and at 640x360 a GPU spends most of its time
+waiting for Python to launch them. A CUDA graph records the launches once and replays them in
+one call. It reads and writes fixed addresses, so every tensor the pass reads (the frame, the clip
+statistics, the style targets) must stay in place between replays: the frame is copied into a
+static input, and the statistics are updated in place (`SharedNorm.set_alpha`).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Hashable
+
+import torch
+
+WARMUP = 2  # eager passes before capture: cuDNN picks its kernels on these (cudnn.benchmark)
+MAX_GRAPHS = 2  # each graph keeps its own activation memory: keep few frame shapes
+
+
+class CapturedPass:
+    """fn(x) captured for one input shape; calling it copies x in, replays, copies the result out."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor, keep: object) -> None:
+        self.input = example.clone()
+        self.keep = keep  # whatever the graph reads besides the input: kept alive with it
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
+            for _ in range(WARMUP):
+                fn(self.input)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.output = fn(self.input)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.input.copy_(x)
+        self.graph.replay()
+        return self.output.clone()  # the next replay overwrites the static output
+
+
+class GraphCache:
+    """Captured passes by key (input shape and the identity of what they read), least recently
+    used first out. After a failed capture it stays off and says why in `failure`."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.failure: str | None = None
+        self._passes: OrderedDict[Hashable, CapturedPass] = OrderedDict()
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.failure is None
+
+    def clear(self) -> None:
+        self._passes.clear()
+
+    def run(self, key: Hashable, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+            keep: object = None) -> torch.Tensor:
+        """fn(x), replayed from a graph when possible, else eager."""
+        if not self.active:
+            return fn(x)
+        captured = self._passes.get(key)
+        if captured is None:
+            try:
+                captured = CapturedPass(fn, x, keep)
+            except RuntimeError as exc:  # e.g. an op that cannot be captured: eager from now on
+                self.failure = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                torch.cuda.synchronize()
+                return fn(x)
+            self._passes[key] = captured
+            while len(self._passes) > MAX_GRAPHS:
+                self._passes.popitem(last=False)
+        self._passes.move_to_end(key)
+        return captured(x)
