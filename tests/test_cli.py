@@ -164,6 +164,27 @@ def test_strength_keys_in_weights_file(cli_env, tiny_clip, style_paths, tmp_path
     assert procs[3].returncode == 1 and "contradicts the strength keys" in procs[3].stderr
 
 
+def test_batched_passes_render_as_frame_by_frame(cli_env, tiny_clip, style_paths, tmp_path):
+    """--batch groups frames that share weights and strength into one pass: animated strength
+    (groups cut at every change) and constant weights (groups of 5, 5, 2) give the frames of --batch 1."""
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"weights": [{"0": 1}], "strength": {"2": 0.0, "6": 1.0}}))
+    style = ["-s", style_paths["dots"]]
+    runs = {name: tmp_path / name for name in ("anim1", "anim4", "const1", "const5")}
+    for proc in vst_many(cli_env, [
+        ["stylize", tiny_clip, *style, "--weights-file", keys, "--frames", "0:8", "--batch", "1", "-o", f"{runs['anim1']}/"],
+        ["stylize", tiny_clip, *style, "--weights-file", keys, "--frames", "0:8", "--batch", "4", "-o", f"{runs['anim4']}/"],
+        ["stylize", tiny_clip, *style, "--batch", "1", "-o", f"{runs['const1']}/"],
+        ["stylize", tiny_clip, *style, "--batch", "5", "-o", f"{runs['const5']}/"],
+    ]):
+        ok(proc)
+    for one, many in (("anim1", "anim4"), ("const1", "const5")):
+        a, b = pngs(runs[one]), pngs(runs[many])
+        assert sorted(a) == sorted(b) and len(a) in (8, 12)
+        for name in a:  # batched convolutions may round differently by one level
+            assert np.abs(a[name].astype(int) - b[name].astype(int)).max() <= 1, name
+
+
 # ---------------------------------------------------------------------------------------
 # 4. Audio
 # ---------------------------------------------------------------------------------------
@@ -205,6 +226,7 @@ def bad_runs(cli_env, tiny_clip, style_paths, tmp_path_factory):
         "features-other-style": [tiny_clip, *two, "--features", d / "dots.vstf"],
         "broken-weights-json": [tiny_clip, *two, "--weights-file", d / "broken.json"],
         "negative-weights-space": [tiny_clip, *two, "--weights", "-1,2"],
+        "batch-zero": [tiny_clip, *two, "--batch", "0"],
     }
     folder_outputs = {"empty-folder", "strength", "weights-count"}  # PNG-folder outputs for these
     plan = {}
@@ -233,7 +255,7 @@ def bad_runs(cli_env, tiny_clip, style_paths, tmp_path_factory):
 
 CLEAN_CASES = ["missing-input", "text-as-video", "style-not-image", "missing-style", "empty-folder",
                "frames-outside", "output-dir-missing", "negative-weights", "weights-count", "strength",
-               "features-other-style", "broken-weights-json"]
+               "features-other-style", "broken-weights-json", "batch-zero"]
 
 
 @pytest.mark.parametrize("case", CLEAN_CASES)
@@ -265,6 +287,7 @@ def test_error_messages_name_the_problem(bad_runs):
         "output-dir-missing": "output folder does not exist", "negative-weights": "negative",
         "weights-count": "3 value(s) for 2 style(s)", "strength": "strength",
         "features-other-style": "other styles", "broken-weights-json": "cannot read weights file",
+        "batch-zero": "--batch must be at least 1",
     }
     for case, text in expect.items():
         assert text in visible_lines(bad_runs[case][0].stderr)[-1], case

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from vst_engine.pipeline import WriteBehind, prefetch
+from vst_engine.pipeline import WriteBehind, batched, prefetch
 
 
 def test_prefetch_keeps_order_and_reads_ahead():
@@ -81,3 +81,11 @@ def test_write_behind_stops_when_the_caller_fails():
                 out.write(i, np.zeros((1, 1, 3), np.uint8))
             raise KeyError("model failed")
     assert len(written) <= 5
+
+
+def test_batched_groups_consecutive_items_with_one_key():
+    items = [(0, "a"), (1, "a"), (2, "a"), (3, "b"), (4, "a"), (5, "a")]
+    groups = list(batched(items, 2, key=lambda item: item[1]))
+    assert [[i for i, _ in g] for g in groups] == [[0, 1], [2], [3], [4, 5]]
+    assert list(batched([], 3, key=lambda item: item)) == []
+    assert [len(g) for g in batched(range(7), 3, key=lambda item: 0)] == [3, 3, 1]

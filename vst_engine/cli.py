@@ -67,7 +67,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from .engine import normalize_weights, process_size, resize_frame
     from .features import GlobalFeatures
     from .keys import WeightKeys, parse_weights
-    from .pipeline import WriteBehind, prefetch
+    from .pipeline import WriteBehind, batched, prefetch
     from .video import is_folder_output, open_sink, parse_frame_range
 
     if args.weights and args.weights_file:
@@ -83,6 +83,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         normalize_weights(keys.at(frame), n)
     if args.strength is not None and keys.strength:
         raise VstError("--strength contradicts the strength keys in the weights file: give one of them")
+    if args.batch is not None and args.batch < 1:
+        raise VstError(f"--batch must be at least 1, got {args.batch}")
     if args.strength is not None and not 0.0 <= args.strength <= 1.0:
         raise VstError(f"--strength must be between 0 and 1, got {args.strength}")
     default_strength = 1.0 if args.strength is None else args.strength
@@ -93,6 +95,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         size = process_size(info.width, info.height, args.max_side)
         if args.no_global and args.features:
             raise VstError("--features and --no-global contradict each other")
+        batch = args.batch or engine.auto_batch(*size)
         plan = GlobalFeatures.load(args.features) if args.features else styles
         if args.features:
             plan.check(engine.model.model_id, styles.refs, size)
@@ -107,10 +110,15 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             frames = prefetch(resize_frame(source.read(i), size) for i in range(start, end))
             try:
                 with WriteBehind(sink.write) as out:
-                    for index, frame in zip(range(start, end), frames):
-                        out.write(index, engine.stylize(frame, plan, keys.at(index),
-                                                        keys.strength_at(index, default_strength), args.preserve_color))
-                        bar.update(1)
+                    # Frames with the same weights and strength share a pass (several at a time on a GPU).
+                    pose = lambda item: (tuple(keys.at(item[0])), keys.strength_at(item[0], default_strength))  # noqa: E731
+                    for group in batched(zip(range(start, end), frames), batch, pose):
+                        weights, strength = pose(group[0])
+                        results = engine.stylize_batch([f for _, f in group], plan, weights, strength,
+                                                       args.preserve_color)
+                        for (index, _), result in zip(group, results):
+                            out.write(index, result)
+                        bar.update(len(group))
             finally:
                 frames.close()
                 bar.close()
@@ -187,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preserve-color", action="store_true", help="keep the clip's own colours (luminance transfer)")
     p.add_argument("--no-global", action="store_true", help="per-frame statistics (the paper's baseline behaviour)")
     p.add_argument("--features", default=None, help="use stored global features instead of analysing")
+    p.add_argument("--batch", type=int, default=None,
+                   help="frames per network pass (default: up to 4 on a GPU with room, 1 on a CPU)")
     p.add_argument("-o", "--output", required=True, help="video file, or a folder (trailing /) for PNG frames")
     p.set_defaults(func=cmd_stylize)
 

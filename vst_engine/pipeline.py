@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Hashable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
@@ -54,6 +54,22 @@ def prefetch(items: Iterable[T], depth: int = 4) -> Iterator[T]:
     finally:
         stop.set()
         thread.join()
+
+
+def batched(items: Iterable[T], size: int, key: Callable[[T], Hashable]) -> Iterator[list[T]]:
+    """Consecutive items in lists of at most `size` whose `key` is the same (frames that can share
+    one pass of the network)."""
+    group: list[T] = []
+    group_key: Hashable = None
+    for item in items:
+        k = key(item)
+        if group and (k != group_key or len(group) == size):
+            yield group
+            group = []
+        group_key = k
+        group.append(item)
+    if group:
+        yield group
 
 
 class WriteBehind:
