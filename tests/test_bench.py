@@ -247,10 +247,11 @@ def test_cuda_rows_judge_the_cli_default_batch_and_keep_the_profile(tmp_path):
     cuda = {"size": [1920, 1080], "device": "cuda", "threads": 1, "rss_loaded_mib": 900.0, "rss_peak_mib": 1e3,
             "cuda_peak_mib": 3000.0, "device_name": "NVIDIA H200", "precision": "fp16"}
     res["speed"]["rows"] += [
-        dict(cuda, what="stylize", seconds=[0.02], fps=50.0, batch=1, default=False, cuda_graphs="on"),
-        dict(cuda, what="stylize", seconds=[0.008], fps=125.0, batch=4, default=True, cuda_graphs="on"),
+        dict(cuda, what="stylize", seconds=[0.02], fps=50.0, batch=1, default=False, acceleration="CUDA graphs"),
+        dict(cuda, what="stylize", seconds=[0.008], fps=125.0, batch=4, default=True,
+             acceleration="compiled + CUDA graphs"),
         dict(cuda, what="stylize", size=[640, 360], seconds=[0.01], fps=100.0, batch=4, default=True,
-             cuda_graphs="RuntimeError: operation not permitted when stream is capturing"),
+             acceleration="eager (graph capture failed: RuntimeError: operation not permitted)"),
     ]
     res["speed"]["throughput"] = [{"size": [1920, 1080], "device": "cuda", "precision": "fp16",
                                    "device_name": "NVIDIA H200", "profile": "aten::conv  50%",
@@ -260,8 +261,8 @@ def test_cuda_rows_judge_the_cli_default_batch_and_keep_the_profile(tmp_path):
     assert "125.0 frames/s" in targets["GPU"][1] and targets["GPU"][2] == "**met**"
     bench.write_report(res, tmp_path)
     md = (tmp_path / "BENCHMARKS.md").read_text()
-    assert "stylize, batch 4 (CLI default), CUDA graphs" in md and "stylize, batch 1, CUDA graphs" in md
-    assert "eager (graph capture failed: RuntimeError: operation not permitted" in md
+    assert "stylize, batch 4 (CLI default), compiled + CUDA graphs" in md and "stylize, batch 1, CUDA graphs" in md
+    assert "stylize, batch 4 (CLI default), eager (graph capture failed: RuntimeError: operation not permitted" in md
     assert "failed: boom" in md and "| 1.5 |" in md
     assert (tmp_path / "benchmarks" / "profile_cuda_1920x1080.txt").read_text() == "aten::conv  50%\n"
     assert "(benchmarks/profile_cuda_1920x1080.txt)" in md

@@ -18,9 +18,10 @@ W, H = 256, 144
 @pytest.fixture(scope="module")
 def engines():
     from vst_engine import Engine
-    # precision "auto" (fp16), not the fp32 the other tests pin in conftest
-    return (Engine(device="cuda", precision="auto", cuda_graphs=True),
-            Engine(device="cuda", precision="auto", cuda_graphs=False))
+    # precision "auto" (fp16), not the fp32 the other tests pin in conftest; compiled and replayed
+    # (the CUDA defaults) against plain eager passes
+    return (Engine(device="cuda", precision="auto"),
+            Engine(device="cuda", precision="auto", cuda_graphs=False, compile=False))
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +37,18 @@ def features(engines, clip, style_paths):
 
 
 def close(a: np.ndarray, b: np.ndarray) -> None:
-    assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    """Compiled kernels keep fused intermediates in float32 where eager passes round each to fp16:
+    small differences, unlike stale statistics (whole-image shifts)."""
+    d = np.abs(a.astype(int) - b.astype(int))
+    assert a.shape == b.shape and d.mean() <= 0.5 and d.max() <= 16, (d.mean(), d.max())
 
 
 def test_replayed_frames_equal_eager_frames(engines, clip, features):
     graphed, eager = engines
     for frame in clip[:3]:
         close(graphed.stylize(frame, features[0], [1, 0]), eager.stylize(frame, features[0], [1, 0]))
-    assert graphed.graphs.failure is None and len(graphed.graphs._passes) == 1
-    assert graphed.precision == "fp16"
+    assert graphed.acceleration == "compiled + CUDA graphs" and len(graphed.graphs.keys()) == 1
+    assert eager.acceleration == "eager" and graphed.precision == "fp16"
 
 
 def test_replay_follows_new_weights_batches_and_features(engines, clip, features):
@@ -52,11 +56,13 @@ def test_replay_follows_new_weights_batches_and_features(engines, clip, features
     for weights, strength in (([0, 1], 1.0), ([0.3, 0.7], 0.6), ([1, 0], 1.0)):
         close(graphed.stylize(clip[1], features[0], weights, strength),
               eager.stylize(clip[1], features[0], weights, strength))
-    for a, b in zip(graphed.stylize_batch(clip[:4], features[0], [0.5, 0.5]),
-                    eager.stylize_batch(clip[:4], features[0], [0.5, 0.5])):
-        close(a, b)
+    for frames in (clip[:4], clip[1:3]):  # the short batch is padded to the captured one
+        for a, b in zip(graphed.stylize_batch(frames, features[0], [0.5, 0.5]),
+                        eager.stylize_batch(frames, features[0], [0.5, 0.5]), strict=True):
+            close(a, b)
+    assert sorted(k[0][0] for k in graphed.graphs.keys()) == [1, 4]
     close(graphed.stylize(clip[4], features[1], [1, 0]), eager.stylize(clip[4], features[1], [1, 0]))
-    assert graphed.graphs.failure is None
+    assert graphed.acceleration == "compiled + CUDA graphs"
     differs = graphed.stylize(clip[4], features[0], [1, 0]).astype(int) - graphed.stylize(clip[4], features[1], [1, 0])
     assert np.abs(differs).mean() > 0.5  # the two clips' features really differ
 

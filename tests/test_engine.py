@@ -669,3 +669,21 @@ def test_sample_indices(args, expected):
 def test_sample_indices_bad_interval(interval):
     with pytest.raises(VstError, match="interval"):
         sample_indices(0, 20, interval)
+
+
+def test_compiled_passes_match_eager_and_fall_back_on_failure(engine, feats_ab, frame_a):
+    """torch.compile (the CUDA default; forced here on the CPU) renders as the eager pass does, and
+    a compilation that fails leaves the engine eager, saying why, instead of failing the frame."""
+    from vst_engine.engine import Engine
+
+    compiled = Engine(model="untrained", device="cpu", compile=True)
+    eager = engine.stylize(frame_a, feats_ab, [1, 0])
+    assert maxdiff(compiled.stylize(frame_a, feats_ab, [1, 0]), eager) <= 1
+    assert compiled.acceleration == "compiled"
+
+    def broken(*args):
+        raise RuntimeError("no C compiler found\nsecond line")
+    compiled._compiled = broken
+    assert maxdiff(compiled.stylize(frame_a, feats_ab, [1, 0]), eager) <= 1
+    assert compiled.acceleration == "eager (compile failed: RuntimeError: no C compiler found)"
+    assert engine.acceleration == "eager"

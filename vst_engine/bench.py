@@ -696,9 +696,8 @@ def speed_worker(argv: Sequence[str]) -> int:
            "rss_peak_mib": peak_rss_mib(),
            "model_id": engine.model.model_id, "precision": engine.precision, "tiled": w * h > engine.tile_area}
     if a.what == "stylize":
-        # `default`: the batch the CLI would choose; `cuda_graphs`: whether passes were replayed.
-        out.update(batch=batch, default=a.batch == 0,
-                   cuda_graphs=("off" if not engine.graphs.enabled else engine.graphs.failure or "on") if cuda else None)
+        # `default`: the batch the CLI would choose; `acceleration`: compiled, replayed, or why not.
+        out.update(batch=batch, default=a.batch == 0, acceleration=engine.acceleration)
     if cuda:
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
         out["device_name"] = torch.cuda.get_device_name(engine.device)
@@ -763,6 +762,8 @@ def throughput_worker(argv: Sequence[str]) -> int:
                         step = CapturedPass(forward, x, keep=None)
                     elif mode == "compile":
                         step = torch.compile(forward)
+                    elif mode == "compile_graph":
+                        step = CapturedPass(torch.compile(forward), x, keep=None)
                     else:
                         raise VstError(f"unknown mode {mode}")
                     for _ in range(2):
@@ -775,6 +776,8 @@ def throughput_worker(argv: Sequence[str]) -> int:
                         step(x)
                         sync()
                         times.append(time.perf_counter() - t0)
+                    # Output levels (of 255) against the eager pass: fused kernels round differently.
+                    row["max_diff_vs_eager"] = float((step(x) - forward(x)).abs().max()) * 255
                 med = float(np.median(times))
                 row.update(seconds_median=med, fps=batch / med)
                 if cuda:
@@ -858,8 +861,11 @@ def speed(args, status: dict) -> dict:
             n = args.speed_frames or (20 if dev == "cuda" else (1 if args.quick else 2))
             for w, h in sizes:
                 feats = Path(td) / f"{dev}_{w}x{h}.vstf"
-                # On CUDA stylization is timed one frame per pass and at the CLI's automatic batch.
-                runs = [("analyze", 0), ("stylize", 0)] + ([("stylize", 1)] if dev == "cuda" else [])
+                # On CUDA stylization is timed at the CLI's automatic batch, and for sizes it batches
+                # also one frame per pass.
+                from .engine import AUTO_BATCH_PIXELS
+                batches = dev == "cuda" and 2 * w * h <= AUTO_BATCH_PIXELS
+                runs = [("analyze", 0), ("stylize", 0)] + ([("stylize", 1)] if batches else [])
                 for what, batch in runs:
                     log(f"speed {dev} {w}x{h}: {what} {f'batch {batch} ' if batch else ''}({n} frames after a warm-up)")
                     cmd = [sys.executable, "-m", "vst_engine.bench", "_speed", what, f"{w}x{h}", dev,
@@ -878,7 +884,7 @@ def speed(args, status: dict) -> dict:
             base = [sys.executable, "-m", "vst_engine.bench", "_throughput", "1920x1080", "cuda", "--model", args.model]
             runs = [(base + ["--profile"], None)]
             if args.compile_timeout:  # compiling can take minutes: its own process, with a limit
-                runs.append((base + ["--modes", "compile", "--batches", "1,4"], args.compile_timeout))
+                runs.append((base + ["--modes", "compile,compile_graph", "--batches", "1"], args.compile_timeout))
             for cmd, limit in runs:
                 try:
                     throughput.append(_run_json(cmd, args.threads, timeout=limit))
@@ -956,14 +962,12 @@ def _speed_lookup(rows, what: str, size: tuple[int, int], device: str) -> dict |
 
 
 def _what_label(row: dict) -> str:
-    """"stylize, batch 4, CUDA graphs" and the like for the speed table."""
+    """"stylize, batch 4, compiled + CUDA graphs" and the like for the speed table."""
     parts = [row["what"]]
     if row.get("batch"):
         parts.append(f"batch {row['batch']}" + (" (CLI default)" if row.get("default") and row["device"] != "cpu" else ""))
-    graphs = row.get("cuda_graphs")
-    if graphs:
-        parts.append("CUDA graphs" if graphs == "on" else "eager" if graphs == "off" else
-                     f"eager (graph capture failed: {graphs[:80]})")
+    if row.get("acceleration") and row["device"] != "cpu":
+        parts.append(row["acceleration"][:120])
     return ", ".join(parts)
 
 
@@ -1079,11 +1083,11 @@ def render_report(res: dict) -> str:
                 L += [f"failed: {t['error'][-200:]}", ""]
                 continue
             L += [markdown_table(["batch", "mode", "ms per batch", "frames/s", "of tensor peak", "CUDA peak MiB",
-                                  "setup s"],
-                                 [[str(r["batch"]), r["mode"]] + (["failed: " + r["error"][-100:], "", "", "", ""]
+                                  "setup s", "max diff to eager (of 255)"],
+                                 [[str(r["batch"]), r["mode"]] + (["failed: " + r["error"][-100:], "", "", "", "", ""]
                                   if "error" in r else [_num(r["seconds_median"] * 1e3, ".2f"), _num(r["fps"], ".1f"),
                                   _num(r.get("tensor_fraction", 0) * 100, ".1f") + "%", _num(r.get("cuda_peak_mib"), ".0f"),
-                                  _num(r.get("setup_s"), ".1f")])
+                                  _num(r.get("setup_s"), ".1f"), _num(r.get("max_diff_vs_eager"), ".2f")])
                                   for r in t["rows"]]), ""]
             if t.get("profile_file"):
                 L += [f"Where the time of an eager batch-1 pass goes (torch.profiler, three passes): "

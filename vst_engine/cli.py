@@ -132,7 +132,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     import numpy
     import torch
 
-    from .engine import PRECISION_NAMES, compute_dtype, resolve_device
+    from .engine import PRECISION_NAMES, accelerations, compute_dtype, resolve_device
     from .models import load_model, model_path
     from .vgg import WEIGHTS_PACKAGE, weights_path
     model = load_model(args.model)
@@ -141,6 +141,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         vgg = f"{weights_path()} (sha256 ok)"
     except VstError as exc:
         vgg = f"MISSING: {exc}"
+    accel_names = ("torch.compile", "CUDA graphs")
     lines = [
         f"model:        {args.model} ({model.model_id})",
         f"trained:      {'yes' if model.trained else 'NO - UNTRAINED network, output is not a stylization'}",
@@ -148,6 +149,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"steps:        {model.meta.get('steps', '-')}",
         f"device:       {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         f"precision:    {PRECISION_NAMES[compute_dtype(device, args.precision)]}",
+        f"acceleration: {' + '.join(n for n, on in zip(accel_names, accelerations(device)) if on) or 'none (eager)'}",
         f"VGG-19:       {vgg} from {WEIGHTS_PACKAGE}",
         f"versions:     vst_engine {engine_version()}, python {platform.python_version()}, torch {torch.__version__}, "
         f"numpy {numpy.__version__}, opencv {cv2.__version__}",

@@ -55,6 +55,9 @@ class GraphCache:
     def clear(self) -> None:
         self._passes.clear()
 
+    def keys(self) -> list[Hashable]:
+        return list(self._passes)
+
     def run(self, key: Hashable, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
             keep: object = None) -> torch.Tensor:
         """fn(x), replayed from a graph when possible, else eager."""
