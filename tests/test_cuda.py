@@ -31,9 +31,20 @@ def clip() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def features(engines, clip, style_paths):
+    _, eager = engines
+    styles = eager.load_styles([style_paths["stripes"], style_paths["dots"]])
+    return [eager.analyze(frames, styles) for frames in (clip[:3], clip[3:])]
+
+
+def test_compiled_analysis_equals_eager(engines, clip, style_paths, features):
     graphed, _ = engines
-    styles = graphed.load_styles([style_paths["stripes"], style_paths["dots"]])
-    return [graphed.analyze(frames, styles) for frames in (clip[:3], clip[3:])]
+    feats = graphed.analyze(clip[:3], graphed.load_styles([style_paths["stripes"], style_paths["dots"]]))
+    ref = features[0]
+    for kind in ("norm_mean", "norm_std", "norm_min", "norm_max", "content_desc"):
+        for mine, theirs in zip(getattr(feats, kind), getattr(ref, kind), strict=True):
+            scale = theirs.abs().max().clamp_min(1e-3)
+            assert float((mine - theirs).abs().max() / scale) < 0.02, kind
+    assert graphed.acceleration == "compiled + CUDA graphs"
 
 
 def close(a: np.ndarray, b: np.ndarray) -> None:

@@ -671,19 +671,27 @@ def test_sample_indices_bad_interval(interval):
         sample_indices(0, 20, interval)
 
 
-def test_compiled_passes_match_eager_and_fall_back_on_failure(engine, feats_ab, frame_a):
-    """torch.compile (the CUDA default; forced here on the CPU) renders as the eager pass does, and
-    a compilation that fails leaves the engine eager, saying why, instead of failing the frame."""
+def test_compiled_passes_match_eager_and_fall_back_on_failure(engine, feats_ab, two_styles, frame_a, frame_b,
+                                                              monkeypatch):
+    """torch.compile (the CUDA default; forced here on the CPU) analyses and renders as the eager
+    passes do, and a compilation that fails leaves the engine eager, saying why, instead of failing."""
     from vst_engine.engine import Engine
 
     compiled = Engine(model="untrained", device="cpu", compile=True)
+    feats = compiled.analyze([frame_a, frame_b], two_styles, interval=1, sampled=[0, 1], frame_range=(0, 2))
+    for mine, ref in zip([*feats.norm_mean, *feats.norm_std, *feats.norm_min, *feats.norm_max, *feats.content_desc],
+                         [*feats_ab.norm_mean, *feats_ab.norm_std, *feats_ab.norm_min, *feats_ab.norm_max,
+                          *feats_ab.content_desc]):
+        assert torch.allclose(mine, ref, rtol=1e-3, atol=1e-4)
     eager = engine.stylize(frame_a, feats_ab, [1, 0])
     assert maxdiff(compiled.stylize(frame_a, feats_ab, [1, 0]), eager) <= 1
-    assert compiled.acceleration == "compiled"
+    assert compiled.acceleration == "compiled" and engine.acceleration == "eager"
 
-    def broken(*args):
-        raise RuntimeError("no C compiler found\nsecond line")
-    compiled._compiled = broken
-    assert maxdiff(compiled.stylize(frame_a, feats_ab, [1, 0]), eager) <= 1
-    assert compiled.acceleration == "eager (compile failed: RuntimeError: no C compiler found)"
-    assert engine.acceleration == "eager"
+    def broken_compile(fn, **options):
+        def run(*args):
+            raise RuntimeError("no C compiler found\nsecond line")
+        return run
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    failing = Engine(model="untrained", device="cpu", compile=True)
+    assert maxdiff(failing.stylize(frame_a, feats_ab, [1, 0]), eager) <= 1
+    assert failing.acceleration == "eager (compile failed: RuntimeError: no C compiler found)"

@@ -179,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--vgg-frames", type=int, default=None, help="evenly spaced frames for style/content losses (default 6)")
     ap.add_argument("--sizes", default=None, help="speed sizes, e.g. 640x360,1280x720 (default 640x360,1280x720,"
                     "1920x1080; plus 3840x2160 on CUDA)")
+    ap.add_argument("--no-throughput", action="store_true", help="skip the CUDA runs of the network alone "
+                    "(batches, graphs, torch.compile, profile)")
     ap.add_argument("--speed-frames", type=int, default=None, help="timed frames per speed run (default 2 on CPU, "
                     "20 on CUDA), after one warm-up frame")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu; CUDA is measured too when "
@@ -224,6 +226,7 @@ def validate(args: argparse.Namespace) -> argparse.Namespace:
     args.vgg_frames = args.vgg_frames if args.vgg_frames is not None else (2 if q else 6)
     if args.vgg_frames < 1:
         raise VstError("--vgg-frames must be at least 1")
+    args.sizes_given = bool(args.sizes)
     if args.sizes:
         args.sizes = [parse_size(t) for t in args.sizes.split(",") if t.strip()]
         if not args.sizes:
@@ -723,7 +726,7 @@ def throughput_worker(argv: Sequence[str]) -> int:
     a = ap.parse_args(list(argv))
     import torch
 
-    from .cuda_graphs import CapturedPass
+    from .acceleration import CapturedPass
     from .engine import Engine, slot_weights
     from .imageops import to_tensor
     from .network import StyleTargets
@@ -857,7 +860,7 @@ def speed(args, status: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="vst-bench-speed-") as td:
         for dev in devices:
             sizes = list(args.sizes) + ([s for s in CUDA_EXTRA_SIZES if s not in args.sizes]
-                                        if dev == "cuda" and not args.quick else [])
+                                        if dev == "cuda" and not args.quick and not args.sizes_given else [])
             n = args.speed_frames or (20 if dev == "cuda" else (1 if args.quick else 2))
             for w, h in sizes:
                 feats = Path(td) / f"{dev}_{w}x{h}.vstf"
@@ -879,7 +882,7 @@ def speed(args, status: dict) -> dict:
                         log(f"  failed: {str(exc)[-300:]}")
                         break
         throughput = []
-        if "cuda" in devices and not args.quick:
+        if "cuda" in devices and not args.quick and not args.no_throughput:
             log("throughput cuda 1920x1080: the network alone, batches 1, 4, 8, eager and CUDA graph; profile")
             base = [sys.executable, "-m", "vst_engine.bench", "_throughput", "1920x1080", "cuda", "--model", args.model]
             runs = [(base + ["--profile"], None)]

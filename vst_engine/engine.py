@@ -17,14 +17,14 @@ import cv2
 import numpy as np
 import torch
 
-from .cuda_graphs import GraphCache
+from .acceleration import Compiler, GraphCache
 from .errors import VstError
 from .hardware import cpu_has_bf16, reuse_large_allocations
 from .features import FeatureAccumulator, GlobalFeatures, StyleRef
 from .imageops import desaturate, frames_to_tensor, keep_colours, pad_to_multiple, to_tensor, to_uint8
 from .models import LoadedModel, load_model
 from .network import StyleTargets
-from .norms import LocalNorm, SharedNorm
+from .norms import LocalNorm, RecordNorm, SharedNorm, channel_sums
 from .tiling import blend_weights, tile_partition, tile_windows
 from .video import read_image
 from .vgg import VGGEncoder
@@ -170,8 +170,7 @@ class Engine:
         self.style_size = style_size
         compile, cuda_graphs = accelerations(self.device, compile, cuda_graphs)
         self.graphs = GraphCache(enabled=cuda_graphs)
-        self._compiled = torch.compile(self._forward, dynamic=False) if compile else None
-        self.compile_failure: str | None = None
+        self.compiler = Compiler(enabled=compile)
         self._shared: _SharedInputs | None = None
 
     @property
@@ -201,10 +200,10 @@ class Engine:
     @property
     def acceleration(self) -> str:
         """How whole-frame passes run: for `vst info` and the benchmark report."""
-        parts = ["compiled" if self._compiled is not None and self.compile_failure is None else "eager"]
+        parts = ["compiled" if self.compiler.active else "eager"]
         if self.graphs.active:
             parts.append("CUDA graphs")
-        failures = [f"{what} failed: {why}" for what, why in (("compile", self.compile_failure),
+        failures = [f"{what} failed: {why}" for what, why in (("compile", self.compiler.failure),
                                                                ("graph capture", self.graphs.failure)) if why]
         return " + ".join(parts) + (f" ({'; '.join(failures)})" if failures else "")
 
@@ -255,22 +254,34 @@ class Engine:
         # Large frames are analysed tile by tile: the sums are additive over pixels, so every
         # pixel must fall in exactly one tile.
         windows = tile_partition(h, w, TILE_SIZE) if h * w > self.tile_area else [(0, h, 0, w)]
-        slots = 1 + len(styles.refs)
         for y0, y1, x0, x1 in windows:
             tile, _ = pad_to_multiple(x[..., y0:y1, x0:x1], MULTIPLE)
-            with self._autocast():
-                colour_taps = self.vgg(tile)
-                own = self.net.style_targets(colour_taps)
-                acc.add_own_colours(colour_taps, own.desc)
-                grey4 = self.vgg(desaturate(tile))[3]
-                targets = StyleTargets.cat([own, styles.targets])
-                grey4 = grey4.contiguous(memory_format=self.layout)
-                # One slot at a time: on a 2-core CPU at 1280x720 with two slots this was faster
-                # than one batch of all slots (15.7 s against 18.0 s) at less than half the peak
-                # memory (3.2 GiB against 7.3 GiB).
-                for slot in range(slots):
-                    acc.collect.slot = slot
-                    self.net(grey4, targets.pick(slot), acc.collect)
+            mean, std, desc, sums, counts, grey4 = self.compiler(self._colours_and_content, tile)
+            acc.add_own_colours(sums, counts, desc)
+            targets = StyleTargets.cat([StyleTargets(mean, std, desc), styles.targets])
+            # One slot at a time: on a 2-core CPU at 1280x720 with two slots this was faster
+            # than one batch of all slots (15.7 s against 18.0 s) at less than half the peak
+            # memory (3.2 GiB against 7.3 GiB).
+            for slot in range(1 + len(styles.refs)):
+                acc.add_pass(slot, *self.compiler(self._record_pass, grey4, targets.pick(slot)))
+
+    def _colours_and_content(self, tile: torch.Tensor) -> tuple:
+        """The analysis of a tile up to the network: its own colours as a style (mean, std and
+        descriptors; channel sums and pixel counts of the VGG taps) and the grey content features."""
+        with self._autocast():
+            taps = self.vgg(tile)
+            own = self.net.style_targets(taps)
+            sums = [channel_sums(t) for t in taps]
+            grey4 = self.vgg(desaturate(tile))[3].contiguous(memory_format=self.layout)
+        counts = [t.shape[0] * t.shape[2] * t.shape[3] for t in taps]
+        return own.mean, own.std, own.desc, sums, counts, grey4
+
+    def _record_pass(self, grey4: torch.Tensor, targets: StyleTargets) -> tuple[list, list]:
+        """One pass of the network for one style slot, returning what a `RecordNorm` recorded."""
+        rec = RecordNorm()
+        with self._autocast():
+            self.net(grey4, targets, rec)
+        return rec.layers, rec.descs
 
     # ----- stylization ---------------------------------------------------------------------
     def stylize(self, frame: np.ndarray, source: GlobalFeatures | StyleSet, weights: Sequence[float] | None = None,
@@ -336,7 +347,8 @@ class Engine:
                 targets = StyleTargets(*[[t[:1].expand(full, -1) for t in ts]
                                          for ts in (targets.mean, targets.std, targets.desc)])
             key = (tuple(x.shape), id(norm))
-            return self.graphs.run(key, lambda t: self._whole_frames(t, targets, norm), x, keep=(targets, norm))[:n]
+            return self.graphs.run(key, lambda t: self.compiler(self._forward, t, targets, norm), x,
+                                   keep=(targets, norm))[:n]
         # Tiles share the clip statistics, so only the convolutions' borders differ between
         # neighbours; a linear cross-fade over the overlap hides them.
         out = torch.zeros(n, 3, h, w, device=self.device)
@@ -366,15 +378,6 @@ class Engine:
                                     [t[:1] * 0 for t in styles.targets.desc])
             slots = StyleTargets.cat([own_zero, styles.targets])
         return self._forward(x, slots.blend(alpha.to(self.device)), LocalNorm())
-
-    def _whole_frames(self, x: torch.Tensor, targets: StyleTargets, norm: LocalNorm) -> torch.Tensor:
-        """`_forward`, compiled where that works (else eager from the first failure on)."""
-        if self._compiled is not None and self.compile_failure is None:
-            try:
-                return self._compiled(x, targets, norm)
-            except Exception as exc:  # e.g. no C compiler for Triton, or an op inductor cannot lower
-                self.compile_failure = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-        return self._forward(x, targets, norm)
 
     def _forward(self, x: torch.Tensor, targets: StyleTargets, norm: LocalNorm) -> torch.Tensor:
         padded, (h, w) = pad_to_multiple(x, MULTIPLE)

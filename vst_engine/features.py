@@ -17,7 +17,7 @@ import torch
 from .errors import VstError
 from .models import atomic_write_bytes
 from .network import StyleTargets
-from .norms import NUM_NORM_LAYERS, NUM_PREDICTORS, CollectNorm, SharedNorm, channel_sums
+from .norms import NUM_NORM_LAYERS, NUM_PREDICTORS, SharedNorm
 
 FORMAT = "vst-global-features"
 FORMAT_VERSION = 1
@@ -136,10 +136,21 @@ class GlobalFeatures:
 
 
 class FeatureAccumulator:
-    """Running sums over analysed frames (or tiles): memory independent of clip length."""
+    """Running sums over analysed frames (or tiles): memory independent of clip length.
+
+    Each analysed frame is rendered once per style slot, so the network's sums have shape slots x C.
+    Accumulation is in float64 to keep E[x^2] - E[x]^2 accurate, on the frames' device: copying
+    each layer's sums to the host would stall a GPU about 90 times a frame."""
 
     def __init__(self, slots: int) -> None:
-        self.collect = CollectNorm(slots)
+        self.slots = slots
+        self.sum: dict[int, torch.Tensor] = {}
+        self.sumsq: dict[int, torch.Tensor] = {}
+        self.count: dict[int, int] = {}
+        self.min: dict[int, torch.Tensor] = {}
+        self.max: dict[int, torch.Tensor] = {}
+        self.desc_sum: dict[int, torch.Tensor] = {}
+        self.desc_count = 0
         self.own_sum: list[torch.Tensor | None] = [None] * 4
         self.own_sumsq: list[torch.Tensor | None] = [None] * 4
         self.own_count = [0] * 4
@@ -147,31 +158,53 @@ class FeatureAccumulator:
         self.own_desc_count = 0
         self.frames = 0
 
-    def add_own_colours(self, taps: list[torch.Tensor], descs: list[torch.Tensor]) -> None:
-        """Record the clip's own colour statistics (VGG taps of the colour frame)."""
-        for i, t in enumerate(taps):
-            s, sq = (v.sum(0).double() for v in channel_sums(t))  # kept on the device until finish
+    def add_pass(self, slot: int, layers: list[tuple], descs: list[torch.Tensor]) -> None:
+        """Fold one single-frame pass for style `slot` (the records of a `RecordNorm`) into the sums."""
+        for layer, count, s, sq, lo, hi in layers:
+            if layer not in self.sum:
+                shape = (self.slots, s.shape[1])
+                self.sum[layer] = torch.zeros(shape, dtype=torch.float64, device=s.device)
+                self.sumsq[layer] = torch.zeros(shape, dtype=torch.float64, device=s.device)
+                self.min[layer] = torch.full(shape, float("inf"), device=s.device)
+                self.max[layer] = torch.full(shape, float("-inf"), device=s.device)
+                self.count[layer] = 0
+            self.sum[layer][slot] += s[0].double()
+            self.sumsq[layer][slot] += sq[0].double()
+            self.min[layer][slot] = torch.minimum(self.min[layer][slot], lo[0])
+            self.max[layer][slot] = torch.maximum(self.max[layer][slot], hi[0])
+            if slot == 0:  # every slot sees the same pixels: count them once
+                self.count[layer] += count
+        if slot == 0:  # the content descriptor does not depend on the style slot
+            for p, d in enumerate(descs):
+                self.desc_sum[p] = self.desc_sum.get(p, 0) + d[0].double()
+            self.desc_count += 1
+
+    def add_own_colours(self, sums: list[tuple[torch.Tensor, torch.Tensor]], counts: list[int],
+                        descs: list[torch.Tensor]) -> None:
+        """Record the clip's own colour statistics: channel sums of the colour frame's VGG taps
+        (`channel_sums`, with their pixel counts) and its style descriptors."""
+        for i, (s, sq) in enumerate(sums):
+            s, sq = s.sum(0).double(), sq.sum(0).double()  # kept on the device until finish
             self.own_sum[i] = s if self.own_sum[i] is None else self.own_sum[i] + s
             self.own_sumsq[i] = sq if self.own_sumsq[i] is None else self.own_sumsq[i] + sq
-            self.own_count[i] += t.shape[0] * t.shape[2] * t.shape[3]
+            self.own_count[i] += counts[i]
         for i, d in enumerate(descs):
             d = d.double().sum(0)
             self.own_desc[i] = d if self.own_desc[i] is None else self.own_desc[i] + d
         self.own_desc_count += descs[0].shape[0]
 
     def finish(self, style_targets: StyleTargets, **meta) -> GlobalFeatures:
-        c = self.collect
-        if not c.count:
+        if not self.count:
             raise VstError("no frames were analysed")
         mean, std, lo, hi = [], [], [], []
         for layer in range(NUM_NORM_LAYERS):
-            m = c.sum[layer].cpu() / c.count[layer]
-            var = (c.sumsq[layer].cpu() / c.count[layer] - m * m).clamp_min(0.0)
+            m = self.sum[layer].cpu() / self.count[layer]
+            var = (self.sumsq[layer].cpu() / self.count[layer] - m * m).clamp_min(0.0)
             mean.append(m.float())
             std.append((var + 1e-5).sqrt().float())
-            lo.append(c.min[layer].float().cpu())
-            hi.append(c.max[layer].float().cpu())
-        content_desc = [(c.desc_sum[p].cpu() / c.desc_count).float() for p in range(NUM_PREDICTORS)]
+            lo.append(self.min[layer].float().cpu())
+            hi.append(self.max[layer].float().cpu())
+        content_desc = [(self.desc_sum[p].cpu() / self.desc_count).float() for p in range(NUM_PREDICTORS)]
         own_mean, own_std = [], []
         for i in range(4):
             m = self.own_sum[i].cpu() / self.own_count[i]

@@ -6,8 +6,8 @@ for the whole clip. The network asks a `Norm` for each statistic, so the same fo
 runs in three modes:
 
 * `LocalNorm`: each frame uses its own statistics (training, and the `--no-global` baseline).
-* `CollectNorm`: like local, but also accumulates running sums for `GlobalFeatures`
-  (the analysis pass; memory does not grow with the number of frames).
+* `RecordNorm`: like local, but also records each layer's sums for `GlobalFeatures`
+  (the analysis pass, whose running sums do not grow with the number of frames).
 * `SharedNorm`: uses stored clip statistics, blended over style slots, and clamps every
   normalized activation to the range seen during analysis.
 
@@ -94,53 +94,26 @@ class LocalNorm:
 
 
 
-class CollectNorm(LocalNorm):
-    """Local normalization that also accumulates clip statistics.
+class RecordNorm(LocalNorm):
+    """Local normalization that records what the analysis needs of one pass: per IN layer the channel
+    sums of x and x^2 (float32, N x C), its pixel count and the per-channel range of the normalized
+    activation; and each content descriptor. It only appends to its own lists, so a compiled pass
+    can run it and return them; `FeatureAccumulator.add_pass` folds them into the clip's sums."""
 
-    Each analysed frame is rendered once per style slot, one slot at a time (`slot` says which),
-    so sums have shape slots x C. Accumulation is in float64 to keep E[x^2] - E[x]^2 accurate, on
-    the frames' device: copying each layer's sums to the host would stall a GPU about 90 times a frame.
-    """
-
-    def __init__(self, slots: int) -> None:
-        self.slots = slots
-        self.slot = 0
-        self.sum: dict[int, torch.Tensor] = {}
-        self.sumsq: dict[int, torch.Tensor] = {}
-        self.count: dict[int, int] = {}
-        self.min: dict[int, torch.Tensor] = {}
-        self.max: dict[int, torch.Tensor] = {}
-        self.desc_sum: dict[int, torch.Tensor] = {}
-        self.desc_count = 0
+    def __init__(self) -> None:
+        self.layers: list[tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.descs: list[torch.Tensor] = []
 
     def normalize(self, layer: int, x: torch.Tensor) -> torch.Tensor:
-        assert x.shape[0] == 1 and 0 <= self.slot < self.slots, "CollectNorm renders one style slot at a time"
         s, sq = channel_sums(x)
-        mean, std = moments(s, sq, x.shape[2] * x.shape[3])
-        y = _apply(x, mean, std)
-        lo, hi = (v[0].float() for v in channel_range(y))
-        if layer not in self.sum:
-            shape = (self.slots, x.shape[1])
-            self.sum[layer] = torch.zeros(shape, dtype=torch.float64, device=x.device)
-            self.sumsq[layer] = torch.zeros(shape, dtype=torch.float64, device=x.device)
-            self.min[layer] = torch.full(shape, float("inf"), device=x.device)
-            self.max[layer] = torch.full(shape, float("-inf"), device=x.device)
-            self.count[layer] = 0
-        i = self.slot
-        self.sum[layer][i] += s[0].double()
-        self.sumsq[layer][i] += sq[0].double()
-        self.min[layer][i] = torch.minimum(self.min[layer][i], lo)
-        self.max[layer][i] = torch.maximum(self.max[layer][i], hi)
-        if i == 0:  # every slot sees the same pixels: count them once
-            self.count[layer] += x.shape[2] * x.shape[3]
+        count = x.shape[2] * x.shape[3]
+        y = _apply(x, *moments(s, sq, count))
+        lo, hi = channel_range(y)
+        self.layers.append((layer, count, s, sq, lo.float(), hi.float()))
         return y
 
     def content_descriptor(self, predictor: int, desc: torch.Tensor) -> torch.Tensor:
-        # The content descriptor does not depend on the style slot: keep slot 0's.
-        if self.slot == 0:
-            self.desc_sum[predictor] = self.desc_sum.get(predictor, 0) + desc[0].double()
-            if predictor == 0:
-                self.desc_count += 1
+        self.descs.append(desc)
         return desc
 
 

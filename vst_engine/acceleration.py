@@ -1,4 +1,4 @@
-"""Replaying the stylization pass from captured CUDA graphs.
+"""Faster passes on CUDA: compiled with torch.compile, replayed from captured CUDA graphs.
 
 One eager pass launches a few hundred small kernels, and at 640x360 a GPU spends most of its time
 waiting for Python to launch them. A CUDA graph records the launches once and replays them in
@@ -15,6 +15,32 @@ import torch
 
 WARMUP = 2  # eager passes before capture: cuDNN picks its kernels on these (cudnn.benchmark)
 MAX_GRAPHS = 2  # each graph keeps its own activation memory: keep few frame shapes
+
+
+class Compiler:
+    """Runs functions compiled with torch.compile when enabled, eager from the first failure on
+    (no C compiler for Triton, an op inductor cannot lower), keeping the reason in `failure`."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.failure: str | None = None
+        self._compiled: dict[Callable, Callable] = {}
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.failure is None
+
+    def __call__(self, fn: Callable, *args):
+        """fn(*args), compiled where that works."""
+        if self.active:
+            compiled = self._compiled.get(fn)
+            if compiled is None:
+                compiled = self._compiled[fn] = torch.compile(fn, dynamic=False)
+            try:
+                return compiled(*args)
+            except Exception as exc:  # any compilation error: the eager pass below is the same maths
+                self.failure = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        return fn(*args)
 
 
 class CapturedPass:
