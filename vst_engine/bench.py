@@ -919,6 +919,24 @@ def analysis_fraction(analysis_s_per_frame: float, stylize_s_per_frame: float, c
     return a / (a + s)
 
 
+def analysis_overheads(s: dict, sizes: Sequence[tuple[int, int]]) -> None:
+    """The analysis pass's share of a clip's time per device and size, from the speed rows:
+    s["overhead_rows"] for the report's table, s["overhead_values"] for the target."""
+    ov_rows, ov_vals = [], []
+    for dev in s["devices"]:
+        for w, h in sizes:
+            a = _speed_lookup(s["rows"], "analyze", (w, h), dev)
+            z = _speed_lookup(s["rows"], "stylize", (w, h), dev)
+            if a and z:
+                sa, sz = np.mean(a["seconds"]), np.mean(z["seconds"])
+                f132 = analysis_fraction(sa, sz, 132)
+                f132_16 = analysis_fraction(sa, sz, 132, interval=16)
+                flim = (sa / ANALYSIS_INTERVAL) / (sa / ANALYSIS_INTERVAL + sz)
+                ov_rows.append([dev, f"{w}x{h}", f"{f132 * 100:.1f}%", f"{f132_16 * 100:.1f}%", f"{flim * 100:.1f}%"])
+                ov_vals.append((dev, (w, h), f132))
+    s["overhead_rows"], s["overhead_values"] = ov_rows, ov_vals
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -1342,20 +1360,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
                     r["tensor_fraction"] = 2 * frame_macs(w, h) * r["fps"] / (peak * 1e12)
         s["frames_note"] = ", ".join(sorted({f"{len(r['seconds'])} ({r['device'].split(':')[0]} {r['what']})"
                                              for r in s["rows"] if "seconds" in r})) or "-"
-        ov_rows, ov_vals = [], []
-        for dev in s["devices"]:
-            for w, h in args.sizes:
-                a = _speed_lookup(s["rows"], "analyze", (w, h), dev)
-                z = _speed_lookup(s["rows"], "stylize", (w, h), dev)
-                if a and z:
-                    sa, sz = np.mean(a["seconds"]), np.mean(z["seconds"])
-                    f132 = analysis_fraction(sa, sz, 132)
-                    f132_16 = analysis_fraction(sa, sz, 132, interval=16)
-                    flim = (sa / ANALYSIS_INTERVAL) / (sa / ANALYSIS_INTERVAL + sz)
-                    ov_rows.append([dev, f"{w}x{h}", f"{f132 * 100:.1f}%", f"{f132_16 * 100:.1f}%",
-                                    f"{flim * 100:.1f}%"])
-                    ov_vals.append((dev, (w, h), f132))
-        s["overhead_rows"], s["overhead_values"] = ov_rows, ov_vals
+        analysis_overheads(s, args.sizes)
         res["speed"] = s
     res["environment"]["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     res["wall_s"] = time.perf_counter() - t_start
