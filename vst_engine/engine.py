@@ -142,7 +142,7 @@ def accelerations(device: torch.device, compile: bool | None = None,
     Both by default on CUDA: torch.compile fuses the elementwise work around the convolutions (1080p
     on an H200: 43 -> 86 frames/s) and graphs remove the launch overhead (640x360: 85 -> 272).
     $VST_COMPILE=0 / $VST_CUDA_GRAPHS=0 turn either off. Neither on a CPU, where compiled passes were
-    slower (160x96: 5.6 -> 4.9 frames/s) and graphs do not exist."""
+    slower (2-core AVX2, fp32, 640x360: 2.25 -> 2.77 s a frame) and graphs do not exist."""
     cuda = device.type == "cuda"
     if compile is None:
         compile = cuda and os.environ.get("VST_COMPILE", "1") != "0"
