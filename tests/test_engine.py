@@ -237,7 +237,7 @@ def test_flat_frames_are_left_out_of_the_clip_statistics(engine, two_styles, fea
     assert not is_flat(frame_a) and not is_flat((frame_a // 16).astype(np.uint8))  # dark but textured
     with_fades = engine.analyze([black, frame_a, red, frame_b], two_styles, interval=1, sampled=[0, 1, 2, 3],
                                 frame_range=(0, 4))
-    assert with_fades.extra == {"frames_analysed": 2, "flat_frames_skipped": 2}
+    assert with_fades.extra == {"frames_analysed": 2, "flat_frames_skipped": 2, "own_colours": True}
     for t_fade, t_ref in zip(with_fades.norm_mean + with_fades.norm_std, feats_ab.norm_mean + feats_ab.norm_std):
         assert torch.equal(t_fade, t_ref)
     assert maxdiff(engine.stylize(frame_a, with_fades, [1, 0]), engine.stylize(frame_a, feats_ab, [1, 0])) == 0
@@ -246,7 +246,7 @@ def test_flat_frames_are_left_out_of_the_clip_statistics(engine, two_styles, fea
 def test_all_flat_clip_still_gets_features(engine, two_styles, frame_a):
     black = np.zeros_like(frame_a)
     feats = engine.analyze([black, black], two_styles, interval=1, sampled=[0, 1], frame_range=(0, 2))
-    assert feats.extra == {"frames_analysed": 1, "flat_frames_skipped": 2}
+    assert feats.extra == {"frames_analysed": 1, "flat_frames_skipped": 2, "own_colours": True}
     assert all(torch.isfinite(t).all() for t in feats.norm_mean + feats.norm_std)
     out = engine.stylize(black, feats, [1, 0])
     assert out.shape == black.shape and out.dtype == np.uint8
@@ -308,7 +308,7 @@ def test_features_file_round_trip(engine, feats_ab, tmp_path):
     assert loaded.process_size == (64, 48) and loaded.frame_range == (3, 50)
     assert loaded.settings == {"max_side": 96}
     assert feats_ab.settings == {"style_size": engine.style_size}  # recorded by analyze
-    assert loaded.extra == {"frames_analysed": 2, "flat_frames_skipped": 0}
+    assert loaded.extra == {"frames_analysed": 2, "flat_frames_skipped": 0, "own_colours": True}
     assert loaded.slots == 3
     loaded.check(engine.model.model_id, feats.styles, (64, 48))  # no error
 
@@ -695,3 +695,19 @@ def test_compiled_passes_match_eager_and_fall_back_on_failure(engine, feats_ab, 
     failing = Engine(model="untrained", device="cpu", compile=True)
     assert maxdiff(failing.stylize(frame_a, feats_ab, [1, 0]), eager) <= 1
     assert failing.acceleration == "eager (compile failed: RuntimeError: no C compiler found)"
+
+
+def test_full_strength_analysis_skips_the_own_colours(engine, two_styles, feats_ab, frame_a, frame_b, tmp_path):
+    """Features analysed without the clip's own colours render full strength exactly as complete
+    features do, refuse a lower strength with a clear error, and keep that through a file."""
+    lean = engine.analyze([frame_a, frame_b], two_styles, interval=1, sampled=[0, 1], frame_range=(0, 2),
+                          own_colours=False)
+    assert not lean.has_own_colours and feats_ab.has_own_colours
+    for weights in ([1, 0], [0.3, 0.7]):
+        assert np.array_equal(engine.stylize(frame_b, lean, weights), engine.stylize(frame_b, feats_ab, weights))
+    lean.save(tmp_path / "lean.vstf")
+    loaded = GlobalFeatures.load(tmp_path / "lean.vstf")
+    with pytest.raises(VstError, match="analysed for full strength only"):
+        engine.stylize(frame_b, loaded, [1, 0], strength=0.5)
+    assert all(torch.isfinite(t).all() for t in [*loaded.norm_mean, *loaded.norm_std, *loaded.norm_min,
+                                                 *loaded.norm_max])

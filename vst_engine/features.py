@@ -61,6 +61,11 @@ class GlobalFeatures:
     def slots(self) -> int:
         return self.norm_mean[0].shape[0]
 
+    @property
+    def has_own_colours(self) -> bool:
+        """False for features analysed for full strength only (without the clip's own colours)."""
+        return bool(self.extra.get("own_colours", True))
+
     def shared_norm(self, alpha: torch.Tensor, device: torch.device | str = "cpu") -> SharedNorm:
         """The clip statistics blended with slot weights `alpha`, held on `device`."""
         return SharedNorm(self.norm_mean, self.norm_std, self.norm_min, self.norm_max, self.content_desc, alpha,
@@ -142,8 +147,9 @@ class FeatureAccumulator:
     Accumulation is in float64 to keep E[x^2] - E[x]^2 accurate, on the frames' device: copying
     each layer's sums to the host would stall a GPU about 90 times a frame."""
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, own_colours: bool = True) -> None:
         self.slots = slots
+        self.own_colours = own_colours
         self.sum: dict[int, torch.Tensor] = {}
         self.sumsq: dict[int, torch.Tensor] = {}
         self.count: dict[int, int] = {}
@@ -158,8 +164,9 @@ class FeatureAccumulator:
         self.own_desc_count = 0
         self.frames = 0
 
-    def add_pass(self, slot: int, layers: list[tuple], descs: list[torch.Tensor]) -> None:
-        """Fold one single-frame pass for style `slot` (the records of a `RecordNorm`) into the sums."""
+    def add_pass(self, slot: int, layers: list[tuple], descs: list[torch.Tensor], primary: bool) -> None:
+        """Fold one single-frame pass for style `slot` (the records of a `RecordNorm`) into the sums.
+        Every slot sees the same pixels and content: the `primary` pass of a tile counts them."""
         for layer, count, s, sq, lo, hi in layers:
             if layer not in self.sum:
                 shape = (self.slots, s.shape[1])
@@ -172,9 +179,9 @@ class FeatureAccumulator:
             self.sumsq[layer][slot] += sq[0].double()
             self.min[layer][slot] = torch.minimum(self.min[layer][slot], lo[0])
             self.max[layer][slot] = torch.maximum(self.max[layer][slot], hi[0])
-            if slot == 0:  # every slot sees the same pixels: count them once
+            if primary:
                 self.count[layer] += count
-        if slot == 0:  # the content descriptor does not depend on the style slot
+        if primary:  # the content descriptor does not depend on the style slot
             for p, d in enumerate(descs):
                 self.desc_sum[p] = self.desc_sum.get(p, 0) + d[0].double()
             self.desc_count += 1
@@ -205,6 +212,16 @@ class FeatureAccumulator:
             lo.append(self.min[layer].float().cpu())
             hi.append(self.max[layer].float().cpu())
         content_desc = [(self.desc_sum[p].cpu() / self.desc_count).float() for p in range(NUM_PREDICTORS)]
+        styles = StyleTargets([t.float().cpu() for t in style_targets.mean], [t.float().cpu() for t in style_targets.std],
+                              [t.float().cpu() for t in style_targets.desc])
+        if not self.own_colours:
+            # Analysed for full strength only: slot 0 (never weighted) repeats slot 1, so that
+            # blends stay finite; `GlobalFeatures.has_own_colours` says so.
+            for stats in (mean, std, lo, hi):
+                for t in stats:
+                    t[0] = t[1]
+            return GlobalFeatures(norm_mean=mean, norm_std=std, norm_min=lo, norm_max=hi, content_desc=content_desc,
+                                  style=StyleTargets.cat([styles.pick(0), styles]), **meta)
         own_mean, own_std = [], []
         for i in range(4):
             m = self.own_sum[i].cpu() / self.own_count[i]
@@ -212,9 +229,6 @@ class FeatureAccumulator:
             own_mean.append(m.float()[None])
             own_std.append((var + 1e-5).sqrt().float()[None])
         own_desc = [(d.cpu() / self.own_desc_count).float()[None] for d in self.own_desc]
-        own = StyleTargets(own_mean, own_std, own_desc)
-        style = StyleTargets.cat([own, StyleTargets([t.float().cpu() for t in style_targets.mean],
-                                                    [t.float().cpu() for t in style_targets.std],
-                                                    [t.float().cpu() for t in style_targets.desc])])
+        style = StyleTargets.cat([StyleTargets(own_mean, own_std, own_desc), styles])
         return GlobalFeatures(norm_mean=mean, norm_std=std, norm_min=lo, norm_max=hi,
                               content_desc=content_desc, style=style, **meta)
