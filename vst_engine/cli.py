@@ -89,6 +89,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     if args.strength is not None and not 0.0 <= args.strength <= 1.0:
         raise VstError(f"--strength must be between 0 and 1, got {args.strength}")
     default_strength = 1.0 if args.strength is None else args.strength
+    lowest = min(v for _, v in keys.strength) if keys.strength else default_strength  # the clip's own colours needed?
 
     with _open_input(args) as source:
         info = source.info
@@ -99,14 +100,13 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         batch = args.batch or engine.auto_batch(*size)
         plan = GlobalFeatures.load(args.features) if args.features else styles
         if args.features:
-            plan.check(engine.model.model_id, styles.refs, size)
+            plan.check(engine.model.model_id, styles.refs, size, strength=lowest)
         audio = info.path if info.has_audio and not is_folder_output(args.output) else None
         # Opened before the analysis so an unwritable output fails at once, not after minutes.
         with open_sink(args.output, info.fps, size[0], size[1], audio_from=audio, start_time=start / info.fps) as sink:
             if not args.no_global and not args.features:
                 # The whole clip, not just --frames: separate chunks of a render then share one result.
                 # The clip's own colours are analysed only if some frame blends towards them.
-                lowest = min(v for _, v in keys.strength) if keys.strength else default_strength
                 plan = _analysis(engine, source, styles, args, size, 0, info.count, own_colours=lowest < 1)
             bar = _progress(end - start, "stylize")
             # Decoding and encoding overlap with the model's work (reader and writer threads).

@@ -320,10 +320,7 @@ class Engine:
         alpha = slot_weights(weights, count, strength)
         x = frames_to_tensor(frames, self.device)
         if isinstance(source, GlobalFeatures):
-            source.check(self.model.model_id, process_size=(frames[0].shape[1], frames[0].shape[0]))
-            if float(alpha[0, 0]) > 0 and not source.has_own_colours:
-                raise VstError("these global features were analysed for full strength only (without the clip's "
-                               "own colours): analyze again to use a strength below 1")
+            source.check(self.model.model_id, process_size=(frames[0].shape[1], frames[0].shape[0]), strength=strength)
             out = self._render_shared(x, source, alpha)
         else:
             out = torch.cat([self._render_local(f, source, alpha) for f in frames])

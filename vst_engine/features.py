@@ -72,8 +72,9 @@ class GlobalFeatures:
                           device)
 
     def check(self, model_id: str, styles: list[StyleRef] | None = None,
-              process_size: tuple[int, int] | None = None) -> None:
-        """Refuse features made for another model, other styles or another resolution."""
+              process_size: tuple[int, int] | None = None, strength: float = 1.0) -> None:
+        """Refuse features made for another model, other styles or another resolution, or made for
+        full strength only when `strength` (the lowest to be used) is below 1."""
         if model_id != self.model_id:
             raise VstError(f"global features were made with model {self.model_id}, not {model_id}: analyze again")
         if styles is not None and [s.sha256 for s in styles] != [s.sha256 for s in self.styles]:
@@ -83,6 +84,9 @@ class GlobalFeatures:
             w, h = self.process_size
             raise VstError(f"global features were made at {w}x{h}, not {process_size[0]}x{process_size[1]}: "
                            "use the same --max-side or analyze again")
+        if strength < 1 and not self.has_own_colours:
+            raise VstError("these global features were analysed for full strength only (without the clip's own "
+                           "colours): analyze again to use a strength below 1")
 
     # ----- file format ---------------------------------------------------------------------
     def to_dict(self) -> dict:
