@@ -17,6 +17,11 @@ WARMUP = 2  # eager passes before capture: cuDNN picks its kernels on these (cud
 MAX_GRAPHS = 2  # each graph keeps its own activation memory: keep few frame shapes
 
 
+def _reason(exc: Exception) -> str:
+    """The first line of an exception, for `failure` fields."""
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+
+
 class Compiler:
     """Runs functions compiled with torch.compile when enabled, eager from the first failure on
     (no C compiler for Triton, an op inductor cannot lower), keeping the reason in `failure`."""
@@ -39,7 +44,7 @@ class Compiler:
             try:
                 return compiled(*args)
             except Exception as exc:  # any compilation error: the eager pass below is the same maths
-                self.failure = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                self.failure = _reason(exc)
         return fn(*args)
 
 
@@ -81,12 +86,18 @@ class GraphCache:
     def clear(self) -> None:
         self._passes.clear()
 
-    def keys(self) -> list[Hashable]:
+    def keys(self) -> list[tuple[tuple[int, ...], Hashable]]:
         return list(self._passes)
 
-    def run(self, key: Hashable, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+    def captured_batch(self, shape: tuple[int, ...], tag: Hashable) -> int:
+        """The largest batch captured for inputs of this shape (batch aside) and tag; 0 if none."""
+        return max([s[0] for s, t in self._passes if s[1:] == tuple(shape[1:]) and t == tag], default=0)
+
+    def run(self, tag: Hashable, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
             keep: object = None) -> torch.Tensor:
-        """fn(x), replayed from a graph when possible, else eager."""
+        """fn(x), replayed from a graph when possible, else eager. Graphs are kept per input shape
+        and `tag` (the identity of the tensors fn reads besides x)."""
+        key = (tuple(x.shape), tag)
         if not self.active:
             return fn(x)
         captured = self._passes.get(key)
@@ -94,7 +105,7 @@ class GraphCache:
             try:
                 captured = CapturedPass(fn, x, keep)
             except RuntimeError as exc:  # e.g. an op that cannot be captured: eager from now on
-                self.failure = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                self.failure = _reason(exc)
                 torch.cuda.synchronize()
                 return fn(x)
             self._passes[key] = captured

@@ -604,13 +604,12 @@ def count_macs(engine, width: int, height: int) -> int:
 
     from .engine import MULTIPLE
     from .imageops import pad_to_multiple, to_tensor
-    from .network import StyleTargets
     from .norms import LocalNorm
     frame = np.zeros((height, width, 3), np.uint8)
     with torch.no_grad():  # a stand-in style (the frame itself): same shapes as any style
         padded, _ = pad_to_multiple(to_tensor(frame, engine.device), MULTIPLE)
         st = engine.net.style_targets(engine.vgg(padded))
-    targets = StyleTargets([t.float() for t in st.mean], [t.float() for t in st.std], [t.float() for t in st.desc])
+    targets = st.map(lambda t: t.float())
     total = [0]
 
     def hook(mod, inp, out):
@@ -733,17 +732,14 @@ def throughput_worker(argv: Sequence[str]) -> int:
     from .acceleration import CapturedPass
     from .engine import Engine, slot_weights
     from .imageops import to_tensor
-    from .network import StyleTargets
     w, h = parse_size(a.size)
     frame = bench_frame(w, h)
-    engine = Engine(model=a.model, device=a.device, cuda_graphs=False)
+    # The modes below compile and capture by themselves: the engine's own acceleration stays off.
+    engine = Engine(model=a.model, device=a.device, cuda_graphs=False, compile=False)
     cuda = engine.device.type == "cuda"
     run = engine.analysis(engine.load_styles([a.style]))
     run.add(frame)
-    feats = run.finish()
-    alpha = slot_weights(None, 1, 1.0)
-    one = StyleTargets(*[[t.to(engine.device) for t in ts] for ts in _fields(feats.style.blend(alpha))])
-    norm = feats.shared_norm(alpha, engine.device)
+    one, norm = engine._shared_inputs(run.finish(), slot_weights(None, 1, 1.0))
     x1 = to_tensor(frame, engine.device)
 
     def sync():
@@ -751,7 +747,7 @@ def throughput_worker(argv: Sequence[str]) -> int:
             torch.cuda.synchronize()
     out: dict = {"size": [w, h], "device": str(engine.device), "precision": engine.precision, "rows": []}
     for batch in [int(b) for b in a.batches.split(",")]:
-        targets = StyleTargets(*[[t.expand(batch, -1) for t in ts] for ts in _fields(one)])
+        targets = one.map(lambda t: t.expand(batch, -1))
         x = x1.expand(batch, -1, -1, -1).clone()
 
         def forward(t: torch.Tensor) -> torch.Tensor:
@@ -799,10 +795,6 @@ def throughput_worker(argv: Sequence[str]) -> int:
         out["device_name"] = torch.cuda.get_device_name(engine.device)
     print(json.dumps(out), flush=True)
     return 0
-
-
-def _fields(targets) -> tuple[list, list, list]:
-    return targets.mean, targets.std, targets.desc
 
 
 def profile_table(step: Callable[[], object], cuda: bool, rows: int = 25) -> str:
@@ -860,6 +852,7 @@ def speed(args, status: dict) -> dict:
         devices.append("cuda")
     if args.device == "cuda" and "cuda" not in devices:
         raise VstError("--device cuda but no CUDA GPU is available to PyTorch")
+    from .engine import AUTO_BATCH_PIXELS
     rows = []
     with tempfile.TemporaryDirectory(prefix="vst-bench-speed-") as td:
         for dev in devices:
@@ -870,7 +863,6 @@ def speed(args, status: dict) -> dict:
                 feats = Path(td) / f"{dev}_{w}x{h}.vstf"
                 # On CUDA stylization is timed at the CLI's automatic batch, and for sizes it batches
                 # also one frame per pass.
-                from .engine import AUTO_BATCH_PIXELS
                 batches = dev == "cuda" and 2 * w * h <= AUTO_BATCH_PIXELS
                 runs = [("analyze", 0, ["--own-colours"]), ("analyze", 0, []), ("stylize", 0, [])]
                 runs += [("stylize", 1, [])] if batches else []

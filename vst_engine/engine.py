@@ -228,8 +228,7 @@ class Engine:
             with self._autocast():
                 parts.append(self.net.style_targets(self.vgg(x)))
         cat = StyleTargets.cat(parts)
-        return StyleSet(refs, StyleTargets([t.float() for t in cat.mean], [t.float() for t in cat.std],
-                                           [t.float() for t in cat.desc]))
+        return StyleSet(refs, cat.map(lambda t: t.float()))
 
     # ----- analysis ------------------------------------------------------------------------
     def analysis(self, styles: StyleSet, own_colours: bool = True) -> "Analysis":
@@ -334,14 +333,12 @@ class Engine:
         """Style targets and clip statistics on the device for these weights, reused across frames."""
         cache = self._shared
         if cache is None or cache.features() is not feats:
-            blend = feats.style.blend(alpha)
-            targets = StyleTargets(*[[t.to(self.device) for t in ts] for ts in (blend.mean, blend.std, blend.desc)])
+            targets = feats.style.blend(alpha).map(lambda t: t.to(self.device))
             self.graphs.clear()  # captured graphs read the previous clip's tensors
             self._shared = cache = _SharedInputs(weakref.ref(feats), alpha.clone(), targets,
                                                  feats.shared_norm(alpha, self.device))
         elif not torch.equal(cache.alpha, alpha):
-            blend = feats.style.blend(alpha)
-            for mine, new in zip(_tensors(cache.targets), _tensors(blend)):
+            for mine, new in zip(cache.targets.tensors(), feats.style.blend(alpha).tensors()):
                 mine.copy_(new)
             cache.norm.set_alpha(alpha)
             cache.alpha = alpha.clone()
@@ -350,18 +347,13 @@ class Engine:
     def _render_shared(self, x: torch.Tensor, feats: GlobalFeatures, alpha: torch.Tensor) -> torch.Tensor:
         targets, norm = self._shared_inputs(feats, alpha)
         n, _, h, w = x.shape
-        if n > 1:
-            targets = StyleTargets(*[[t.expand(n, -1) for t in ts] for ts in (targets.mean, targets.std, targets.desc)])
         if h * w <= self.tile_area:
             # A short batch (a clip's last frames, a change of weights) is padded to the batch already
             # captured for this size: a new shape would mean a new compilation and graph.
-            full = max([k[0][0] for k in self.graphs.keys() if k[0][1:] == (3, h, w) and k[1] == id(norm)] + [n])
-            if full > n:
-                x = torch.cat([x, x[-1:].expand(full - n, -1, -1, -1)])
-                targets = StyleTargets(*[[t[:1].expand(full, -1) for t in ts]
-                                         for ts in (targets.mean, targets.std, targets.desc)])
-            key = (tuple(x.shape), id(norm))
-            return self.graphs.run(key, lambda t: self.compiler(self._forward, t, targets, norm), x,
+            full = max(n, self.graphs.captured_batch(x.shape, id(norm)))
+            x = torch.cat([x, x[-1:].expand(full - n, -1, -1, -1)]) if full > n else x
+            targets = targets.map(lambda t: t.expand(full, -1))
+            return self.graphs.run(id(norm), lambda t: self.compiler(self._forward, t, targets, norm), x,
                                    keep=(targets, norm))[:n]
         # Tiles share the clip statistics, so only the convolutions' borders differ between
         # neighbours; a linear cross-fade over the overlap hides them.
@@ -385,12 +377,9 @@ class Engine:
             with self._autocast():
                 padded, _ = pad_to_multiple(x, MULTIPLE)
                 own = self.net.style_targets(self.vgg(padded))
-            slots = StyleTargets.cat([StyleTargets(*[[t.float() for t in ts] for ts in (own.mean, own.std, own.desc)]),
-                                      styles.targets])
+            slots = StyleTargets.cat([own.map(lambda t: t.float()), styles.targets])
         else:
-            own_zero = StyleTargets([t[:1] * 0 for t in styles.targets.mean], [t[:1] * 0 for t in styles.targets.std],
-                                    [t[:1] * 0 for t in styles.targets.desc])
-            slots = StyleTargets.cat([own_zero, styles.targets])
+            slots = StyleTargets.cat([styles.targets.pick(0).map(lambda t: t * 0), styles.targets])
         return self._forward(x, slots.blend(alpha.to(self.device)), LocalNorm())
 
     def _forward(self, x: torch.Tensor, targets: StyleTargets, norm: LocalNorm) -> torch.Tensor:
@@ -399,10 +388,6 @@ class Engine:
             grey4 = self.vgg(desaturate(padded))[3]
             out = self.net(grey4, targets, norm)
         return out[..., :h, :w].float().clamp(0.0, 1.0)
-
-
-def _tensors(targets: StyleTargets) -> list[torch.Tensor]:
-    return [*targets.mean, *targets.std, *targets.desc]
 
 
 FLAT_STD = 2.0  # grey levels (of 255): a frame varying less than this is black or one colour

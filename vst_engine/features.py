@@ -216,8 +216,7 @@ class FeatureAccumulator:
             lo.append(self.min[layer].float().cpu())
             hi.append(self.max[layer].float().cpu())
         content_desc = [(self.desc_sum[p].cpu() / self.desc_count).float() for p in range(NUM_PREDICTORS)]
-        styles = StyleTargets([t.float().cpu() for t in style_targets.mean], [t.float().cpu() for t in style_targets.std],
-                              [t.float().cpu() for t in style_targets.desc])
+        styles = style_targets.map(lambda t: t.float().cpu())
         if not self.own_colours:
             # Analysed for full strength only: slot 0 (never weighted) repeats slot 1, so that
             # blends stay finite; `GlobalFeatures.has_own_colours` says so.

@@ -12,6 +12,7 @@ Normalization layer indices (11, none affine): 0 content relu4_1; 1 AdaIN@relu4_
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,10 +33,16 @@ class StyleTargets:
     std: list[torch.Tensor]
     desc: list[torch.Tensor]  # per Filter Predictor, N x 32
 
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "StyleTargets":
+        """The targets with `fn` applied to every tensor (a move, a cast, a batch view)."""
+        return StyleTargets([fn(t) for t in self.mean], [fn(t) for t in self.std], [fn(t) for t in self.desc])
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [*self.mean, *self.std, *self.desc]
+
     def blend(self, alpha: torch.Tensor) -> "StyleTargets":
         """Convex combination of the batch entries (slots) with weights alpha (M x S)."""
-        mix = lambda ts: [alpha.to(t.device, torch.float32) @ t.float() for t in ts]  # noqa: E731
-        return StyleTargets(mix(self.mean), mix(self.std), mix(self.desc))
+        return self.map(lambda t: alpha.to(t.device, torch.float32) @ t.float())
 
     def pick(self, index: int) -> "StyleTargets":
         """One batch entry (slot), keeping the batch dimension."""
