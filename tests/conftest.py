@@ -21,6 +21,22 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("VST_PRECISION", "fp32")
 
 
+def _pin_winograd_threads() -> None:
+    """NNPACK sizes its thread pool once, at its first convolution, and its sums depend on that
+    size. The service and plugin subprocesses run one thread, so this process's pool must too."""
+    import torch
+
+    from vst_engine.convs import winograd_available
+    if winograd_available():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        torch._nnpack_spatial_convolution(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 3, 3), None, [0, 0])
+        torch.set_num_threads(threads)
+
+
+_pin_winograd_threads()
+
+
 def write_png(path: Path, rgb: np.ndarray) -> Path:
     ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     assert ok

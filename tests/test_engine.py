@@ -685,7 +685,8 @@ def test_compiled_passes_match_eager_and_fall_back_on_failure(engine, feats_ab, 
         assert torch.allclose(mine, ref, rtol=1e-3, atol=1e-4)
     eager = engine.stylize(frame_a, feats_ab, [1, 0])
     assert maxdiff(compiled.stylize(frame_a, feats_ab, [1, 0]), eager) <= 1
-    assert compiled.acceleration == "compiled" and engine.acceleration == "eager"
+    assert compiled.acceleration == "compiled" and not compiled.winograd
+    assert engine.acceleration == ("eager + Winograd convolutions (NNPACK)" if engine.winograd else "eager")
 
     def broken_compile(fn, **options):
         def run(*args):
@@ -695,6 +696,25 @@ def test_compiled_passes_match_eager_and_fall_back_on_failure(engine, feats_ab, 
     failing = Engine(model="untrained", device="cpu", compile=True)
     assert maxdiff(failing.stylize(frame_a, feats_ab, [1, 0]), eager) <= 1
     assert failing.acceleration == "eager (compile failed: RuntimeError: no C compiler found)"
+
+
+def test_winograd_engine_renders_as_the_direct_one(engine, feats_ab, two_styles, frame_a, monkeypatch):
+    """fp32 CPU engines take NNPACK's Winograd convolutions where PyTorch has them; $VST_WINOGRAD=0
+    keeps oneDNN's direct ones. Both give the same features and frames (within a grey level)."""
+    from vst_engine.convs import winograd_available
+    from vst_engine.engine import Engine
+
+    assert engine.winograd == winograd_available()
+    assert engine.layout == (torch.contiguous_format if engine.winograd else torch.channels_last)
+    monkeypatch.setenv("VST_WINOGRAD", "0")
+    direct = Engine(model="untrained", device="cpu")
+    assert not direct.winograd and direct.layout == torch.channels_last and direct.acceleration == "eager"
+    feats = direct.analyze([frame_a], two_styles, interval=1, sampled=[0], frame_range=(0, 1))
+    feats_winograd = engine.analyze([frame_a], two_styles, interval=1, sampled=[0], frame_range=(0, 1))
+    for mine, ref in zip([*feats.norm_mean, *feats.norm_std, *feats.content_desc],
+                         [*feats_winograd.norm_mean, *feats_winograd.norm_std, *feats_winograd.content_desc]):
+        assert torch.allclose(mine, ref, rtol=1e-3, atol=1e-4)
+    assert maxdiff(direct.stylize(frame_a, feats_ab, [1, 0]), engine.stylize(frame_a, feats_ab, [1, 0])) <= 1
 
 
 def test_full_strength_analysis_skips_the_own_colours(engine, two_styles, feats_ab, frame_a, frame_b, tmp_path):

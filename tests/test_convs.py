@@ -1,0 +1,86 @@
+"""Winograd (NNPACK) convolutions on the CPU, and the network's exact rewrites of its own layers."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vst_engine.convs import WINOGRAD_MIN_CHANNELS, Conv3x3, use_winograd, winograd_available
+from vst_engine.network import StyleNet, UpBlock
+from vst_engine.norms import LocalNorm, SharedNorm
+
+needs_nnpack = pytest.mark.skipif(not winograd_available(), reason="this PyTorch build has no NNPACK")
+
+
+def _conv(cin: int, cout: int, padding: int = 1) -> Conv3x3:
+    torch.manual_seed(cin * 1000 + cout)
+    conv = Conv3x3(cin, cout, padding)
+    with torch.no_grad():
+        conv.bias.normal_()
+    return conv
+
+
+@needs_nnpack
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("padding", [0, 1])
+def test_winograd_matches_direct_convolution(layout, padding):
+    conv = _conv(64, 96, padding)
+    x = torch.randn(3, 64, 21, 34).contiguous(memory_format=layout)  # batch of 3: the per-sample loop
+    with torch.no_grad():
+        direct = conv(x)
+        conv.winograd = True
+        fast = conv(x)
+    assert fast.shape == direct.shape == (3, 96, 21 - 2 + 2 * padding, 34 - 2 + 2 * padding)
+    assert not torch.equal(fast, direct)  # another algorithm did run
+    assert (fast - direct).abs().max() <= 1e-4 * direct.abs().max()
+
+
+@needs_nnpack
+def test_winograd_is_inference_only():
+    """With gradients on (training) the convolution is oneDNN's, whose backward exists."""
+    conv = _conv(64, 64)
+    conv.winograd = True
+    x = torch.randn(1, 64, 12, 12, requires_grad=True)
+    conv(x).square().sum().backward()
+    ref = torch.autograd.grad(F.conv2d(x, conv.weight, conv.bias, padding=1).square().sum(), x)[0]
+    assert torch.allclose(x.grad, ref)
+    with torch.no_grad():  # and other dtypes are left alone too
+        assert conv.to(torch.float64)(x.detach().double()).dtype == torch.float64
+
+
+def test_only_wide_convolutions_are_switched():
+    net = StyleNet()
+    convs = [m for m in net.modules() if isinstance(m, Conv3x3)]
+    switched = use_winograd(net, True)
+    wide = [m for m in convs if min(m.in_channels, m.out_channels) >= WINOGRAD_MIN_CHANNELS]
+    # Six decoder convolutions are wide; the 32-channel bottlenecks and the RGB output are not.
+    assert switched == len(wide) == 6 and len(convs) == 6 + 3 * (2 + 2) + 1
+    assert all(m.winograd == (m in wide) for m in convs)
+    assert use_winograd(net, False) == 6 and not any(m.winograd for m in convs)
+
+
+def test_upblock_shortcut_at_low_resolution_equals_the_reference():
+    """The 1x1 shortcut runs before the upsampling; nearest upsampling commutes with it exactly."""
+    torch.manual_seed(0)
+    block = UpBlock(32, 16).eval()
+    x = torch.randn(2, 32, 5, 7)
+    with torch.no_grad():
+        out = block(x, LocalNorm(), 2)
+        up = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        h = LocalNorm().normalize(2, F.leaky_relu(block.conv1(up), 0.2))
+        h = LocalNorm().normalize(3, F.leaky_relu(block.conv2(h), 0.2))
+        ref = h + block.shortcut(up)
+    assert out.shape == (2, 16, 10, 14)
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_shared_content_descriptors_skip_the_embedding():
+    """With clip statistics the per-frame descriptor is never computed; locally it is."""
+    shared = SharedNorm([torch.zeros(1, 4)], [torch.ones(1, 4)], [torch.zeros(1, 4)], [torch.ones(1, 4)],
+                        [torch.arange(3.0)], torch.ones(1, 1))
+
+    def never(x):
+        raise AssertionError("descriptor computed")
+    desc = shared.content_descriptor(0, never, torch.zeros(2, 5, 1, 1))
+    assert torch.equal(desc, torch.arange(3.0).expand(2, 3))
+    assert torch.equal(LocalNorm().content_descriptor(0, lambda x: x * 2, torch.ones(2)), torch.full((2,), 2.0))
