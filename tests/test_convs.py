@@ -1,4 +1,4 @@
-"""Winograd (NNPACK) convolutions on the CPU, and the network's exact rewrites of its own layers."""
+"""Winograd (NNPACK) convolutions and the fast max-pool on the CPU, and the network's exact rewrites of its own layers."""
 from __future__ import annotations
 
 import pytest
@@ -84,3 +84,18 @@ def test_shared_content_descriptors_skip_the_embedding():
     desc = shared.content_descriptor(0, never, torch.zeros(2, 5, 1, 1))
     assert torch.equal(desc, torch.arange(3.0).expand(2, 3))
     assert torch.equal(LocalNorm().content_descriptor(0, lambda x: x * 2, torch.ones(2)), torch.full((2,), 2.0))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 12), (1, 4, 7, 9)])
+def test_inference_max_pool_equals_torch(shape):
+    from vst_engine.vgg import max_pool2
+
+    x = torch.randn(shape)
+    x[0, 0, :2, :2] = 5.0  # ties
+    with torch.no_grad():
+        assert torch.equal(max_pool2(x), F.max_pool2d(x, 2))
+        cl = x.contiguous(memory_format=torch.channels_last)
+        assert torch.equal(max_pool2(cl), F.max_pool2d(x, 2))
+    y = x.clone().requires_grad_()
+    max_pool2(y).sum().backward()
+    assert y.grad.sum() == max_pool2(x).numel()  # one input per window gets the gradient
