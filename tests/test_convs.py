@@ -99,3 +99,22 @@ def test_inference_max_pool_equals_torch(shape):
     y = x.clone().requires_grad_()
     max_pool2(y).sum().backward()
     assert y.grad.sum() == max_pool2(x).numel()  # one input per window gets the gradient
+
+
+@needs_nnpack
+@pytest.mark.parametrize("padding", [0, 1])
+def test_winograd_bands_cover_every_row_once(padding, monkeypatch):
+    """Convolutions larger than the workspace budget run in bands of rows and give the same result."""
+    import vst_engine.convs as convs
+
+    conv = _conv(64, 64, padding)
+    x = torch.randn(2, 64, 40, 31)
+    with torch.no_grad():
+        direct = conv(x)
+        conv.winograd = True
+        whole = conv(x)
+        monkeypatch.setattr(convs, "WORKSPACE_BYTES", 2 ** 18)  # bands of 6 rows: 7 bands
+        banded = conv(x)
+    assert banded.shape == whole.shape
+    assert (banded - direct).abs().max() <= 1e-4 * direct.abs().max()
+    assert (banded - whole).abs().max() <= 1e-5 * direct.abs().max()

@@ -16,6 +16,14 @@ from torch import nn
 
 # Winograd pays off where both sides have at least this many channels (measured, see above).
 WINOGRAD_MIN_CHANNELS = 64
+# NNPACK transforms a whole input and output at once, in a workspace about 1.8x their size that it
+# keeps (1.2 GB for a 128->64 convolution at 1280x720; a 720p analysis then peaked at 6.1 GB,
+# against 2.4 GB on oneDNN). Larger convolutions run in bands of output rows whose workspace stays
+# near this size: 720p stylization then peaks at 2.6 GB (oneDNN 3.0), at the same speed.
+WORKSPACE_BYTES = 128 * 2**20
+# Workspace bytes per output row and channel: 8x8 float32 transforms per 6x6 output tile.
+_BYTES_PER_ROW_CHANNEL_PIXEL = 64 * 4 / 36
+_TILE = 6
 
 
 def winograd_available() -> bool:
@@ -42,10 +50,27 @@ class Conv3x3(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.winograd and x.dtype == torch.float32 and x.device.type == "cpu" and not torch.is_grad_enabled():
             # One sample at a time: NNPACK's batched entry point was 1.2-4x slower than a loop.
-            parts = [torch._nnpack_spatial_convolution(x[i:i + 1].contiguous(), self.weight, self.bias,
-                                                       self.padding) for i in range(x.shape[0])]
+            parts = [self._winograd(x[i:i + 1]) for i in range(x.shape[0])]
             return parts[0] if len(parts) == 1 else torch.cat(parts)
         return super().forward(x)
+
+    def _winograd(self, x: torch.Tensor) -> torch.Tensor:
+        """NNPACK on one sample, in bands of output rows where the whole would overrun WORKSPACE_BYTES."""
+        pad = self.padding[0]
+        h_out, w_out = x.shape[2] + 2 * pad - 2, x.shape[3] + 2 * pad - 2
+        per_row = w_out * (self.in_channels + self.out_channels) * _BYTES_PER_ROW_CHANNEL_PIXEL
+        rows = max(_TILE, int(WORKSPACE_BYTES / per_row) // _TILE * _TILE)
+        if rows >= h_out:
+            return torch._nnpack_spatial_convolution(x.contiguous(), self.weight, self.bias, self.padding)
+        out = x.new_empty((1, self.out_channels, h_out, w_out))
+        for r0 in range(0, h_out, rows):
+            r1 = min(r0 + rows, h_out)
+            # The input rows that output rows r0..r1 read. NNPACK pads a band's top and bottom
+            # alike, so the rows computed from a pad inside the frame are dropped.
+            a, b = max(r0 - pad, 0), min(r1 - pad + 2, x.shape[2])
+            band = torch._nnpack_spatial_convolution(x[:, :, a:b].contiguous(), self.weight, self.bias, self.padding)
+            out[:, :, r0:r1] = band[:, :, r0 - a:r1 - a]
+        return out
 
 
 def use_winograd(module: nn.Module, enabled: bool) -> int:
