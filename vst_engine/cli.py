@@ -135,7 +135,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     import numpy
     import torch
 
-    from .engine import PRECISION_NAMES, accelerations, compute_dtype, resolve_device
+    from .engine import PRECISION_NAMES, accelerations, compute_dtype, resolve_device, winograd_convolutions
     from .models import load_model, model_path
     from .vgg import WEIGHTS_PACKAGE, weights_path
     model = load_model(args.model)
@@ -144,15 +144,19 @@ def cmd_info(args: argparse.Namespace) -> int:
         vgg = f"{weights_path()} (sha256 ok)"
     except VstError as exc:
         vgg = f"MISSING: {exc}"
-    accel_names = ("torch.compile", "CUDA graphs")
+    dtype = compute_dtype(device, args.precision)
+    compile, graphs = accelerations(device)
+    accel = [name for name, on in (("torch.compile", compile), ("CUDA graphs", graphs),
+                                   ("Winograd convolutions (NNPACK)", winograd_convolutions(device, dtype, compile)))
+             if on]
     lines = [
         f"model:        {args.model} ({model.model_id})",
         f"trained:      {'yes' if model.trained else 'NO - UNTRAINED network, output is not a stylization'}",
         f"model file:   {model_path(args.model) if model.trained else 'none'}",
         f"steps:        {model.meta.get('steps', '-')}",
         f"device:       {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
-        f"precision:    {PRECISION_NAMES[compute_dtype(device, args.precision)]}",
-        f"acceleration: {' + '.join(n for n, on in zip(accel_names, accelerations(device)) if on) or 'none (eager)'}",
+        f"precision:    {PRECISION_NAMES[dtype]}",
+        f"acceleration: {' + '.join(accel) or 'none (eager)'}",
         f"VGG-19:       {vgg} from {WEIGHTS_PACKAGE}",
         f"versions:     vst_engine {engine_version()}, python {platform.python_version()}, torch {torch.__version__}, "
         f"numpy {numpy.__version__}, opencv {cv2.__version__}",

@@ -152,6 +152,13 @@ def accelerations(device: torch.device, compile: bool | None = None,
     return compile, cuda_graphs and cuda
 
 
+def winograd_convolutions(device: torch.device, dtype: torch.dtype, compile: bool) -> bool:
+    """Whether the wide 3x3 convolutions take NNPACK's Winograd kernels: in eager fp32 on a CPU
+    (2-core AVX2, 640x360: 2.6 -> 1.6 s a frame) where PyTorch has NNPACK. Not compiled: torch.compile
+    cannot trace them."""
+    return device.type == "cpu" and dtype == torch.float32 and not compile and winograd_available()
+
+
 class Engine:
     def __init__(self, model: str = "default", device: str = "auto", tile_area: int | None = None,
                  style_size: int = DEFAULT_STYLE_SIZE, precision: str | None = None,
@@ -163,11 +170,8 @@ class Engine:
         self.dtype = compute_dtype(self.device, precision)
         self.model: LoadedModel = load_model(model)
         compile, cuda_graphs = accelerations(self.device, compile, cuda_graphs)
-        # Eager fp32 on a CPU: the wide 3x3 convolutions take NNPACK's Winograd kernels, which read
-        # contiguous tensors (2-core AVX2, 640x360: 2.5 -> 1.8 s a frame; torch.compile cannot trace
-        # them). Otherwise channels-last feeds tensor cores, AMX and oneDNN best.
-        self.winograd = self.device.type == "cpu" and self.dtype == torch.float32 and not compile \
-            and winograd_available()
+        # NNPACK reads contiguous tensors; otherwise channels-last feeds tensor cores, AMX and oneDNN best.
+        self.winograd = winograd_convolutions(self.device, self.dtype, compile)
         self.layout = torch.contiguous_format if self.winograd else torch.channels_last
         self.net = self.model.net.to(self.device, memory_format=self.layout).eval()
         self.vgg = VGGEncoder().to(self.device, memory_format=self.layout)
