@@ -19,8 +19,9 @@ WINOGRAD_MIN_CHANNELS = 64
 # NNPACK transforms a whole input and output at once, in a workspace about 1.8x their size that it
 # keeps (1.2 GB for a 128->64 convolution at 1280x720; a 720p analysis then peaked at 6.1 GB,
 # against 2.4 GB on oneDNN). Larger convolutions run in bands of output rows whose workspace stays
-# near this size: 720p stylization then peaks at 2.6 GB (oneDNN 3.0), at the same speed.
-WORKSPACE_BYTES = 128 * 2**20
+# near this size: 720p stylization then peaks at 2.6-2.8 GB (oneDNN 3.0), at the same speed. This
+# size leaves 640x360 frames unbanded (128 MiB bands were 6% slower there).
+WORKSPACE_BYTES = 320 * 2**20
 # Workspace bytes per output row and channel: 8x8 float32 transforms per 6x6 output tile.
 _BYTES_PER_ROW_CHANNEL_PIXEL = 64 * 4 / 36
 _TILE = 6
