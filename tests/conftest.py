@@ -26,11 +26,14 @@ def _pin_winograd_threads() -> None:
     size. The service and plugin subprocesses run one thread, so this process's pool must too."""
     import torch
 
-    from vst_engine.convs import winograd_available
+    from vst_engine.convs import Conv3x3, winograd_available
     if winograd_available():
+        conv = Conv3x3(1, 1)
+        conv.winograd = True
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        torch._nnpack_spatial_convolution(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 3, 3), None, [0, 0])
+        with torch.no_grad():
+            conv(torch.zeros(1, 1, 3, 3))
         torch.set_num_threads(threads)
 
 

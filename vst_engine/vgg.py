@@ -69,10 +69,12 @@ def _load_state() -> dict[str, torch.Tensor]:
 
 
 def max_pool2(x: torch.Tensor) -> torch.Tensor:
-    """2x2 max-pool, stride 2 (an odd last row or column is dropped). At inference on contiguous tensors (the CPU's fp32
-    layout) the maximum of four strided views: F.max_pool2d took 55 ms there for 64 x 360 x 640
-    on 2 cores, this 15 ms, with identical values. Otherwise F.max_pool2d, whose backward sends
-    each gradient to one input (maximum's would split it between ties)."""
+    """2x2 max-pool, stride 2 (an odd last row or column is dropped).
+
+    At inference on contiguous tensors (the CPU's fp32 layout) the maximum of four strided views:
+    F.max_pool2d took 55 ms there for 64 x 360 x 640 on 2 cores, this 15 ms, with identical values.
+    Otherwise F.max_pool2d, whose backward sends each gradient to one input (maximum's would split
+    it between ties)."""
     if torch.is_grad_enabled() or not x.is_contiguous():
         return F.max_pool2d(x, 2)
     x = x[:, :, :x.shape[2] // 2 * 2, :x.shape[3] // 2 * 2]
