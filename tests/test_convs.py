@@ -74,6 +74,40 @@ def test_upblock_shortcut_at_low_resolution_equals_the_reference():
     assert torch.allclose(out, ref, atol=1e-5)
 
 
+@needs_nnpack
+@pytest.mark.parametrize("shape", [(2, 64, 5, 7), (1, 128, 12, 9), (1, 64, 2, 2)])
+def test_upsampled_convolution_folded_to_low_resolution(shape):
+    """The Winograd path convolves x with four folded kernels at its own size; it equals the
+    convolution of the upsampled x, border included."""
+    from vst_engine.network import ReflectConv3x3
+
+    torch.manual_seed(shape[1] + shape[2])
+    conv = ReflectConv3x3(shape[1], 48)
+    x = torch.randn(shape)
+    with torch.no_grad():
+        ref = conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        assert torch.equal(conv.forward_upsampled(x), ref)  # not switched: the reference path itself
+        conv.winograd = True
+        folded = conv.forward_upsampled(x)
+        assert folded.shape == ref.shape
+        assert (folded - ref).abs().max() <= 1e-4 * ref.abs().max()
+        conv.weight.mul_(-2.0)  # new parameters: the folded kernels follow
+        expected = -2 * ref + 3 * conv.bias[:, None, None]
+        assert (conv.forward_upsampled(x) - expected).abs().max() <= 2e-4 * ref.abs().max()
+
+
+@needs_nnpack
+def test_winograd_upblock_equals_the_reference():
+    torch.manual_seed(3)
+    block = UpBlock(64, 64).eval()
+    x = torch.randn(1, 64, 6, 10)
+    with torch.no_grad():
+        ref = block(x, LocalNorm(), 2)
+        use_winograd(block, True)
+        got = block(x, LocalNorm(), 2)
+    assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
 def test_upblock_in_place_activations_keep_the_gradients():
     """The leaky ReLUs run in place on the convolution outputs; training gets the same gradients."""
     torch.manual_seed(1)

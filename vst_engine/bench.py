@@ -602,6 +602,7 @@ def count_macs(engine, width: int, height: int) -> int:
     import torch
     from torch import nn
 
+    from .convs import use_winograd
     from .engine import MULTIPLE
     from .imageops import pad_to_multiple, to_tensor
     from .norms import LocalNorm
@@ -619,12 +620,18 @@ def count_macs(engine, width: int, height: int) -> int:
             total[0] += out.numel() * mod.in_features
     handles = [m.register_forward_hook(hook) for net in (engine.vgg, engine.net) for m in net.modules()
                if isinstance(m, (nn.Conv2d, nn.Linear))]
+    # Direct arithmetic, and every convolution through its module: the Winograd path runs the
+    # upsampling convolutions folded, past the hooks.
+    for net in (engine.vgg, engine.net):
+        use_winograd(net, False)
     try:
         with torch.no_grad():
             engine._forward(to_tensor(frame, engine.device), targets, LocalNorm())
     finally:
         for h in handles:
             h.remove()
+        for net in (engine.vgg, engine.net):
+            use_winograd(net, engine.winograd)
     ph, pw = -(-height // MULTIPLE) * MULTIPLE, -(-width // MULTIPLE) * MULTIPLE
     einsum = 3 * 2 * 32 * 32 * (ph // 8) * (pw // 8)
     return total[0] + einsum

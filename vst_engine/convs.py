@@ -49,29 +49,39 @@ class Conv3x3(nn.Conv2d):
         return min(self.in_channels, self.out_channels) >= WINOGRAD_MIN_CHANNELS
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.winograd and x.dtype == torch.float32 and x.device.type == "cpu" and not torch.is_grad_enabled():
-            # One sample at a time: NNPACK's batched entry point was 1.2-4x slower than a loop.
-            parts = [self._winograd(x[i:i + 1]) for i in range(x.shape[0])]
-            return parts[0] if len(parts) == 1 else torch.cat(parts)
+        if self.takes_winograd(x):
+            return winograd_conv(x, self.weight, self.bias, self.padding[0])
         return super().forward(x)
 
-    def _winograd(self, x: torch.Tensor) -> torch.Tensor:
-        """NNPACK on one sample, in bands of output rows where the whole would overrun WORKSPACE_BYTES."""
-        pad = self.padding[0]
-        h_out, w_out = x.shape[2] + 2 * pad - 2, x.shape[3] + 2 * pad - 2
-        per_row = w_out * (self.in_channels + self.out_channels) * _BYTES_PER_ROW_CHANNEL_PIXEL
-        rows = max(_TILE, int(WORKSPACE_BYTES / per_row) // _TILE * _TILE)
-        if rows >= h_out:
-            return torch._nnpack_spatial_convolution(x.contiguous(), self.weight, self.bias, self.padding)
-        out = x.new_empty((1, self.out_channels, h_out, w_out))
-        for r0 in range(0, h_out, rows):
-            r1 = min(r0 + rows, h_out)
-            # The input rows that output rows r0..r1 read. NNPACK pads a band's top and bottom
-            # alike, so the rows computed from a pad inside the frame are dropped.
-            a, b = max(r0 - pad, 0), min(r1 - pad + 2, x.shape[2])
-            band = torch._nnpack_spatial_convolution(x[:, :, a:b].contiguous(), self.weight, self.bias, self.padding)
-            out[:, :, r0:r1] = band[:, :, r0 - a:r1 - a]
-        return out
+    def takes_winograd(self, x: torch.Tensor) -> bool:
+        """Whether this convolution of x runs on NNPACK: fp32 inference on a CPU, where switched on."""
+        return self.winograd and x.dtype == torch.float32 and x.device.type == "cpu" and not torch.is_grad_enabled()
+
+
+def winograd_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pad: int) -> torch.Tensor:
+    """The 3x3 convolution of x (zero-padded by `pad`) on NNPACK's Winograd kernels (fp32 CPU, no autograd)."""
+    # One sample at a time: NNPACK's batched entry point was 1.2-4x slower than a loop.
+    parts = [_winograd_sample(x[i:i + 1], weight, bias, pad) for i in range(x.shape[0])]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _winograd_sample(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pad: int) -> torch.Tensor:
+    """NNPACK on one sample, in bands of output rows where the whole would overrun WORKSPACE_BYTES."""
+    c_out = weight.shape[0]
+    h_out, w_out = x.shape[2] + 2 * pad - 2, x.shape[3] + 2 * pad - 2
+    per_row = w_out * (x.shape[1] + c_out) * _BYTES_PER_ROW_CHANNEL_PIXEL
+    rows = max(_TILE, int(WORKSPACE_BYTES / per_row) // _TILE * _TILE)
+    if rows >= h_out:
+        return torch._nnpack_spatial_convolution(x.contiguous(), weight, bias, (pad, pad))
+    out = x.new_empty((1, c_out, h_out, w_out))
+    for r0 in range(0, h_out, rows):
+        r1 = min(r0 + rows, h_out)
+        # The input rows that output rows r0..r1 read. NNPACK pads a band's top and bottom
+        # alike, so the rows computed from a pad inside the frame are dropped.
+        a, b = max(r0 - pad, 0), min(r1 - pad + 2, x.shape[2])
+        band = torch._nnpack_spatial_convolution(x[:, :, a:b].contiguous(), weight, bias, (pad, pad))
+        out[:, :, r0:r1] = band[:, :, r0 - a:r1 - a]
+    return out
 
 
 def use_winograd(module: nn.Module, enabled: bool) -> int:
