@@ -59,6 +59,14 @@ def test_only_wide_convolutions_are_switched():
     assert use_winograd(net, False) == 6 and not any(m.winograd for m in convs)
 
 
+def _reference_upblock(block: UpBlock, x: torch.Tensor) -> torch.Tensor:
+    """UpBlock's maths written out: upsampling first, activations out of place, per-frame statistics."""
+    up = F.interpolate(x, scale_factor=2.0, mode="nearest")
+    h = LocalNorm().normalize(2, F.leaky_relu(block.conv1(up), 0.2))
+    h = LocalNorm().normalize(3, F.leaky_relu(block.conv2(h), 0.2))
+    return h + block.shortcut(up)
+
+
 def test_upblock_shortcut_at_low_resolution_equals_the_reference():
     """The 1x1 shortcut runs before the upsampling; nearest upsampling commutes with it exactly."""
     torch.manual_seed(0)
@@ -66,10 +74,7 @@ def test_upblock_shortcut_at_low_resolution_equals_the_reference():
     x = torch.randn(2, 32, 5, 7)
     with torch.no_grad():
         out = block(x, LocalNorm(), 2)
-        up = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        h = LocalNorm().normalize(2, F.leaky_relu(block.conv1(up), 0.2))
-        h = LocalNorm().normalize(3, F.leaky_relu(block.conv2(h), 0.2))
-        ref = h + block.shortcut(up)
+        ref = _reference_upblock(block, x)
     assert out.shape == (2, 16, 10, 14)
     assert torch.allclose(out, ref, atol=1e-5)
 
@@ -102,7 +107,7 @@ def test_winograd_upblock_equals_the_reference():
     block = UpBlock(64, 64).eval()
     x = torch.randn(1, 64, 6, 10)
     with torch.no_grad():
-        ref = block(x, LocalNorm(), 2)
+        ref = _reference_upblock(block, x)
         use_winograd(block, True)
         got = block(x, LocalNorm(), 2)
     assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
@@ -117,10 +122,7 @@ def test_upblock_in_place_activations_keep_the_gradients():
     grads = [x.grad.clone()] + [p.grad.clone() for p in block.parameters()]
     x.grad = None
     block.zero_grad()
-    up = F.interpolate(x, scale_factor=2.0, mode="nearest")
-    h = LocalNorm().normalize(2, F.leaky_relu(block.conv1(up), 0.2))
-    h = LocalNorm().normalize(3, F.leaky_relu(block.conv2(h), 0.2))
-    (h + block.shortcut(up)).square().sum().backward()
+    _reference_upblock(block, x).square().sum().backward()
     for got, ref in zip(grads, [x.grad] + [p.grad for p in block.parameters()]):
         assert torch.allclose(got, ref, rtol=1e-4, atol=1e-5)
 
