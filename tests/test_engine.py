@@ -20,7 +20,7 @@ import torch
 
 import vst_engine.engine as engine_mod
 from vst_engine import GlobalFeatures, StyleSet, VstError, sample_indices
-from vst_engine.engine import normalize_weights, process_size, slot_weights
+from vst_engine.engine import MULTIPLE, normalize_weights, process_size, slot_weights
 from vst_engine.features import FORMAT, FORMAT_VERSION, StyleRef
 from vst_engine.tiling import tile_windows
 
@@ -543,6 +543,25 @@ def test_process_size_keeps_aspect_ratio(w, h, max_side):
     assert max(pw, ph) == max_side
     # Within the rounding of the shorter side.
     assert abs(pw / ph - w / h) <= (w / h) * (1 / min(pw, ph)) + 1e-9
+
+
+@pytest.mark.parametrize("h, w", [(1080, 1920), (2160, 3840), (800, 769), (768, 1366), (1085, 1301), (97, 64), (700, 700)])
+def test_tile_windows_cover_the_frame_with_the_overlap_and_little_more(h, w):
+    size, overlap = 768, 128
+    windows = tile_windows(h, w, size, overlap)
+    cover = np.zeros((h, w), np.int32)
+    for y0, y1, x0, x1 in windows:
+        assert 0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w
+        assert y1 - y0 <= size and x1 - x0 <= size
+        assert y0 % MULTIPLE == 0 and x0 % MULTIPLE == 0  # on the encoder's pooling grid
+        cover[y0:y1, x0:x1] += 1
+    assert cover.min() >= 1
+    for axis in (0, 1):  # neighbours along each axis overlap by at least `overlap`
+        spans = sorted({(win[2 * axis], win[2 * axis + 1]) for win in windows})
+        assert all(a1 - b0 >= overlap for (_, a1), (b0, _) in zip(spans, spans[1:]))
+    area = sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in windows)
+    if (h, w) == (1080, 1920):  # 6 tiles of 608 x 728; full 768 x 768 tiles covered 1.7x the frame
+        assert len(windows) == 6 and area <= 1.3 * h * w
 
 
 # Tiles of 64 with 32 overlap on a 128x96 frame: 3 x 2 tiles. (Smaller tiles are dominated by

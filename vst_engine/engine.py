@@ -371,7 +371,7 @@ class Engine:
         # neighbours; a linear cross-fade over the overlap hides them.
         out = torch.zeros(n, 3, h, w, device=self.device)
         total = torch.zeros(1, 1, h, w, device=self.device)
-        for y0, y1, x0, x1 in tile_windows(h, w, TILE_SIZE, TILE_OVERLAP):
+        for y0, y1, x0, x1 in tile_windows(h, w, TILE_SIZE, TILE_OVERLAP, MULTIPLE):
             wgt = blend_weights(y0, y1, x0, x1, h, w, TILE_OVERLAP).to(self.device)
             for i in range(n):  # one frame at a time: a tile's memory is sized for one
                 out[i:i + 1, :, y0:y1, x0:x1] += self._forward(x[i:i + 1, :, y0:y1, x0:x1], targets.pick(0), norm) * wgt
