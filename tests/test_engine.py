@@ -548,7 +548,7 @@ def test_process_size_keeps_aspect_ratio(w, h, max_side):
 @pytest.mark.parametrize("h, w", [(1080, 1920), (2160, 3840), (800, 769), (768, 1366), (1085, 1301), (97, 64), (700, 700)])
 def test_tile_windows_cover_the_frame_with_the_overlap_and_little_more(h, w):
     size, overlap = 768, 128
-    windows = tile_windows(h, w, size, overlap)
+    windows = tile_windows(h, w, size, overlap, MULTIPLE)
     cover = np.zeros((h, w), np.int32)
     for y0, y1, x0, x1 in windows:
         assert 0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w
@@ -587,7 +587,7 @@ def big_frame(make_frame) -> np.ndarray:
 
 def test_tiled_render_close_to_untiled_without_seams(engine, two_styles, big_frame, small_tiles):
     h, w = big_frame.shape[:2]
-    windows = tile_windows(h, w, TILE, OVERLAP)
+    windows = tile_windows(h, w, TILE, OVERLAP, MULTIPLE)
     assert len(windows) == 6
     small_tiles(False)
     feats = engine.analyze([big_frame], two_styles)

@@ -24,7 +24,7 @@ def _spans(length: int, size: int, overlap: int, grid: int) -> list[tuple[int, i
     return [(grid * a, min(grid * (a + t), length)) for a in starts]
 
 
-def tile_windows(h: int, w: int, size: int, overlap: int, grid: int = 8) -> list[tuple[int, int, int, int]]:
+def tile_windows(h: int, w: int, size: int, overlap: int, grid: int) -> list[tuple[int, int, int, int]]:
     """(y0, y1, x0, x1) windows of at most size x size covering h x w, neighbours overlapping,
     starting on multiples of `grid`."""
     return [(y0, y1, x0, x1) for y0, y1 in _spans(h, size, overlap, grid) for x0, x1 in _spans(w, size, overlap, grid)]
