@@ -121,6 +121,33 @@ def test_frame_ranges_into_one_folder_match_single_run(cli_env, tiny_clip, style
     same_frames(pngs(fchunks), ref)  # the stored features are the ones stylize computes itself
 
 
+def test_full_strength_analysis_is_completed_later(cli_env, tiny_clip, style_paths, tmp_path):
+    """`analyze --full-strength` serves strength 1 only; `--complete` adds the clip's own colours,
+    and those features render a lower strength exactly as stylize's own analysis does."""
+    style = ["-s", style_paths["dots"]]
+    lean, full, ref, out = tmp_path / "lean.vstf", tmp_path / "full.vstf", tmp_path / "ref", tmp_path / "out"
+    ok(vst(cli_env, "analyze", tiny_clip, *style, "--full-strength", "-o", lean))
+    refused, done, _, contradiction, reframed = vst_many(cli_env, [
+        ["stylize", tiny_clip, *style, "--features", lean, "--strength", "0.5", "-o", f"{out}/"],
+        ["analyze", tiny_clip, *style, "--complete", lean, "-o", full],
+        ["stylize", tiny_clip, *style, "--strength", "0.5", "--frames", "3:6", "-o", f"{ref}/"],
+        ["analyze", tiny_clip, *style, "--complete", lean, "--full-strength", "-o", tmp_path / "x.vstf"],
+        ["analyze", tiny_clip, *style, "--complete", lean, "--frames", "0:6", "-o", tmp_path / "x.vstf"],
+    ])
+    assert refused.returncode == 1 and "vst analyze --complete" in visible_lines(refused.stderr)[-1]
+    assert "analysed 3 of frames 0:12 at 64x48 (added the clip's own colours)" in ok(done).stdout
+    assert contradiction.returncode == 1 and "contradict" in contradiction.stderr
+    assert reframed.returncode == 1 and "reuses the features' frames" in reframed.stderr
+    again, used = vst_many(cli_env, [
+        ["analyze", tiny_clip, *style, "--complete", full, "-o", tmp_path / "y.vstf"],
+        ["stylize", tiny_clip, *style, "--features", full, "--strength", "0.5", "--frames", "3:6", "-o", f"{out}/"],
+    ])
+    assert again.returncode == 1 and "already include the clip's own colours" in again.stderr
+    ok(used)
+    same_frames(pngs(out), pngs(ref))
+    assert not (tmp_path / "x.vstf").exists() and not (tmp_path / "y.vstf").exists()
+
+
 # ---------------------------------------------------------------------------------------
 # 3. Keyframed weights
 # ---------------------------------------------------------------------------------------

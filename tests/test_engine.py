@@ -750,3 +750,39 @@ def test_full_strength_analysis_skips_the_own_colours(engine, two_styles, feats_
         engine.stylize(frame_b, loaded, [1, 0], strength=0.5)
     assert all(torch.isfinite(t).all() for t in [*loaded.norm_mean, *loaded.norm_std, *loaded.norm_min,
                                                  *loaded.norm_max])
+
+
+def _tensors(feats: GlobalFeatures) -> list[torch.Tensor]:
+    return [*feats.norm_mean, *feats.norm_std, *feats.norm_min, *feats.norm_max, *feats.content_desc,
+            *feats.style.tensors()]
+
+
+def test_own_colour_analysis_completes_lean_features(engine, two_styles, feats_ab, frame_a, frame_b, make_frame):
+    """Adding the own colours to full-strength-only features gives the complete analysis (every
+    statistic, and so every strength), analysing only the skipped slot; other frames are refused."""
+    flat = np.full_like(frame_a, 40)  # skipped by both passes alike
+    lean = engine.analyze([frame_a, flat, frame_b], two_styles, interval=1, sampled=[0, 1, 2], frame_range=(0, 3),
+                          own_colours=False)
+    complete = engine.analyze([frame_a, flat, frame_b], two_styles, interval=1, sampled=[0, 1, 2],
+                              frame_range=(0, 3))
+    run = engine.own_colour_analysis(lean, two_styles)
+    assert list(run.slots) == [0]
+    for f in (frame_a, flat, frame_b):
+        run.add(f)
+    done = run.finish()
+    assert done.has_own_colours and not lean.has_own_colours
+    assert (done.sampled, done.frame_range, done.extra) == (complete.sampled, complete.frame_range, complete.extra)
+    for mine, ref in zip(_tensors(done), _tensors(complete), strict=True):
+        assert torch.allclose(mine, ref, rtol=1e-5, atol=1e-6)
+    assert np.array_equal(engine.stylize(frame_b, done, [0.3, 0.7], strength=0.4),
+                          engine.stylize(frame_b, complete, [0.3, 0.7], strength=0.4))
+    # Other frames than the lean analysis saw, complete features, or other styles: refused.
+    other = engine.own_colour_analysis(lean, two_styles)
+    other.add(frame_a)
+    with pytest.raises(VstError, match="not the ones the global features were analysed from"):
+        other.finish()
+    with pytest.raises(VstError, match="already include the clip's own colours"):
+        engine.own_colour_analysis(feats_ab, two_styles)
+    swapped = StyleSet(two_styles.refs[::-1], two_styles.targets)
+    with pytest.raises(VstError, match="other styles"):
+        engine.own_colour_analysis(lean, swapped)

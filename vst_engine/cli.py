@@ -36,17 +36,38 @@ def _open_input(args: argparse.Namespace):
 
 def _analysis(engine, source, styles, args, size: tuple[int, int], start: int, end: int, own_colours: bool = True):
     """Analyse frames start:end (sampled) of the source at the processing size."""
-    from .engine import resize_frame
     from .features import sample_indices
     picks = sample_indices(start, end, args.interval)
+    run = engine.analysis(styles, own_colours)
+    _feed(run, source, picks, size)
+    return run.finish(source=str(args.input), frame_range=(start, end), interval=args.interval, sampled=picks,
+                      settings={"max_side": args.max_side})
+
+
+def _feed(run, source, picks: list[int], size: tuple[int, int]) -> None:
+    """Give an analysis the source's frames `picks` at the processing size, with a progress bar."""
+    from .engine import resize_frame
     bar = _progress(len(picks), "analyze")
-    frames = (resize_frame(source.read(i), size) for i in picks)
     try:
-        return engine.analyze(frames, styles, source=str(args.input), frame_range=(start, end), interval=args.interval,
-                              sampled=picks, settings={"max_side": args.max_side}, progress=bar.update,
-                              own_colours=own_colours)
+        for i in picks:
+            run.add(resize_frame(source.read(i), size))
+            bar.update(1)
     finally:
         bar.close()
+
+
+def _complete(engine, source, styles, lean_path: Path):
+    """The features at `lean_path` (analysed with --full-strength) plus the clip's own colours."""
+    from .engine import process_size
+    from .features import GlobalFeatures
+    lean = GlobalFeatures.load(lean_path)
+    run = engine.own_colour_analysis(lean, styles)
+    info = source.info
+    size = process_size(info.width, info.height, lean.settings.get("max_side"))
+    if size != tuple(lean.process_size) or max(lean.sampled, default=info.count) >= info.count:
+        raise VstError(f"{lean_path} was analysed from another clip or size: analyze again")
+    _feed(run, source, lean.sampled, size)
+    return run.finish()
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -54,13 +75,22 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from .video import parse_frame_range
     engine = _engine(args)
     styles = engine.load_styles(args.style)
+    if args.complete and args.full_strength:
+        raise VstError("--complete and --full-strength contradict each other")
+    if args.complete and (args.frames or args.max_side is not None):
+        raise VstError("--complete reuses the features' frames and size: leave out --frames and --max-side")
     with _open_input(args) as source:
-        info = source.info
-        start, end = parse_frame_range(args.frames, info.count) if args.frames else (0, info.count)
-        size = process_size(info.width, info.height, args.max_side)
-        feats = _analysis(engine, source, styles, args, size, start, end)
+        if args.complete:
+            feats = _complete(engine, source, styles, args.complete)
+        else:
+            info = source.info
+            start, end = parse_frame_range(args.frames, info.count) if args.frames else (0, info.count)
+            size = process_size(info.width, info.height, args.max_side)
+            feats = _analysis(engine, source, styles, args, size, start, end, own_colours=not args.full_strength)
     feats.save(args.output)
-    print(f"analysed {len(feats.sampled)} of frames {start}:{end} at {size[0]}x{size[1]} -> {args.output}")
+    (start, end), (w, h) = feats.frame_range, feats.process_size
+    note = " (added the clip's own colours)" if args.complete else " (full strength only)" if args.full_strength else ""
+    print(f"analysed {len(feats.sampled)} of frames {start}:{end} at {w}x{h}{note} -> {args.output}")
     return 0
 
 
@@ -211,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="compute a clip's global features (the first pass)")
     clip(p)
+    p.add_argument("--full-strength", action="store_true",
+                   help="skip the clip's own colours, about half the work: the features then serve strength 1 only")
+    p.add_argument("--complete", type=Path, default=None, metavar="FEATURES",
+                   help="add the clip's own colours to FEATURES analysed with --full-strength (analyses only "
+                   "those; its frames, range and size are reused)")
     p.add_argument("-o", "--output", required=True, help="global features file to write")
     p.set_defaults(func=cmd_analyze)
 

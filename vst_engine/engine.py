@@ -251,6 +251,15 @@ class Engine:
         strength only."""
         return Analysis(self, styles, own_colours)
 
+    def own_colour_analysis(self, lean: GlobalFeatures, styles: StyleSet) -> "Analysis":
+        """An analysis of only the clip's own colours, completing `lean` features (analysed with
+        `own_colours=False`, for the same `styles`). Fed the same frames, its `finish` gives the
+        features a complete analysis gives, for the cost of the part that was skipped."""
+        lean.check(self.model.model_id, styles.refs)
+        if lean.has_own_colours:
+            raise VstError("these global features already include the clip's own colours")
+        return Analysis(self, styles, own_colours=True, lean=lean)
+
     def analyze(self, frames: Iterable[np.ndarray], styles: StyleSet, *, source: str = "",
                 frame_range: tuple[int, int] = (0, 0), interval: int = 8, sampled: Sequence[int] = (),
                 settings: dict | None = None, progress: Callable[[int], None] | None = None,
@@ -264,7 +273,8 @@ class Engine:
         return run.finish(source=source, frame_range=frame_range, interval=interval, sampled=sampled,
                           settings=settings)
 
-    def _analyze_frame(self, frame: np.ndarray, styles: StyleSet, acc: FeatureAccumulator) -> None:
+    def _analyze_frame(self, frame: np.ndarray, styles: StyleSet, acc: FeatureAccumulator, slots: range) -> None:
+        """Fold one frame into `acc`, rendering the style `slots` (0: the clip's own colours)."""
         x = to_tensor(frame, self.device)
         h, w = x.shape[-2:]
         # Large frames are analysed tile by tile: the sums are additive over pixels, so every
@@ -282,9 +292,9 @@ class Engine:
             # One slot at a time: on a 2-core CPU at 1280x720 with two slots this was faster
             # than one batch of all slots (15.7 s against 18.0 s) at less than half the peak
             # memory (3.2 GiB against 7.3 GiB).
-            first = 0 if acc.own_colours else 1
-            for slot in range(first, 1 + len(styles.refs)):
-                acc.add_pass(slot, *self.compiler(self._record_pass, grey4, targets.pick(slot)), primary=slot == first)
+            for slot in slots:
+                acc.add_pass(slot, *self.compiler(self._record_pass, grey4, targets.pick(slot)),
+                             primary=slot == slots.start)
 
     def _own_colours(self, tile: torch.Tensor) -> tuple:
         """A tile's own colours as a style: mean, std and descriptors, and the channel sums and
@@ -415,9 +425,13 @@ def is_flat(frame: np.ndarray) -> bool:
 class Analysis:
     """Global features accumulated frame by frame (the first pass); `finish` gives the result."""
 
-    def __init__(self, engine: Engine, styles: StyleSet, own_colours: bool = True) -> None:
-        self.engine, self.styles = engine, styles
-        self.acc = FeatureAccumulator(slots=1 + len(styles.refs), own_colours=own_colours)
+    def __init__(self, engine: Engine, styles: StyleSet, own_colours: bool = True,
+                 lean: GlobalFeatures | None = None) -> None:
+        self.engine, self.styles, self.lean = engine, styles, lean
+        # Completing `lean` features renders only slot 0, the clip's own colours.
+        count = 1 if lean is not None else 1 + len(styles.refs)
+        self.slots = range(0 if own_colours else 1, count)
+        self.acc = FeatureAccumulator(slots=count, own_colours=own_colours)
         self.size: tuple[int, int] | None = None
         self.flat_skipped = 0
         self._flat_fallback: np.ndarray | None = None  # used only if every frame is flat
@@ -437,7 +451,7 @@ class Analysis:
             if self._flat_fallback is None:
                 self._flat_fallback = frame.copy()
             return
-        self.engine._analyze_frame(frame, self.styles, self.acc)
+        self.engine._analyze_frame(frame, self.styles, self.acc, self.slots)
         self.acc.frames += 1
 
     def finish(self, *, source: str = "", frame_range: tuple[int, int] = (0, 0), interval: int = 8,
@@ -447,11 +461,24 @@ class Analysis:
         eng = self.engine
         if self.acc.frames == 0:  # only flat frames: their statistics are all there is
             with torch.no_grad():
-                eng._analyze_frame(self._flat_fallback, self.styles, self.acc)
+                eng._analyze_frame(self._flat_fallback, self.styles, self.acc, self.slots)
             self.acc.frames = 1
+        if self.lean is not None:
+            return self._complete(self.lean)
         return self.acc.finish(self.styles.targets, model_id=eng.model.model_id, styles=list(self.styles.refs),
                                source=source, frame_range=tuple(frame_range), interval=interval,
                                sampled=list(sampled), process_size=self.size,
                                settings=dict(settings or {}, style_size=eng.style_size),
                                extra={"frames_analysed": self.acc.frames, "flat_frames_skipped": self.flat_skipped,
                                       "own_colours": self.acc.own_colours})
+
+    def _complete(self, lean: GlobalFeatures) -> GlobalFeatures:
+        """`lean` with the own-colour slot analysed here, after checking these were its frames."""
+        seen = {"frames_analysed": self.acc.frames, "flat_frames_skipped": self.flat_skipped}
+        if self.size != tuple(lean.process_size) or any(lean.extra.get(k) != v for k, v in seen.items()):
+            raise VstError("these frames are not the ones the global features were analysed from "
+                           "(another clip, range or size): analyze again")
+        own = self.acc.finish(self.styles.targets, model_id=lean.model_id, styles=lean.styles, source=lean.source,
+                              frame_range=lean.frame_range, interval=lean.interval, sampled=lean.sampled,
+                              process_size=lean.process_size, settings=lean.settings)
+        return lean.with_own_colours(own)

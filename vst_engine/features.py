@@ -9,7 +9,7 @@ are the convex blend of the slots with weights (1 - strength, strength * w_1, ..
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -86,7 +86,17 @@ class GlobalFeatures:
                            "use the same --max-side or analyze again")
         if strength < 1 and not self.has_own_colours:
             raise VstError("these global features were analysed for full strength only (without the clip's own "
-                           "colours): analyze again to use a strength below 1")
+                           "colours): add them (`vst analyze --complete`) to use a strength below 1")
+
+    def with_own_colours(self, own: "GlobalFeatures") -> "GlobalFeatures":
+        """These full-strength-only features completed with slot 0 (the clip's own colours) of
+        `own`, an analysis of that slot alone over the same frames."""
+        def row0(mine: list[torch.Tensor], theirs: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [torch.cat([t[:1], m[1:]]) for m, t in zip(mine, theirs)]
+        style = StyleTargets.cat([own.style.pick(0), self.style.map(lambda t: t[1:])])
+        return replace(self, norm_mean=row0(self.norm_mean, own.norm_mean), norm_std=row0(self.norm_std, own.norm_std),
+                       norm_min=row0(self.norm_min, own.norm_min), norm_max=row0(self.norm_max, own.norm_max),
+                       style=style, extra=dict(self.extra, own_colours=True))
 
     # ----- file format ---------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -116,12 +116,22 @@ def clear_info_cache() -> None:
 
 
 def analyze_command(python: str, source: str, styles: Sequence[str], frames: tuple[int, int], max_side: int,
-                    model: str, device: str, output: str) -> list[str]:
+                    model: str, device: str, output: str, *, full_strength: bool = False) -> list[str]:
     cmd = [python, "-m", "vst_engine", "analyze", source]
     for s in styles:
         cmd += ["-s", s]
+    cmd += ["--full-strength"] if full_strength else []
     return cmd + ["--frames", f"{frames[0]}:{frames[1]}", "--max-side", str(max_side), "--model", model,
                   "--device", device, "-o", output]
+
+
+def complete_command(python: str, source: str, styles: Sequence[str], model: str, device: str, lean: str,
+                     output: str) -> list[str]:
+    """Add the clip's own colours to full-strength-only features (their frames and size are reused)."""
+    cmd = [python, "-m", "vst_engine", "analyze", source]
+    for s in styles:
+        cmd += ["-s", s]
+    return cmd + ["--complete", lean, "--model", model, "--device", device, "-o", output]
 
 
 def stylize_command(python: str, source: str, styles: Sequence[str], frames: tuple[int, int], max_side: int,

@@ -2,7 +2,10 @@
 
 Cache layout (under the cache root, by default //vst_cache next to the .blend):
 
-    <clip key>/global_features.pt     global features of the WHOLE strip (analysed once)
+    <clip key>/global_features.pt     global features of the WHOLE strip (analysed once)...
+    <clip key>/global_features_full_strength.pt   ...or, while no frame has a strength below 1,
+                                      those for full strength only (about half the analysis);
+                                      a strength below 1 later adds the clip's own colours to them
     <clip key>/info.json              what the key stands for (for people)
     <clip key>/<look key>/NNNNNN.png  stylized frames, NNNNNN = the engine's input frame number
     <clip key>/<look key>/keys.json   the per-frame style weights and strength given to the engine
@@ -32,6 +35,8 @@ from .engine_cli import EngineError
 from .props import MAX_STYLES, WEIGHT_PROPS
 
 CACHE_VERSION = 1
+FEATURES = "global_features.pt"
+FULL_STRENGTH_FEATURES = "global_features_full_strength.pt"
 _digests: dict[tuple[str, int, int], str] = {}
 
 
@@ -64,8 +69,20 @@ class BakePlan:
     clip_info: dict = field(default_factory=dict)
 
     @property
+    def needs_own_colours(self) -> bool:
+        """Whether some frame blends towards the clip's own colours (a strength below 1)."""
+        return any(s < 1 for s in self.strength.values())
+
+    @property
     def features_path(self) -> Optional[str]:
-        return os.path.join(self.clip_dir, "global_features.pt") if self.consistency else None
+        """The features the frames are stylized with: the complete ones where they exist or are
+        needed, else those for full strength only (both render strength 1 the same)."""
+        if not self.consistency:
+            return None
+        complete = os.path.join(self.clip_dir, FEATURES)
+        if self.needs_own_colours or os.path.isfile(complete):
+            return complete
+        return os.path.join(self.clip_dir, FULL_STRENGTH_FEATURES)
 
     @property
     def keys_path(self) -> str:
@@ -100,9 +117,14 @@ class BakePlan:
         """The call computing the global features of the whole strip, if they are not cached yet."""
         if not self.needs_analysis():
             return None
+        lean = os.path.join(self.clip_dir, FULL_STRENGTH_FEATURES)
+        if self.needs_own_colours and os.path.isfile(lean):  # analyse only what the lean file lacks
+            return Run("add own colours", engine_cli.complete_command(
+                self.python, self.engine_input(), self.styles, self.model, self.device, lean,
+                self.features_path))  # type: ignore[arg-type]
         return Run("analyse", engine_cli.analyze_command(
             self.python, self.engine_input(), self.styles, self.clip.media_range, self.max_side, self.model,
-            self.device, self.features_path))  # type: ignore[arg-type]
+            self.device, self.features_path, full_strength=not self.needs_own_colours))  # type: ignore[arg-type]
 
     def runs(self, media_frames: Optional[Iterable[int]] = None) -> list[Run]:
         """Engine calls that fill the missing frames among `media_frames` (default: the whole strip)."""

@@ -1,9 +1,13 @@
 """The UI's background bake (progress, cancel, resume) and the dependency installer."""
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
+import torch
+
+from vst_engine import GlobalFeatures
 
 from blender_run import script
 
@@ -45,6 +49,47 @@ def test_background_bake_progress_cancel_and_resume(bl_env, media, tmp_path):
     assert res["state"] == "done" and res["total"] == 4 and res["done"] == 4, res
     assert res["seen"] == sorted(res["seen"])
     assert res["missing"] == 0 and res["status"]["missing"] == 0 and res["status"]["total"] == 6
+
+
+def test_own_colours_are_analysed_only_once_a_strength_below_1_needs_them(bl_env, media, tmp_path):
+    """At strength 1 the strip's analysis skips the clip's own colours; keying a lower strength
+    later adds them to that analysis (not a new one), giving what a complete analysis gives."""
+    r = script(f"""
+        import os
+        from video_style_transfer import plan
+        sc, src = movie_scene({str(media['clip'])!r})
+        e = vst.add_effect(sc, src, styles=[{str(media['style_a'])!r}], max_side=64)
+        bpy.ops.wm.save_as_mainfile(filepath={str(tmp_path / 'o.blend')!r})
+        p = plan.make_plan(sc, e)
+        first = p.analysis_run().cmd
+        ran = [vst.analyze(e), vst.analyze(e)]
+        files = [sorted(os.listdir(p.clip_dir))]
+        lean = os.path.join(p.clip_dir, plan.FULL_STRENGTH_FEATURES)
+        stamp = os.stat(lean).st_mtime_ns
+        vst.set_strength(e, 0.5, frame=4)
+        p2 = plan.make_plan(sc, e)
+        run = p2.analysis_run()
+        ran.append(vst.analyze(e))
+        files.append(sorted(os.listdir(p.clip_dir)))
+        result(dict(first=first, ran=ran, files=files, label=run.label, cmd=run.cmd, features=p2.features_path,
+                    lean_kept=os.stat(lean).st_mtime_ns == stamp, same_dir=p2.clip_dir == p.clip_dir))
+    """, bl_env, tmp_path).check()
+    res = r.result
+    assert res["ran"] == [True, False, True] and res["same_dir"] and res["lean_kept"]
+    assert "--full-strength" in res["first"]
+    assert [f for f in res["files"][0] if f.endswith(".pt")] == ["global_features_full_strength.pt"]
+    assert [f for f in res["files"][1] if f.endswith(".pt")] == ["global_features.pt",
+                                                                "global_features_full_strength.pt"]
+    assert res["label"] == "add own colours" and "--complete" in res["cmd"]
+    # The completed features equal a complete analysis of the strip by the engine itself.
+    ref = tmp_path / "ref.pt"
+    cmd = [a for a in res["first"] if a != "--full-strength"]
+    subprocess.run(cmd[:-1] + [str(ref)], check=True, capture_output=True, env=bl_env)
+    done, want = GlobalFeatures.load(res["features"]), GlobalFeatures.load(ref)
+    assert done.has_own_colours and done.sampled == want.sampled
+    for mine, theirs in zip([*done.norm_mean, *done.norm_std, *done.style.tensors()],
+                            [*want.norm_mean, *want.norm_std, *want.style.tensors()], strict=True):
+        assert torch.allclose(mine, theirs, rtol=1e-5, atol=1e-6)
 
 
 def test_installer_reports_a_bad_engine_package(bl_env, tmp_path):
