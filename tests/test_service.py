@@ -90,6 +90,28 @@ def test_stylize_equals_engine(client, analysed, engine, service):
         np.testing.assert_array_equal(out[..., 3], rgba(t)[..., 3])
 
 
+def test_full_strength_analysis_and_its_completion(client, analysed, service):
+    """A full-strength analysis serves strength 1 and refuses lower strengths with E_OWN_COLOURS;
+    an analysis with it as the base adds the own colours: the complete analysis, byte for byte."""
+    fid, styles = analysed
+    lean = client.analyze(0, FRAMES - 1, styles, rgba, interval=4, flags=P.FULL_STRENGTH)
+    assert lean != fid
+    assert np.array_equal(client.stylize(rgba(6), styles, [0.3, 0.7], 1.0, features_id=lean),
+                          client.stylize(rgba(6), styles, [0.3, 0.7], 1.0, features_id=fid))
+    with pytest.raises(ServiceError) as e:
+        client.stylize(rgba(6), styles, [0.3, 0.7], 0.5, features_id=lean)
+    assert e.value.code == P.E_OWN_COLOURS and "full strength only" in str(e.value)
+    bad = {"other range": dict(first=0, last=FRAMES - 2), "other max side": dict(max_side=32),
+           "with flags": dict(flags=P.FULL_STRENGTH), "complete base": dict(base=fid), "short id": dict(base="ab")}
+    for case, change in bad.items():
+        args = dict(first=0, last=FRAMES - 1, styles=styles, frame_at=rgba, interval=4, base=lean) | change
+        with pytest.raises(ServiceError) as e:
+            client.analyze(**args)
+        assert e.value.code in (P.E_INVALID, P.E_ENGINE), case
+    done = client.analyze(0, FRAMES - 1, styles, rgba, interval=4, base=lean)
+    assert done == fid and (service["features"] / f"{fid}.vstf").is_file()
+
+
 def test_float_frames_and_preserve_colours(client, analysed, engine):
     fid, styles = analysed
     frame = rgba(3).astype(np.float32) / 255.0
@@ -212,7 +234,7 @@ def test_shared_memory_is_validated(client, style_paths):
 
 def test_analysis_protocol_errors(client, style_paths):
     s = str(style_paths["dots"])
-    begin = P.Writer().pack("<iiII", 0, 11, 4, 0).pack("<I", 1).str(s).str("clip").bytes()
+    begin = P.analyze_begin(0, 11, 4, 0, [s], "clip")
     session = client.request(P.ANALYZE_BEGIN, begin).u32()
     fd, desc = shared_image(rgba(4))
     try:
@@ -237,7 +259,7 @@ def test_analysis_protocol_errors(client, style_paths):
 
 
 def test_sessions_belong_to_their_connection(service, style_paths):
-    begin = P.Writer().pack("<iiII", 0, 11, 4, 0).pack("<I", 1).str(str(style_paths["dots"])).str("").bytes()
+    begin = P.analyze_begin(0, 11, 4, 0, [str(style_paths["dots"])], "")
     with Client(service["socket"]) as a, Client(service["socket"]) as b:
         sid = a.request(P.ANALYZE_BEGIN, begin).u32()
         with pytest.raises(ServiceError) as e:
@@ -281,9 +303,9 @@ def test_malformed_headers_close_the_connection(service):
     path = service["socket"]
     code, msg = error_of(raw_exchange(path, b"GET / HTTP/1.1\r\n\r\n"))
     assert code == P.E_MALFORMED and "magic" in msg
-    code, msg = error_of(raw_exchange(path, P.HEADER.pack(P.MAGIC, 2, P.PING, 1, 0)))
-    assert "version 2" in msg
-    code, msg = error_of(raw_exchange(path, P.HEADER.pack(P.MAGIC, 1, P.PING, 1, P.MAX_PAYLOAD + 1)))
+    code, msg = error_of(raw_exchange(path, P.HEADER.pack(P.MAGIC, P.VERSION + 1, P.PING, 1, 0)))
+    assert f"version {P.VERSION + 1}" in msg
+    code, msg = error_of(raw_exchange(path, P.HEADER.pack(P.MAGIC, P.VERSION, P.PING, 1, P.MAX_PAYLOAD + 1)))
     assert "exceeds" in msg
     # Truncated: the peer hangs up mid-message; nothing comes back and the service lives on.
     assert raw_exchange(path, P.frame(P.HELLO, 1, P.Writer().str("x").bytes())[:-1]) == b""

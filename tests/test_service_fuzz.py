@@ -30,7 +30,7 @@ def fuzz_service(tmp_path_factory, cli_env, style_paths):
     seeds = {
         P.HELLO: P.Writer().str("fuzz").bytes(),
         P.SAMPLE_PLAN: P.Writer().pack("<iiI", 0, 11, 4).bytes(),
-        P.ANALYZE_BEGIN: P.Writer().pack("<iiII", 0, 11, 4, 0).pack("<I", 1).str(style).str("clip").bytes(),
+        P.ANALYZE_BEGIN: P.analyze_begin(0, 11, 4, 0, [style], "clip"),
         P.ANALYZE_FRAME: P.ImageDesc(64, 48, 1).write(P.Writer().pack("<Ii", 1, 0)).bytes(),
         P.ANALYZE_END: P.Writer().pack("<I", 1).bytes(),
         P.STYLIZE: P.ImageDesc(64, 48, 1).write(P.Writer()).pack("<fBBHI", 1.0, 0, 0, 0, 16).str("")

@@ -47,6 +47,7 @@ typedef struct Instance {
     pthread_mutex_t lock;
     char cached_id[65];  /* features of the last analysis; Render cannot store it in the param */
     uint64_t cached_key; /* hash of the settings that analysis used */
+    int cached_own;      /* whether they include the clip's own colours (what strength < 1 needs) */
     int32_t plan_first, plan_last;
     uint32_t plan_count; /* 0: no cached SAMPLE_PLAN answer */
     int32_t plan[VST_MAX_PLAN];
@@ -241,6 +242,16 @@ static uint64_t analysis_key(const Settings *s, int32_t first, int32_t last)
     return fnv1a(h, &last, sizeof last);
 }
 
+/* Whether some frame of first..last has a strength below 1, i.e. blends towards the clip's own
+ * colours. Every frame is read: a host's smooth interpolation may dip below its keys. */
+static int needs_own_colours(Instance *in, int32_t first, int32_t last)
+{
+    for (int64_t t = first; t <= last; t++)
+        if (get_double(in->strength, (OfxTime)t, 1.0) < 1)
+            return 1;
+    return 0;
+}
+
 static int source_range(Instance *in, int32_t *first, int32_t *last, char *err)
 {
     OfxPropertySetHandle cp = NULL;
@@ -395,9 +406,10 @@ static int get_plan(Instance *in, vst_conn *c, int32_t first, int32_t last, int3
 }
 
 /* SAMPLE_PLAN, ANALYZE_BEGIN, one ANALYZE_FRAME per sampled frame (fetched from the host with
- * temporal access and released at once), ANALYZE_END. in_render: the host's abort is honoured. */
+ * temporal access and released at once), ANALYZE_END. in_render: the host's abort is honoured.
+ * flags and base as in vst_analyze_begin. */
 static int analyze_clip(Instance *in, const Settings *s, int32_t first, int32_t last, int in_render,
-                        char id[65], uint32_t *frames_done, char *err)
+                        uint32_t flags, const char *base, char id[65], uint32_t *frames_done, char *err)
 {
     int32_t *plan = malloc(VST_MAX_PLAN * sizeof *plan);
     vst_conn c;
@@ -415,7 +427,8 @@ static int analyze_clip(Instance *in, const Settings *s, int32_t first, int32_t 
     if (g_host)
         g_prop->propGetString(g_host->host, kOfxPropName, 0, &host_name);
     fmt(label, sizeof label, "OpenFX %s, Source frames %d-%d", host_name ? host_name : "host", first, last);
-    if (vst_analyze_begin(&c, first, last, 0, s->max_side, s->n, (const char *const *)s->paths, label, &session) < 0)
+    if (vst_analyze_begin(&c, first, last, 0, s->max_side, s->n, (const char *const *)s->paths, label, flags, base,
+                          &session) < 0)
         goto engine_error;
     session_open = 1;
     for (uint32_t i = 0; i < count; i++) {
@@ -467,7 +480,9 @@ done:
 }
 
 /* The features id to stylize with: the stored param, else this session's analysis of the same
- * settings, else a new analysis (run once even when several frames render concurrently). */
+ * settings, else a new analysis (run once even when several frames render concurrently). With
+ * full strength throughout the clip that analysis skips the clip's own colours (about half the
+ * work); a frame with a strength below 1 later adds them, analysing only those. */
 static int ensure_features(Instance *in, const Settings *s, char id[65], char *err)
 {
     if (s->features_id[0]) {
@@ -480,18 +495,23 @@ static int ensure_features(Instance *in, const Settings *s, char id[65], char *e
     uint64_t key = analysis_key(s, first, last);
     pthread_mutex_lock(&in->analysis_lock);
     pthread_mutex_lock(&in->lock);
-    int hit = in->cached_id[0] && in->cached_key == key;
+    int hit = in->cached_id[0] && in->cached_key == key, own = in->cached_own;
     if (hit)
         memcpy(id, in->cached_id, 65);
     pthread_mutex_unlock(&in->lock);
     int rc = 0;
-    if (!hit) {
+    if (!hit || (!own && s->strength < 1)) {
+        char base[65] = "";
+        if (hit) /* full-strength features: add the clip's own colours to them */
+            memcpy(base, id, 65);
+        own = hit || needs_own_colours(in, first, last);
         uint32_t frames = 0;
-        rc = analyze_clip(in, s, first, last, 1, id, &frames, err);
+        rc = analyze_clip(in, s, first, last, 1, own ? 0 : VST_FULL_STRENGTH, base, id, &frames, err);
         if (rc == 0) {
             pthread_mutex_lock(&in->lock);
             memcpy(in->cached_id, id, 65);
             in->cached_key = key;
+            in->cached_own = own;
             pthread_mutex_unlock(&in->lock);
         }
     }
@@ -736,7 +756,7 @@ static OfxStatus frames_needed(Instance *in, OfxPropertySetHandle in_args, OfxPr
         goto done;
     uint64_t key = analysis_key(&s, first, last);
     pthread_mutex_lock(&in->lock);
-    int known = in->cached_id[0] && in->cached_key == key;
+    int known = in->cached_id[0] && in->cached_key == key && (in->cached_own || s.strength >= 1);
     pthread_mutex_unlock(&in->lock);
     if (known)
         goto done;
@@ -853,10 +873,12 @@ static OfxStatus instance_changed(Instance *in, OfxPropertySetHandle in_args)
             fmt(err, ERR_LEN, "Video Style Transfer: set at least one style image before analysing");
         } else if (source_range(in, &first, &last, err) == 0) {
             pthread_mutex_lock(&in->analysis_lock);
-            if (analyze_clip(in, &s, first, last, 0, id, &frames, err) == 0) {
+            /* With the own colours: the stored analysis then serves any strength keyed later. */
+            if (analyze_clip(in, &s, first, last, 0, 0, "", id, &frames, err) == 0) {
                 pthread_mutex_lock(&in->lock);
                 memcpy(in->cached_id, id, 65);
                 in->cached_key = analysis_key(&s, first, last);
+                in->cached_own = 1;
                 in->last_error[0] = '\0';
                 pthread_mutex_unlock(&in->lock);
                 rc = kOfxStatOK;

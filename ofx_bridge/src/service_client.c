@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #define MAGIC 0x31545356u
-#define VERSION 1
+#define VERSION 2
 #define HEADER_SIZE 16
 #define MAX_PAYLOAD 65536
 #define MAX_STR 4096
@@ -730,7 +730,8 @@ int vst_sample_plan(vst_conn *c, int32_t first, int32_t last, uint32_t interval,
 }
 
 int vst_analyze_begin(vst_conn *c, int32_t first, int32_t last, uint32_t interval, uint32_t max_side,
-                      uint32_t n, const char *const *paths, const char *label, uint32_t *session)
+                      uint32_t n, const char *const *paths, const char *label, uint32_t flags, const char *base,
+                      uint32_t *session)
 {
     wbuf w = request(c);
     rbuf r;
@@ -742,6 +743,8 @@ int vst_analyze_begin(vst_conn *c, int32_t first, int32_t last, uint32_t interva
     for (uint32_t i = 0; i < n; i++)
         w_str(&w, paths[i]);
     w_str(&w, label);
+    w_u32(&w, flags);
+    w_str(&w, base);
     if (transact(c, ANALYZE_BEGIN, &w, -1, &r) < 0)
         return -1;
     *session = r_u32(&r);

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from ofx_host import FAILED, GENERAL, OK, REPLY_DEFAULT, hanging_server, setup, to_rgba
 
-from vst_engine.features import sample_indices
+from vst_engine.features import GlobalFeatures, sample_indices
 
 N_FRAMES = 12
 PLAN = sample_indices(0, N_FRAMES, 8)  # the engine's sampling rule: [0, 8, 11]
@@ -269,6 +269,38 @@ def test_concurrent_renders_analyse_once(host, use_service, engine, clip_rgb, st
     fetched = sorted(f for f, _ in inst.source.fetches)
     assert fetched == sorted([float(f) for f in PLAN] + [float(t) for t in times])
     assert inst.outstanding() == 0 and host.problems == []
+    inst.destroy()
+
+
+def test_full_strength_analysis_then_own_colours(host, use_service, engine, clip_rgb, styles):
+    """With strength 1 throughout, the first render's analysis skips the clip's own colours; keying a
+    strength below 1 then declares and fetches the sampled frames once more, adds the own colours
+    (the service's features then include them) and renders as the engine's complete analysis does."""
+    inst = new_instance(host, clip_rgb, styles)
+    inst.set_value("strength", 1.0)
+    before = set(use_service.features.glob("*.vstf"))
+    st, out = inst.render(2)
+    assert st == OK, host.messages
+    assert_same(out, expected(engine, clip_rgb, styles, [2], strength=1.0)[2])
+    (lean,) = set(use_service.features.glob("*.vstf")) - before
+    assert not GlobalFeatures.load(lean).has_own_colours
+    assert inst.frames_needed(3)[0] == REPLY_DEFAULT  # strength 1 there: the lean analysis serves it
+
+    strength = {0.0: 1.0, 11.0: 0.5}
+    inst.set_keys("strength", strength)
+    st, needed = inst.frames_needed(7)
+    assert st == OK and sorted(needed) == sorted([(7.0, 7.0)] + [(float(f), float(f)) for f in PLAN])
+    inst.source.fetches.clear()
+    st, out = inst.render(7)
+    assert st == OK, host.messages
+    assert_same(out, expected(engine, clip_rgb, styles, [7], strength=keyed(strength, 7))[7])
+    assert sorted(f for f, _ in inst.source.fetches) == sorted([float(f) for f in PLAN] + [7.0])
+    assert any(GlobalFeatures.load(p).has_own_colours for p in use_service.features.glob("*.vstf"))
+    inst.source.fetches.clear()
+    st, out = inst.render(9)  # the completed analysis is kept: only the frame itself is fetched
+    assert st == OK and [f for f, _ in inst.source.fetches] == [9.0]
+    assert inst.frames_needed(9)[0] == REPLY_DEFAULT
+    assert inst.outstanding() == 0 and host.problems == [] and host.messages == []
     inst.destroy()
 
 

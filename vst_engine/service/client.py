@@ -99,12 +99,12 @@ class Client:
         return [r.i32() for _ in range(r.u32())]
 
     def analyze(self, first: int, last: int, styles: Sequence[str], frame_at: Callable[[int], np.ndarray],
-                interval: int = 0, max_side: int = 0, label: str = "") -> str:
-        """Run a whole analysis; `frame_at(n)` gives host frame n as H x W x 4. Returns the features id."""
-        w = P.Writer().pack("<iiII", first, last, interval, max_side).pack("<I", len(styles))
-        for s in styles:
-            w.str(str(s))
-        session = self.request(P.ANALYZE_BEGIN, w.str(label).bytes()).u32()
+                interval: int = 0, max_side: int = 0, label: str = "", flags: int = 0, base: str = "") -> str:
+        """Run a whole analysis; `frame_at(n)` gives host frame n as H x W x 4. Returns the features id.
+        `flags` P.FULL_STRENGTH skips the clip's own colours; `base` (a features id analysed so)
+        adds them to those features."""
+        begin = P.analyze_begin(first, last, interval, max_side, [str(s) for s in styles], label, flags, base)
+        session = self.request(P.ANALYZE_BEGIN, begin).u32()
         for n in self.sample_plan(first, last, interval):
             fd, desc = shared_image(frame_at(n))
             try:

@@ -162,16 +162,29 @@ class Handlers:
         max_side = P.read_max_side(r)
         paths, _ = P.read_styles(r, with_weights=False)
         label = r.str()
+        flags, base = r.u32(), r.str()
         r.end()
+        if flags & ~P.FULL_STRENGTH:
+            raise P.ProtocolError(P.E_INVALID, f"unknown analysis flags 0x{flags:x}")
+        if base and (flags or not FEATURES_ID.fullmatch(base)):
+            raise P.ProtocolError(P.E_INVALID, "a base must be a features id (64 hex digits), without flags")
         plan = self._plan(first, last, interval)
         self._drop_idle_sessions()
         if len(self.sessions) >= MAX_SESSIONS:
             raise P.ProtocolError(P.E_LIMIT, f"{MAX_SESSIONS} analyses are already open")
         styles = self._styles(paths)
+        if base:
+            lean = self._features(base)
+            if (lean.sampled, tuple(lean.frame_range), lean.settings.get("max_side")) != \
+                    (plan, (first, last + 1), max_side or None):
+                raise P.ProtocolError(P.E_INVALID, "the base features were analysed over other frames or at "
+                                                   "another max side: analyze the clip again")
+            run = self.engine.own_colour_analysis(lean, styles)
+        else:
+            run = self.engine.analysis(styles, own_colours=not flags & P.FULL_STRENGTH)
         sid = self.next_session
         self.next_session = self.next_session % 0xFFFFFFFF + 1
-        self.sessions[sid] = Session(plan, styles, max_side, first, last, interval, label,
-                                     self.engine.analysis(styles), owner)
+        self.sessions[sid] = Session(plan, styles, max_side, first, last, interval, label, run, owner)
         return P.Writer().pack("<I", sid).bytes()
 
     def analyze_frame(self, r: P.Reader, fd: int, owner: int) -> bytes:
@@ -239,6 +252,10 @@ class Handlers:
         plan = styles
         if consistency:
             plan = self._features(fid)
+            if strength < 1 and not plan.has_own_colours:
+                raise P.ProtocolError(P.E_OWN_COLOURS, "these global features were analysed for full strength only: "
+                                                       "a strength below 1 needs the clip's own colours (analyze "
+                                                       "with them as the base)")
             size = _features_size(plan, size)
             plan.check(self.engine.model.model_id, styles.refs, size)
         image = SharedImage(fd, desc)

@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass
 
 MAGIC = 0x31545356  # b"VST1" little-endian
-VERSION = 1
+VERSION = 2  # 2: ANALYZE_BEGIN carries flags and a base features id (full-strength analyses, completion)
 HEADER = struct.Struct("<IHHII")  # magic, version, type, request id, payload length
 MAX_PAYLOAD = 65536
 MAX_STR = 4096
@@ -26,8 +26,12 @@ NAMES = {HELLO: "HELLO", SAMPLE_PLAN: "SAMPLE_PLAN", ANALYZE_BEGIN: "ANALYZE_BEG
          ANALYZE_END: "ANALYZE_END", STYLIZE: "STYLIZE", PING: "PING"}
 WITH_IMAGE = {ANALYZE_FRAME, STYLIZE}
 
-# Error codes
-E_MALFORMED, E_INVALID, E_NOT_FOUND, E_ENGINE, E_LIMIT, E_INTERNAL = range(1, 7)
+# Error codes. E_OWN_COLOURS: a strength below 1 with features analysed for full strength only;
+# an analysis with those features as its base adds what is missing.
+E_MALFORMED, E_INVALID, E_NOT_FOUND, E_ENGINE, E_LIMIT, E_INTERNAL, E_OWN_COLOURS = range(1, 8)
+
+# ANALYZE_BEGIN flags
+FULL_STRENGTH = 1  # skip the clip's own colours: the features then serve strength 1 only
 
 
 class ProtocolError(Exception):
@@ -205,3 +209,12 @@ def read_max_side(r: Reader) -> int:
 
 def error_payload(code: int, message: str) -> bytes:
     return Writer().pack("<I", code).str(message).bytes()
+
+
+def analyze_begin(first: int, last: int, interval: int, max_side: int, styles: list[str], label: str,
+                  flags: int = 0, base: str = "") -> bytes:
+    """An ANALYZE_BEGIN payload (see `Handlers.analyze_begin` for its reading)."""
+    w = Writer().pack("<iiII", first, last, interval, max_side).pack("<I", len(styles))
+    for s in styles:
+        w.str(s)
+    return w.str(label).pack("<I", flags).str(base).bytes()
