@@ -310,12 +310,15 @@ def test_quick_bench_end_to_end(tmp_path):
 
 def test_analysis_overheads_use_the_lean_analysis_and_show_the_full_one():
     row = lambda what, seconds, **kw: dict(what=what, size=[640, 360], device="cpu", seconds=[seconds], **kw)  # noqa: E731
-    s = {"devices": ["cpu"], "rows": [row("analyze", 4.0, own_colours=True, default=False),
+    s = {"devices": ["cpu"], "rows": [row("analyze", 3.0, own_colours=True, added=True, default=False),
+                                      row("analyze", 4.0, own_colours=True, default=False),
                                       row("analyze", 2.0, own_colours=False, default=True), row("stylize", 2.0)]}
     bench.analysis_overheads(s, [(640, 360)])
     (_, _, f), = s["overhead_values"]
     assert f == pytest.approx(bench.analysis_fraction(2.0, 2.0, 132))
     assert s["overhead_rows"][0][5] == f"{bench.analysis_fraction(4.0, 2.0, 132) * 100:.1f}%"
+    # own colours added later: the full-strength analysis plus the added pass
+    assert s["overhead_rows"][0][6] == f"{bench.analysis_fraction(5.0, 2.0, 132) * 100:.1f}%"
     s["rows"] = [row("analyze", 4.0), row("stylize", 2.0)]  # a report from before the lean analysis
     bench.analysis_overheads(s, [(640, 360)])
-    assert s["overhead_rows"][0][2] == s["overhead_rows"][0][5]
+    assert s["overhead_rows"][0][2] == s["overhead_rows"][0][5] and s["overhead_rows"][0][6] == "-"

@@ -661,6 +661,9 @@ def speed_worker(argv: Sequence[str]) -> int:
     ap.add_argument("--batch", type=int, default=0, help="frames per stylize pass (0: the engine's automatic choice)")
     ap.add_argument("--own-colours", action="store_true", help="analyse the clip's own colours too (what strength "
                     "below 1 needs; `vst analyze` does, `vst stylize` at full strength does not)")
+    ap.add_argument("--add-own-colours", action="store_true", help="time only adding the own colours to a "
+                    "full-strength analysis of the same frames, made first (`vst analyze --complete`; hosts do it "
+                    "once a strength below 1 appears)")
     a = ap.parse_args(list(argv))
     import torch
 
@@ -682,7 +685,11 @@ def speed_worker(argv: Sequence[str]) -> int:
         torch.cuda.reset_peak_memory_stats()
     times = []
     if a.what == "analyze":
-        run = engine.analysis(styles, own_colours=a.own_colours)
+        run = engine.analysis(styles, own_colours=a.own_colours and not a.add_own_colours)
+        if a.add_own_colours:  # the full-strength analysis it completes is not timed
+            for _ in range(a.frames + 1):
+                run.add(frame)
+            run = engine.own_colour_analysis(run.finish(), styles)
         for k in range(a.frames + 1):
             sync()
             t0 = time.perf_counter()
@@ -706,8 +713,9 @@ def speed_worker(argv: Sequence[str]) -> int:
            "seconds": times, "fps": len(times) / sum(times), "rss_loaded_mib": rss_loaded,
            "rss_peak_mib": peak_rss_mib(),
            "model_id": engine.model.model_id, "precision": engine.precision, "tiled": w * h > engine.tile_area}
-    if a.what == "analyze":  # `default`: what `vst stylize` analyses at full strength
-        out.update(own_colours=a.own_colours, default=not a.own_colours)
+    if a.what == "analyze":  # `default`: what `vst stylize` and the hosts analyse at full strength
+        out.update(own_colours=a.own_colours or a.add_own_colours, added=a.add_own_colours,
+                   default=not (a.own_colours or a.add_own_colours))
     if a.what == "stylize":
         # `default`: the batch the CLI would choose; `acceleration`: compiled, replayed, or why not.
         out.update(batch=batch, default=a.batch == 0, acceleration=engine.acceleration)
@@ -871,7 +879,8 @@ def speed(args, status: dict) -> dict:
                 # On CUDA stylization is timed at the CLI's automatic batch, and for sizes it batches
                 # also one frame per pass.
                 batches = dev == "cuda" and 2 * w * h <= AUTO_BATCH_PIXELS
-                runs = [("analyze", 0, ["--own-colours"]), ("analyze", 0, []), ("stylize", 0, [])]
+                runs = [("analyze", 0, ["--own-colours"]), ("analyze", 0, ["--add-own-colours"]), ("analyze", 0, []),
+                        ("stylize", 0, [])]
                 runs += [("stylize", 1, [])] if batches else []
                 for what, batch, extra in runs:
                     log(f"speed {dev} {w}x{h}: {what} {' '.join(extra)} {f'batch {batch} ' if batch else ''}"
@@ -937,13 +946,17 @@ def analysis_overheads(s: dict, sizes: Sequence[tuple[int, int]]) -> None:
                 f132 = analysis_fraction(sa, sz, 132)
                 f132_16 = analysis_fraction(sa, sz, 132, interval=16)
                 flim = (sa / ANALYSIS_INTERVAL) / (sa / ANALYSIS_INTERVAL + sz)
+                f_own = f_added = None
                 if a.get("own_colours", True):  # reports from before the lean analysis: the only one
                     f_own = f132
                 else:
-                    own = _speed_lookup(s["rows"], "analyze", (w, h), dev, default=False)
+                    own = _speed_lookup(s["rows"], "analyze", (w, h), dev, default=False, added=False)
                     f_own = analysis_fraction(np.mean(own["seconds"]), sz, 132) if own else None
-                ov_rows.append([dev, f"{w}x{h}", f"{f132 * 100:.1f}%", f"{f132_16 * 100:.1f}%", f"{flim * 100:.1f}%",
-                                f"{f_own * 100:.1f}%" if f_own is not None else "-"])
+                    added = _speed_lookup(s["rows"], "analyze", (w, h), dev, default=False, added=True)
+                    if added:
+                        f_added = analysis_fraction(sa + np.mean(added["seconds"]), sz, 132)
+                ov_rows.append([dev, f"{w}x{h}", f"{f132 * 100:.1f}%", f"{f132_16 * 100:.1f}%", f"{flim * 100:.1f}%"] +
+                               [f"{f * 100:.1f}%" if f is not None else "-" for f in (f_own, f_added)])
                 ov_vals.append((dev, (w, h), f132))
     s["overhead_rows"], s["overhead_values"] = ov_rows, ov_vals
 
@@ -985,12 +998,15 @@ def _met(ok: bool | None) -> str:
     return "not measured" if ok is None else ("**met**" if ok else "**not met**")
 
 
-def _speed_lookup(rows, what: str, size: tuple[int, int], device: str, default: bool = True) -> dict | None:
+def _speed_lookup(rows, what: str, size: tuple[int, int], device: str, default: bool = True,
+                  **match) -> dict | None:
     """The row of `what` at this size and device: the CLI's default variant, or with default=False
-    the other one (analysis with the clip's own colours, stylization at batch 1)."""
+    another one (analysis with the clip's own colours, stylization at batch 1); `match`: fields
+    the row must have (absent counts as False)."""
     for r in rows:
         if r.get("what") == what and tuple(r.get("size", ())) == tuple(size) and \
-                str(r.get("device", "")).startswith(device) and "error" not in r and r.get("default", True) == default:
+                str(r.get("device", "")).startswith(device) and "error" not in r and r.get("default", True) == default \
+                and all(r.get(k, False) == v for k, v in match.items()):
             return r
     return None
 
@@ -998,9 +1014,11 @@ def _speed_lookup(rows, what: str, size: tuple[int, int], device: str, default: 
 def _what_label(row: dict) -> str:
     """"stylize, batch 4, compiled + CUDA graphs" and the like for the speed table."""
     parts = [row["what"]]
-    if "own_colours" in row:
+    if row.get("added"):
+        parts.append("own colours added to a full-strength analysis (`vst analyze --complete`, hosts)")
+    elif "own_colours" in row:
         parts.append("with own colours (strength < 1, `vst analyze`)" if row["own_colours"]
-                     else "full strength (`vst stylize` default)")
+                     else "full strength (`vst stylize` and hosts' default)")
     if row.get("batch"):
         parts.append(f"batch {row['batch']}" + (" (CLI default)" if row.get("default") and row["device"] != "cpu" else ""))
     if row.get("acceleration") and row["device"] != "cpu":
@@ -1135,11 +1153,15 @@ def render_report(res: dict) -> str:
             L += ["Analysis overhead from these per-frame times (analysis of every 8th frame plus the last, "
                   "as a share of analysis + stylization of every frame):", ""]
             L += [markdown_table(["device", "size", "132-frame clip", "132-frame clip, `--interval 16`",
-                                  "long clip (limit)", "132-frame clip, with own colours"],
-                                 [r + ["-"] * (6 - len(r)) for r in s["overhead_rows"]]), ""]
-            L += ["`vst stylize` at full strength (the default) analyses only what full strength needs; with a "
-                  "strength below 1 anywhere, and in `vst analyze` (reusable for any strength), the analysis adds "
-                  "the clip's own colours: the last column.", ""]
+                                  "long clip (limit)", "132-frame clip, with own colours",
+                                  "132-frame clip, own colours added later"],
+                                 [r + ["-"] * (7 - len(r)) for r in s["overhead_rows"]]), ""]
+            L += ["At full strength (the default) `vst stylize`, the Blender add-on and the OpenFX plugin's "
+                  "render-time analysis analyse only what full strength needs (the first columns). With a strength "
+                  "below 1 anywhere, and in `vst analyze` and OpenFX *Analyze clip* (reusable for any strength), the "
+                  "analysis includes the clip's own colours (second to last column). The hosts add them to a "
+                  "full-strength analysis once a strength below 1 is keyed, analysing only them (last column: both "
+                  "passes together).", ""]
     L += ["## Clips and styles", "",
           markdown_table(["clip", "source", "file in package", "licence", "excerpt"],
                          [[c["name"], c["source"], f"`{c['member']}`", c["licence"],
@@ -1232,7 +1254,7 @@ def targets_table(res: dict) -> list[list[str]]:
     if fracs:
         worst = max(f for _, _, f in fracs)
         txt = "; ".join(f"{dev} {w}x{h}: {f * 100:.1f}%" for dev, (w, h), f in fracs) + \
-            " (132-frame clip, `vst stylize` at full strength; with the clip's own colours: see the overhead table)"
+            " (132-frame clip at full strength: `vst stylize` and the hosts; with the clip's own colours: see the overhead table)"
         if q_over:
             txt += f"; quality excerpts ({res['settings']['frames']} frames): {q_over['mean_fraction'] * 100:.1f}%"
         rows.append([f"analysis <= {TARGET_ANALYSIS_FRACTION * 100:.0f}% of the total time", txt,
