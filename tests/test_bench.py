@@ -319,6 +319,12 @@ def test_analysis_overheads_use_the_lean_analysis_and_show_the_full_one():
     assert s["overhead_rows"][0][5] == f"{bench.analysis_fraction(4.0, 2.0, 132) * 100:.1f}%"
     # own colours added later: the full-strength analysis plus the added pass
     assert s["overhead_rows"][0][6] == f"{bench.analysis_fraction(5.0, 2.0, 132) * 100:.1f}%"
+    # Rows with stylizations interleaved in their own process are compared with those.
+    s["rows"] = [row("analyze", 2.0, own_colours=False, default=True, stylize_seconds=[1.0, 1.0]),
+                 row("analyze", 6.0, own_colours=True, default=False, stylize_seconds=[3.0]), row("stylize", 4.0)]
+    bench.analysis_overheads(s, [(640, 360)])
+    assert s["overhead_values"][0][2] == pytest.approx(bench.analysis_fraction(2.0, 1.0, 132))
+    assert s["overhead_rows"][0][5] == f"{bench.analysis_fraction(2.0, 1.0, 132) * 100:.1f}%"
     s["rows"] = [row("analyze", 4.0), row("stylize", 2.0)]  # a report from before the lean analysis
     bench.analysis_overheads(s, [(640, 360)])
     assert s["overhead_rows"][0][2] == s["overhead_rows"][0][5] and s["overhead_rows"][0][6] == "-"
