@@ -11,7 +11,7 @@ import weakref
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -262,14 +262,12 @@ class Engine:
 
     def analyze(self, frames: Iterable[np.ndarray], styles: StyleSet, *, source: str = "",
                 frame_range: tuple[int, int] = (0, 0), interval: int = 8, sampled: Sequence[int] = (),
-                settings: dict | None = None, progress: Callable[[int], None] | None = None,
-                own_colours: bool = True) -> GlobalFeatures:
-        """Accumulate global features over the given (already sampled) frames, streaming."""
+                settings: dict | None = None, own_colours: bool = True) -> GlobalFeatures:
+        """Accumulate global features over the given (already sampled) frames, streaming (hosts
+        that need progress or completion feed an `analysis` frame by frame instead)."""
         run = self.analysis(styles, own_colours)
         for frame in frames:
             run.add(frame)
-            if progress:
-                progress(1)
         return run.finish(source=source, frame_range=frame_range, interval=interval, sampled=sampled,
                           settings=settings)
 
