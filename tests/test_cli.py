@@ -12,8 +12,10 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+from synthetic import synth_frame
 
 from vst_engine.models import model_path
 
@@ -238,6 +240,9 @@ def bad_runs(cli_env, tiny_clip, style_paths, tmp_path_factory):
     (d / "style.png").write_text("this is not an image\n")
     (d / "empty").mkdir()
     (d / "broken.json").write_text('[{"0": 1, "11": 0}, {"0": ')
+    (d / "mixed").mkdir()  # fails in the analysis, after the output folder was made
+    cv2.imwrite(str(d / "mixed" / "a.png"), synth_frame(0))
+    cv2.imwrite(str(d / "mixed" / "b.png"), synth_frame(1, 64, 40))
     two = ["-s", style_paths["stripes"], "-s", style_paths["checker"]]
     cases = {
         "missing-input": [d / "nope.mp4", *two],
@@ -254,8 +259,9 @@ def bad_runs(cli_env, tiny_clip, style_paths, tmp_path_factory):
         "broken-weights-json": [tiny_clip, *two, "--weights-file", d / "broken.json"],
         "negative-weights-space": [tiny_clip, *two, "--weights", "-1,2"],
         "batch-zero": [tiny_clip, *two, "--batch", "0"],
+        "mixed-sizes": [d / "mixed", *two],
     }
-    folder_outputs = {"empty-folder", "strength", "weights-count"}  # PNG-folder outputs for these
+    folder_outputs = {"empty-folder", "strength", "weights-count", "mixed-sizes"}  # PNG-folder outputs for these
     plan = {}
     for name, args in cases.items():
         if name == "output-dir-missing":
@@ -263,7 +269,8 @@ def bad_runs(cli_env, tiny_clip, style_paths, tmp_path_factory):
         else:
             (d / f"out-{name}").mkdir()
             out = d / f"out-{name}" / ("frames/" if name in folder_outputs else "out.mp4")
-        plan[name] = (["stylize", *args, "-o", out], Path(out))
+        target = f"{out}/" if name in folder_outputs else out  # Path drops the trailing slash
+        plan[name] = (["stylize", *args, "-o", target], Path(out))
 
     with ThreadPoolExecutor(WORKERS) as pool:
         # A features file made for another style (same clip, model and size).
@@ -282,7 +289,7 @@ def bad_runs(cli_env, tiny_clip, style_paths, tmp_path_factory):
 
 CLEAN_CASES = ["missing-input", "text-as-video", "style-not-image", "missing-style", "empty-folder",
                "frames-outside", "output-dir-missing", "negative-weights", "weights-count", "strength",
-               "features-other-style", "broken-weights-json", "batch-zero"]
+               "features-other-style", "broken-weights-json", "batch-zero", "mixed-sizes"]
 
 
 @pytest.mark.parametrize("case", CLEAN_CASES)
@@ -314,7 +321,7 @@ def test_error_messages_name_the_problem(bad_runs):
         "output-dir-missing": "output folder does not exist", "negative-weights": "negative",
         "weights-count": "3 value(s) for 2 style(s)", "strength": "strength",
         "features-other-style": "other styles", "broken-weights-json": "cannot read weights file",
-        "batch-zero": "--batch must be at least 1",
+        "batch-zero": "--batch must be at least 1", "mixed-sizes": "but the sequence is 64x48",
     }
     for case, text in expect.items():
         assert text in visible_lines(bad_runs[case][0].stderr)[-1], case
@@ -338,6 +345,26 @@ def test_failed_run_leaves_existing_output_untouched(cli_env, tiny_clip, tmp_pat
     assert visible_lines(proc.stderr)[-1].startswith("vst: error: ")
     assert out.read_bytes() == payload
     assert sorted(p.name for p in tmp_path.iterdir()) == ["not-an-image.png", "out.mp4"]
+
+
+def test_output_that_is_an_input_is_refused(cli_env, tiny_clip, frame_folder, style_paths, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(tiny_clip.read_bytes())
+    style = style_paths["dots"]
+    keys = tmp_path / "keys.json"
+    keys.write_text('[{"0": 1}]')
+    before = {p: p.read_bytes() for p in (clip, style, keys)}
+    listing = sorted(frame_folder.iterdir())
+    runs = [["stylize", clip, "-s", style, "-o", tmp_path / "." / "clip.mp4"],
+            ["stylize", frame_folder, "-s", style, "-o", f"{frame_folder}/"],
+            ["stylize", clip, "-s", style, "--weights-file", keys, "-o", keys],
+            ["analyze", clip, "-s", style, "-o", style]]
+    for proc in vst_many(cli_env, runs):
+        assert proc.returncode == 1, proc.stderr
+        assert visible_lines(proc.stderr) == [visible_lines(proc.stderr)[-1]], proc.stderr
+        assert "is also an input" in proc.stderr
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(frame_folder.iterdir()) == listing
 
 
 # ---------------------------------------------------------------------------------------

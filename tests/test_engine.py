@@ -786,3 +786,30 @@ def test_own_colour_analysis_completes_lean_features(engine, two_styles, feats_a
     swapped = StyleSet(two_styles.refs[::-1], two_styles.targets)
     with pytest.raises(VstError, match="other styles"):
         engine.own_colour_analysis(lean, swapped)
+
+
+def test_frames_styles_and_tiles_below_two_pooling_cells(engine, two_styles, make_frame, small_tiles, tmp_path):
+    # Padded sides under 16 px left relu4_1 maps of one pixel, which a reflection border cannot
+    # take: such frames failed, and such analysis tiles read uninitialised memory.
+    for w, h in ((7, 5), (1, 1), (3, 12)):
+        frame = make_frame(1, w, h)
+        feats = engine.analyze([frame, make_frame(2, w, h)], two_styles)
+        assert all(torch.isfinite(t).all() for t in feats.norm_mean + feats.norm_std + feats.content_desc)
+        for out in (engine.stylize(frame, feats, strength=0.5), engine.stylize(frame, two_styles, strength=0.5)):
+            assert out.shape == (h, w, 3) and out.dtype == np.uint8
+    tiny_style = tmp_path / "tiny.png"
+    cv2.imwrite(str(tiny_style), np.array([[[0, 0, 255], [255, 0, 0]], [[0, 255, 0], [9, 9, 9]]], np.uint8))
+    assert engine.stylize(make_frame(1), engine.load_styles([tiny_style])).shape == (48, 64, 3)
+
+    # A frame whose analysis partition ends in a 4-px column of tiles.
+    frame = make_frame(4, TILE + 4, 40)
+    small_tiles(False)
+    whole = engine.analyze([frame], two_styles)
+    ref = engine.stylize(frame, whole)
+    style_gap = mad(engine.stylize(frame, whole, [1, 0]), engine.stylize(frame, whole, [0, 1]))
+    small_tiles(True)
+    tiled = engine.analyze([frame], two_styles)
+    for a, b in zip(whole.norm_mean + whole.norm_std, tiled.norm_mean + tiled.norm_std):
+        assert torch.isfinite(b).all() and float((a - b).abs().max()) < 0.5 * float(a.abs().max()) + 0.5
+    small_tiles(False)
+    assert mad(engine.stylize(frame, tiled), ref) < 0.3 * style_gap

@@ -279,6 +279,21 @@ def _join_negative_values(argv: list[str]) -> list[str]:
     return out
 
 
+def _check_not_an_input(args: argparse.Namespace) -> None:
+    """Refuse an output that is one of the command's inputs: it would be overwritten (or, for a
+    folder of frames, mixed into the clip being read)."""
+    output = getattr(args, "output", None) or getattr(args, "json", None)
+    if output is None:
+        return
+    inputs = [getattr(args, name, None) for name in ("input", "stylized", "features", "weights_file", "complete")]
+    style = getattr(args, "style", None)
+    inputs += style if isinstance(style, list) else [style]
+    target = Path(output).resolve()
+    for item in inputs:
+        if item is not None and Path(item).resolve() == target:
+            raise VstError(f"the output {output} is also an input ({item}): write somewhere else")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
@@ -286,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         print("vst: error: --max-side must be at least 8", file=sys.stderr)
         return 2
     try:
+        _check_not_an_input(args)
         return args.func(args)
     except VstError as exc:
         print(f"vst: error: {exc}", file=sys.stderr)

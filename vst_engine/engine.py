@@ -31,6 +31,8 @@ from .video import read_image
 from .vgg import VGGEncoder
 
 MULTIPLE = 8  # three 2x poolings in the encoder
+# The smallest padded side: relu4_1 maps of one pixel cannot take a reflection border.
+MIN_PADDED = 2 * MULTIPLE
 DEFAULT_STYLE_SIZE = 512
 # Largest frame area processed in one piece; larger frames are tiled (same global features).
 DEFAULT_TILE_AREA = {"cpu": 1280 * 736, "cuda": 2048 * 2048}
@@ -236,7 +238,7 @@ class Engine:
         parts = []
         for img in images:
             w, h = process_size(img.shape[1], img.shape[0], self.style_size)
-            x, _ = pad_to_multiple(to_tensor(resize_frame(img, (w, h)), self.device), MULTIPLE)
+            x, _ = pad_to_multiple(to_tensor(resize_frame(img, (w, h)), self.device), MULTIPLE, MIN_PADDED)
             with self._autocast():
                 parts.append(self.net.style_targets(self.vgg(x)))
         cat = StyleTargets.cat(parts)
@@ -279,7 +281,7 @@ class Engine:
         # pixel must fall in exactly one tile.
         windows = tile_partition(h, w, TILE_SIZE) if h * w > self.tile_area else [(0, h, 0, w)]
         for y0, y1, x0, x1 in windows:
-            tile, _ = pad_to_multiple(x[..., y0:y1, x0:x1], MULTIPLE)
+            tile, _ = pad_to_multiple(x[..., y0:y1, x0:x1], MULTIPLE, MIN_PADDED)
             if acc.own_colours:
                 mean, std, desc, sums, counts = self.compiler(self._own_colours, tile)
                 acc.add_own_colours(sums, counts, desc)
@@ -395,7 +397,7 @@ class Engine:
         x = to_tensor(frame, self.device)
         if float(alpha[0, 0]) > 0:  # strength < 1 blends towards the frame's own colours
             with self._autocast():
-                padded, _ = pad_to_multiple(x, MULTIPLE)
+                padded, _ = pad_to_multiple(x, MULTIPLE, MIN_PADDED)
                 own = self.net.style_targets(self.vgg(padded))
             slots = StyleTargets.cat([own.map(lambda t: t.float()), styles.targets])
         else:
@@ -403,7 +405,7 @@ class Engine:
         return self._forward(x, slots.blend(alpha.to(self.device)), LocalNorm())
 
     def _forward(self, x: torch.Tensor, targets: StyleTargets, norm: LocalNorm) -> torch.Tensor:
-        padded, (h, w) = pad_to_multiple(x, MULTIPLE)
+        padded, (h, w) = pad_to_multiple(x, MULTIPLE, MIN_PADDED)
         with self._autocast():
             grey4 = self.vgg.relu4_1(desaturate(padded))
             out = self.net(grey4, targets, norm)

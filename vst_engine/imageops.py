@@ -46,10 +46,11 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     return (img.float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def pad_to_multiple(img: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Reflect-pad bottom/right so both sides are multiples of `multiple`; returns the original size."""
+def pad_to_multiple(img: torch.Tensor, multiple: int, minimum: int = 0) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad bottom/right so both sides are multiples of `multiple` and at least `minimum`
+    (replicating where the image is too small to reflect); returns the original size."""
     h, w = img.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
+    ph, pw = max((-h) % multiple, minimum - h), max((-w) % multiple, minimum - w)
     if ph or pw:
         mode = "reflect" if ph < h and pw < w else "replicate"
         img = F.pad(img, (0, pw, 0, ph), mode=mode)

@@ -380,6 +380,15 @@ class FrameSink:
 class _FolderSink(FrameSink):
     """One `{index:06d}.png` per frame, so runs over different ranges fill one folder."""
 
+    def __init__(self, path: Path, fps: float, width: int, height: int, created: bool) -> None:
+        super().__init__(path, fps, width, height)
+        self.created = created
+
+    def abort(self) -> None:
+        # A run that failed before its first frame leaves no empty folder of its own behind.
+        if self.created and not any(self.path.iterdir()):
+            self.path.rmdir()
+
     def write(self, index: int, rgb: np.ndarray) -> None:
         self._check_frame(rgb)
         ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
@@ -555,12 +564,13 @@ def open_sink(path: str | Path, fps: float, width: int, height: int,
     if folder_out:
         if path.exists() and not path.is_dir():
             raise VstError(f"output folder is an existing file: {path}")
+        created = not path.exists()
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise VstError(f"cannot create output folder {path}: {exc.strerror or exc}") from None
         _check_writable_dir(path, path)
-        return _FolderSink(path, fps, width, height)
+        return _FolderSink(path, fps, width, height, created)
     if path.suffix.lower() not in _CONTAINERS:
         raise VstError(f"unsupported output extension {path.suffix or '(none)'!r} for {path}: use "
                        f"{', '.join(SUPPORTED_VIDEO_EXTS)} or a folder path ending in '/'")
