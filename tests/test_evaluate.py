@@ -264,3 +264,7 @@ def test_evaluate_folders_and_cli(tmp_path, capsys):
         bad.func(bad)
     with pytest.raises(VstError, match="not found"):
         evaluate(a, tmp_path / "missing")
+    # Frames under 12 px a side cannot take DIS flow (it raised a cv2.error): one clear error.
+    with pytest.raises(VstError, match="too small for optical flow"):
+        evaluate(a, b, max_side=11)
+    assert evaluate(a, b, max_frames=1, max_side=11)["size"] == [11, 8]  # no pair, no flow

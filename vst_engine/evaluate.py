@@ -43,7 +43,7 @@ import numpy as np
 
 from .engine import process_size, resize_frame
 from .errors import VstError
-from .flow import dis_flow, in_frame, occlusion_mask, warp
+from .flow import MIN_FLOW_SIDE, dis_flow, in_frame, occlusion_mask, warp
 
 DEFAULT_INTERVALS = (1, 2, 4, 8, 16)
 PHOTOMETRIC_THRESHOLD = 10.0  # on 0..255: warped input must agree with the target input
@@ -347,6 +347,9 @@ def evaluate(input_path: str | Path, stylized_path: str | Path, style_path: str 
         if max_frames is not None:
             count = min(count, max_frames)
         size = process_size(sw, sh, max_side)
+        if count > 1 and min(size) < MIN_FLOW_SIDE:
+            raise VstError(f"frames of {size[0]}x{size[1]} are too small for optical flow: at least "
+                           f"{MIN_FLOW_SIDE} px a side are needed")
         feats = FeatureLosses(style_path, VGG_MAX_SIDE, device) if style_path is not None else None
         picks = _sample(count, vgg_frames) if feats is not None else set()
 

@@ -57,6 +57,10 @@ def _grey(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+# OpenCV's DIS refuses frames under 12 px on either side.
+MIN_FLOW_SIDE = 12
+
+
 def dis_flow(a_rgb: np.ndarray, b_rgb: np.ndarray, preset: int = DIS_PRESET) -> np.ndarray:
     """Dense flow from frame a to frame b (OpenCV DIS on the grey images).
 
