@@ -77,3 +77,16 @@ def test_compound_term_is_on_after_pretraining(tmp_path):
     assert first["temporal"] == 0.0
     assert math.isfinite(second["temporal"]) and second["temporal"] > 0.0
     assert all(math.isfinite(v) for v in second.values())
+
+
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path, capsys):
+    from vst_engine.train.__main__ import main
+    for bad, word in ((dict(steps=-1), "steps=-1"), (dict(lr=0.0), "lr=0.0"), (dict(temporal="flow"), "temporal='flow'"),
+                      (dict(ema=1.0), "ema=1.0"), (dict(w_style=float("nan")), "w_style=nan")):
+        with pytest.raises(ValueError, match=word):
+            TrainConfig(data="d", out="o", **bad)
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--out", str(tmp_path / "run"), "--steps", "0", "--batch", "0"])
+    assert exc.value.code == 2
+    assert "invalid training settings: steps=0, batch=0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

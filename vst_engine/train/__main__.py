@@ -108,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
                      if getattr(args, f.name, None) is not None and f.name not in ("data", "out")}
         base = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
         base.update(overrides, data=args.data, out=args.out)
-        cfg = TrainConfig(**base)
+        try:
+            cfg = TrainConfig(**base)
+        except ValueError as exc:
+            ap.error(str(exc))
         Path(args.out).mkdir(parents=True, exist_ok=True)
         cfg_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
         trainer = Trainer(cfg)

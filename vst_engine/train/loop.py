@@ -62,6 +62,21 @@ class TrainConfig:
     init: str | None = None  # a checkpoint to start from (for fine-tuning branches)
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # A bad value would otherwise train nothing, or diverge, without a word.
+        counts = {k: getattr(self, k) for k in ("steps", "batch", "crop", "final_crop", "ckpt_every", "log_every",
+                                                 "sample_every", "style_bank_augs")}
+        bad = [f"{k}={v}" for k, v in counts.items() if v < 1]
+        bad += [f"{k}={getattr(self, k)}" for k in ("pretrain_steps", "final_crop_from", "lr_decay", "w_content",
+                                                    "w_style", "w_recon", "w_tv", "w_temporal")
+                if not getattr(self, k) >= 0]
+        bad += [f"lr={self.lr}"] if not self.lr > 0 else []
+        bad += [f"ema={self.ema}"] if not 0 <= self.ema < 1 else []
+        bad += [f"temporal={self.temporal!r} (one of {', '.join(TEMPORAL_MODES)})"] \
+            if self.temporal not in TEMPORAL_MODES else []
+        if bad:
+            raise ValueError("invalid training settings: " + ", ".join(bad))
+
 
 def _read_rgb(path: Path, max_side: int = 512) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
