@@ -256,7 +256,10 @@ def test_cuda_rows_judge_the_cli_default_batch_and_keep_the_profile(tmp_path):
     res["speed"]["throughput"] = [{"size": [1920, 1080], "device": "cuda", "precision": "fp16",
                                    "device_name": "NVIDIA H200", "profile": "aten::conv  50%",
                                    "rows": [{"batch": 1, "mode": "cuda_graph", "seconds_median": 0.02, "fps": 50.0,
-                                             "setup_s": 1.5}, {"batch": 1, "mode": "compile", "error": "boom"}]}]
+                                             "setup_s": 1.5}, {"batch": 1, "mode": "compile", "error": "boom"}]},
+                                  {"size": [1920, 1080], "device": "cuda", "precision": "fp16", "profile_mode": "compile",
+                                   "device_name": "NVIDIA H200", "profile": "triton_poi_fused  30%",
+                                   "rows": [{"batch": 1, "mode": "compile", "seconds_median": 0.01, "fps": 100.0}]}]
     targets = {r[0].split(" ")[0]: r for r in bench.targets_table(res)}
     assert "125.0 frames/s" in targets["GPU"][1] and targets["GPU"][2] == "**met**"
     bench.write_report(res, tmp_path)
@@ -265,7 +268,10 @@ def test_cuda_rows_judge_the_cli_default_batch_and_keep_the_profile(tmp_path):
     assert "stylize, batch 4 (CLI default), eager (graph capture failed: RuntimeError: operation not permitted" in md
     assert "failed: boom" in md and "| 1.5 |" in md
     assert (tmp_path / "benchmarks" / "profile_cuda_1920x1080.txt").read_text() == "aten::conv  50%\n"
-    assert "(benchmarks/profile_cuda_1920x1080.txt)" in md
+    assert "an eager batch-1 pass goes (torch.profiler, three passes): [benchmarks/profile_cuda_1920x1080.txt]" in md
+    # The compiled pass's profile beside it, in a file of its own.
+    assert (tmp_path / "benchmarks" / "profile_cuda_1920x1080_compile.txt").read_text() == "triton_poi_fused  30%\n"
+    assert "a compiled batch-1 pass goes (torch.profiler, three passes): [benchmarks/profile_cuda_1920x1080_compile.txt]" in md
 
 
 def test_multiply_adds_are_counted_whatever_the_convolution_path(monkeypatch):
