@@ -6,7 +6,9 @@ start-up, so a few at a time keep the module quick on a small machine.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -87,6 +89,10 @@ def test_stylize_to_video_and_folder(cli_env, tiny_clip, frame_folder, style_pat
         assert (out.info.count, out.info.fps) == (src.info.count, src.info.fps) == (12, 25.0)
         assert (out.info.width, out.info.height, out.info.has_audio) == (64, 48, False)
     assert sorted(p.name for p in folder.iterdir()) == names(12)  # nothing else (no temporaries)
+    umask = os.umask(0)
+    os.umask(umask)
+    # Frames take the umask's mode like the video (a render node under another user reads them).
+    assert {stat.S_IMODE(p.stat().st_mode) for p in [video, *folder.iterdir()]} == {0o666 & ~umask}
     with open_source(tiny_clip) as src, open_source(folder) as out:
         assert out.info.count == src.info.count == 12
         assert (out.info.width, out.info.height) == (64, 48)

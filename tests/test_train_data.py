@@ -161,35 +161,6 @@ def test_reassemble_pieces_rejects_gaps() -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# Atomic writes
-# ---------------------------------------------------------------------------------------
-def test_atomic_open_leaves_no_partial_file(tmp_path: Path) -> None:
-    target = tmp_path / "content_train.npy"
-    with pytest.raises(RuntimeError):
-        with data.atomic_open(target, "wb") as fh:
-            fh.write(b"half written")
-            raise RuntimeError("interrupted")
-    assert not target.exists()
-    assert list(tmp_path.iterdir()) == []  # temp file cleaned up too
-
-    target.write_bytes(b"old")
-    with pytest.raises(KeyboardInterrupt):
-        with data.atomic_open(target, "wb") as fh:
-            fh.write(b"new but incomplete")
-            raise KeyboardInterrupt
-    assert target.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == [target.name]
-
-
-def test_atomic_open_success(tmp_path: Path) -> None:
-    target = tmp_path / "sub" / "manifest.json"
-    with data.atomic_open(target, "w") as fh:
-        fh.write("{}")
-    assert target.read_text() == "{}"
-    assert [p.name for p in target.parent.iterdir()] == ["manifest.json"]
-
-
-# ---------------------------------------------------------------------------------------
 # Metadata helpers
 # ---------------------------------------------------------------------------------------
 def test_dep5_last_matching_paragraph_wins() -> None:

@@ -366,7 +366,7 @@ def format_manifest(entries: Sequence[dict]) -> str:
 
 def fetch_clips(names: Sequence[str], cache: Path) -> list[dict]:
     """Make sure the named clips are in `cache/clips/`; write the manifest; return its entries."""
-    from .models import atomic_write_bytes
+    from .atomic import atomic_write_bytes
     from .video import open_source
     cache = cache.resolve()
     clips_dir, dl = cache / "clips", cache / "dl"
@@ -1329,7 +1329,7 @@ def environment() -> dict:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from .models import atomic_write_bytes
+    from .atomic import atomic_write_bytes
     atomic_write_bytes(path, text.encode())
 
 

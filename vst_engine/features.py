@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .errors import VstError
-from .models import atomic_write_bytes
+from .atomic import atomic_write_bytes
 from .network import StyleTargets
 from .norms import NUM_NORM_LAYERS, NUM_PREDICTORS, SharedNorm
 

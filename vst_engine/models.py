@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_write_bytes
 from .errors import VstError
 from .network import StyleNet
 
@@ -38,19 +37,6 @@ class LoadedModel:
 def model_path(name: str) -> Path:
     """Path of a built-in model name, or the given path itself."""
     return WEIGHTS_DIR / BUILTIN[name] if name in BUILTIN else Path(name)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: never a half-written final file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model(net: StyleNet, path: Path, meta: dict) -> None:

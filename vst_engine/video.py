@@ -20,6 +20,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from .atomic import atomic_write_bytes
 from .errors import VstError
 
 # Keep FFmpeg's and OpenCV's own log lines off the terminal: errors are reported as VstError.
@@ -395,15 +396,9 @@ class _FolderSink(FrameSink):
         if not ok:
             raise VstError(f"could not encode frame {index} as PNG")
         final = self.path / f"{index:06d}.png"
-        # Write under a hidden temporary name and rename: readers (and an interrupted
-        # run) never see a truncated PNG under the final name.
-        fd, tmp = tempfile.mkstemp(prefix=f".{index:06d}.", suffix=".tmp", dir=self.path)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(png.tobytes())
-            os.replace(tmp, final)
+            atomic_write_bytes(final, png.tobytes())
         except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
             raise VstError(f"cannot write {final}: {exc.strerror or exc}") from None
 
 

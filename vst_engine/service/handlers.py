@@ -19,7 +19,7 @@ from .. import engine_version
 from ..engine import Analysis, Engine, StyleSet, process_size, resize_frame
 from ..errors import VstError
 from ..features import GlobalFeatures, sample_indices
-from ..models import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from . import protocol as P
 
 MAX_SESSIONS = 4

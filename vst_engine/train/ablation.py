@@ -16,7 +16,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..models import atomic_write_bytes, save_model
+from ..atomic import atomic_write_bytes
+from ..models import save_model
 from ..network import StyleNet
 from .loop import TrainConfig, Trainer
 

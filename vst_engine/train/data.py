@@ -39,11 +39,12 @@ import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import cv2
 import numpy as np
 
+from vst_engine.atomic import atomic_open, atomic_write_bytes
 from vst_engine.train.qt_rcc import RccFile
 
 __all__ = [
@@ -103,38 +104,8 @@ _GCOMPRIS_SKIP_PAINTINGS = {"Michelangelo_Pieta"}
 # --------------------------------------------------------------------------------------
 # Atomic file writing
 # --------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def atomic_open(path: Path, mode: str = "wb") -> Iterator:
-    """Open a temporary file next to ``path``; on success it replaces ``path`` atomically.
-
-    If the ``with`` body raises, the temporary file is removed and ``path`` is untouched,
-    so an interrupted run never leaves a half-written file under the final name.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    with atomic_open(path, "wb") as fh:
-        fh.write(data)
-
-
 def _write_text(path: Path, text: str) -> None:
-    _write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
@@ -146,7 +117,7 @@ def _write_png_rgb(path: Path, rgb: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise RuntimeError(f"PNG encoding failed for {path}")
-    _write_bytes(path, buf.tobytes())
+    atomic_write_bytes(path, buf.tobytes())
 
 
 # --------------------------------------------------------------------------------------

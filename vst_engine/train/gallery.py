@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from ..features import sample_indices
-from ..models import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 
 PRESETS = Path(__file__).resolve().parents[2] / "blender_addon" / "video_style_transfer" / "presets"
 CLIPS = ("vtest", "bikes", "band", "bigbuckbunny")

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from ..hardware import cpu_has_bf16, reuse_large_allocations
 from ..imageops import desaturate
-from ..models import atomic_write_bytes, save_model
+from ..atomic import atomic_write_bytes
+from ..models import save_model
 from ..network import StyleNet, StyleTargets
 from ..norms import channel_stats
 from ..vgg import VGGEncoder
