@@ -70,6 +70,7 @@ typedef struct View {
     OfxRectI b;
     ptrdiff_t row_bytes;
     int depth; /* bytes per channel: 1 or 4 */
+    int premultiplied; /* RGB carries alpha already (kOfxImagePreMultiplied) */
 } View;
 
 /* ---- small helpers ------------------------------------------------------------------- */
@@ -286,6 +287,9 @@ static int fetch_image(OfxImageClipHandle clip, OfxTime t, OfxPropertySetHandle 
     g_prop->propGetPointer(*h, kOfxImagePropData, 0, &data);
     g_prop->propGetInt(*h, kOfxImagePropRowBytes, 0, &rb);
     g_prop->propGetIntN(*h, kOfxImagePropBounds, 4, bounds);
+    char *premult = NULL;
+    g_prop->propGetString(*h, kOfxImageEffectPropPreMultiplication, 0, &premult);
+    v->premultiplied = streq(premult, kOfxImagePreMultiplied);
     v->data = data;
     v->row_bytes = rb;
     v->b = (OfxRectI){bounds[0], bounds[1], bounds[2], bounds[3]};
@@ -319,7 +323,7 @@ static void release(OfxPropertySetHandle *h)
 static View shm_view(const vst_shm *m, OfxRectI bounds)
 {
     ptrdiff_t row = (ptrdiff_t)m->width * 4 * m->depth;
-    View v = {m->data + (ptrdiff_t)(m->height - 1) * row, bounds, -row, m->depth};
+    View v = {m->data + (ptrdiff_t)(m->height - 1) * row, bounds, -row, m->depth, 0};
     return v;
 }
 
@@ -370,6 +374,30 @@ static void copy_region(View *dst, const View *src, OfxRectI w)
     }
 }
 
+/* Divides (or multiplies) RGB by alpha in place. The network restyles colours: premultiplied
+ * edges would reach it darkened and leave it with colour where alpha is 0. */
+static void scale_by_alpha(vst_shm *m, int divide)
+{
+    size_t n = (size_t)m->width * m->height;
+    if (m->depth == 1) {
+        for (unsigned char *p = m->data; n--; p += 4) {
+            unsigned a = p[3];
+            for (int c = 0; c < 3; c++) {
+                unsigned v = divide ? (a ? (p[c] * 255u + a / 2) / a : p[c]) : (p[c] * a + 127u) / 255u;
+                p[c] = (unsigned char)(v > 255 ? 255 : v);
+            }
+        }
+        return;
+    }
+    for (unsigned char *p = m->data; n--; p += 16) {
+        float px[4];
+        memcpy(px, p, sizeof px);
+        for (int c = 0; c < 3; c++)
+            px[c] = divide ? (px[3] > 0 ? px[c] / px[3] : px[c]) : px[c] * px[3];
+        memcpy(p, px, sizeof px);
+    }
+}
+
 /* Packs a source image into fresh shared memory (m must be destroyed by the caller). */
 static int pack_into_shm(const View *src, vst_shm *m, char *err)
 {
@@ -378,6 +406,8 @@ static int pack_into_shm(const View *src, vst_shm *m, char *err)
         return -1;
     View packed = shm_view(m, src->b);
     copy_region(&packed, src, src->b);
+    if (src->premultiplied)
+        scale_by_alpha(m, 1);
     return 0;
 }
 
@@ -454,6 +484,8 @@ static int analyze_clip(Instance *in, const Settings *s, int32_t first, int32_t 
         }
         View packed = shm_view(&m, v.b);
         copy_region(&packed, &v, v.b);
+        if (v.premultiplied)
+            scale_by_alpha(&m, 1);
         release(&h);
         if (vst_analyze_frame(&c, session, plan[i], &m) < 0)
             goto engine_error;
@@ -830,6 +862,8 @@ static OfxStatus render(Instance *in, OfxPropertySetHandle in_args)
         fmt(err, ERR_LEN, "Video Style Transfer: %s", c.err);
         goto fail;
     }
+    if (src.premultiplied) /* alpha passes through: give the result the source's form back */
+        scale_by_alpha(&m, 0);
     View result = shm_view(&m, src.b);
     copy_region(&dst, &result, window);
     rc = kOfxStatOK;

@@ -223,7 +223,8 @@ class Param:
 class Image:
     """An RGBA image in OFX layout: rows upwards from bounds.y1, any row stride (even negative)."""
 
-    def __init__(self, host: "OfxHost", pixels: np.ndarray, x0: int, y0: int, layout: str, fill: int = 0) -> None:
+    def __init__(self, host: "OfxHost", pixels: np.ndarray, x0: int, y0: int, layout: str, fill: int = 0,
+                 premult: str = "OfxImageOpaque") -> None:
         h, w = pixels.shape[:2]
         self.shape, self.dtype, self.layout = (h, w), pixels.dtype, layout
         self.row = w * 4 * pixels.itemsize
@@ -244,7 +245,7 @@ class Image:
             "OfxImagePropBounds": ("int", bounds), "OfxImagePropRegionOfDefinition": ("int", bounds),
             "OfxImagePropRowBytes": ("int", row_bytes), "OfxImageEffectPropPixelDepth": ("str", depth),
             "OfxImageEffectPropComponents": ("str", "OfxImageComponentRGBA"),
-            "OfxImageEffectPropPreMultiplication": ("str", "OfxImageOpaque"),
+            "OfxImageEffectPropPreMultiplication": ("str", premult),
             "OfxImagePropPixelAspectRatio": ("dbl", 1.0), "OfxImageEffectPropRenderScale": ("dbl", [1.0, 1.0]),
             "OfxImagePropField": ("str", "OfxImageFieldNone"), "OfxImagePropUniqueIdentifier": ("str", f"img{id(self)}"),
         })
@@ -267,6 +268,7 @@ class Clip:
         self.outstanding: dict[int, Image] = {}
         self.rendered: dict[float, Image] = {}
         self.output_of: Clip | None = None  # the Output clip mirrors the Source's format
+        self.premult = "OfxImageOpaque"  # or "OfxImageAlphaPremultiplied", "OfxImageAlphaUnPremultiplied"
 
     def image_at(self, t: float) -> Image | None:
         if self.output_of is not None:
@@ -275,13 +277,13 @@ class Clip:
             if frame is None:
                 return None
             fill = 0x5A  # untouched output pixels stay recognisable
-            img = Image(self.host, np.zeros_like(frame), *src.origin, self.layout, fill=fill)
+            img = Image(self.host, np.zeros_like(frame), *src.origin, self.layout, fill=fill, premult=src.premult)
             img.buf[...] = fill
             self.rendered[t] = img
             return img
         if t != int(t) or int(t) not in self.frames:
             return None
-        return Image(self.host, self.frames[int(t)], *self.origin, self.layout)
+        return Image(self.host, self.frames[int(t)], *self.origin, self.layout, premult=self.premult)
 
 
 class Effect:
@@ -971,6 +973,23 @@ def scenario(bundle_binary: str, shim: str, frames_u8: np.ndarray, styles: list[
                 arrays[f"{tag}_{t}"] = out
         inst.end_sequence(inst.first, inst.last)
         report["fetches"][f"{tag}_render"] = [t for t, _ in inst.source.fetches]
+        report["outstanding"] += inst.outstanding()
+        inst.destroy()
+
+    # premultiplied sources with alpha from 0 to 1 (colours above alpha too): divided and multiplied back
+    for dtype in (np.uint8, np.float32):
+        tag = np.dtype(dtype).name
+        frames = {t: to_rgba(f, dtype) for t, f in enumerate(frames_u8[:2])}
+        for f in frames.values():
+            ramp = np.linspace(0, 1, f.shape[1], dtype=np.float32)
+            f[..., 3] = (ramp * 255).round() if dtype == np.uint8 else ramp
+        inst = setup(host, frames, styles, layout="negative")
+        inst.source.premult = "OfxImageAlphaPremultiplied"
+        inst.set_value("consistency", 0)
+        report["statuses"][f"premultiplied_{tag}"], out = inst.render(1)
+        if out is not None:
+            arrays[f"premultiplied_{tag}"] = out
+            report[f"premultiplied_{tag}_alpha_kept"] = bool(np.array_equal(out[..., 3], frames[1][..., 3]))
         report["outstanding"] += inst.outstanding()
         inst.destroy()
 

@@ -239,6 +239,51 @@ def test_depths_and_row_layouts(host, use_service, engine, clip_rgb, styles, dty
     inst.destroy()
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_premultiplied_source_is_stylized_unpremultiplied(host, use_service, engine, clip_rgb, styles, dtype):
+    """A premultiplied source reaches the engine divided by alpha (analysis and render), and the result
+    is multiplied by alpha again; alpha passes through."""
+    h, w = clip_rgb[0].shape[:2]
+    alpha = np.tile(np.linspace(0, 255, w).round().astype(np.uint16), (h, 1))
+    alpha[: h // 4] = 0  # a fully transparent band
+    frames, straight = {}, []
+    for t, rgb in enumerate(clip_rgb):
+        if dtype == np.uint8:
+            pre = ((rgb.astype(np.uint16) * alpha[..., None] + 127) // 255).astype(np.uint8)
+            a = alpha[..., None]
+            un = np.where(a > 0, np.minimum((pre.astype(np.uint32) * 255 + a // 2) // np.maximum(a, 1), 255), pre)
+            straight.append(un.astype(np.uint8))
+            frames[t] = np.concatenate([pre, alpha[..., None].astype(np.uint8)], axis=-1)
+        else:
+            a = (alpha.astype(np.float32) / np.float32(255))[..., None]
+            pre = rgb.astype(np.float32) / np.float32(255) * a
+            straight.append(np.where(a > 0, pre / np.where(a > 0, a, 1), pre).astype(np.float32))
+            frames[t] = np.concatenate([pre, a], axis=-1).astype(np.float32)
+    inst = setup(host, frames, styles)
+    inst.source.premult = "OfxImageAlphaPremultiplied"
+    inst.set_value("strength", STRENGTH)
+    for name, keys in WEIGHT_KEYS.items():
+        inst.set_keys(name, {float(k): v for k, v in keys.items()})
+    assert inst.user_edit("analyze") == OK, host.messages
+    style_set = engine.load_styles(styles)
+    feats = engine.analyze([straight[i] for i in PLAN], style_set)
+    for t in (0, 7):
+        st, out = inst.render(t)
+        assert st == OK, host.messages
+        weights = [f32(keyed(WEIGHT_KEYS[f"weight{i + 1}"], t)) for i in range(len(styles))]
+        ref = engine.stylize(straight[t], feats, weights, f32(STRENGTH), as_float=dtype == np.float32)
+        if dtype == np.uint8:
+            ref = (ref.astype(np.uint16) * alpha[..., None] + 127) // 255
+            np.testing.assert_array_equal(out[..., :3], ref)
+            np.testing.assert_array_equal(out[..., 3], alpha)
+        else:
+            np.testing.assert_allclose(out[..., :3], ref * frames[t][..., 3:], rtol=0, atol=1e-6)
+            np.testing.assert_array_equal(out[..., 3], frames[t][..., 3])
+        assert np.all(out[: h // 4, :, :3] == 0)  # no colour where alpha is 0
+    assert inst.outstanding() == 0 and host.problems == [] and host.messages == []
+    inst.destroy()
+
+
 def test_render_window_and_options(host, use_service, engine, clip_rgb, styles):
     """Only the render window is written; strength, preserve colours and consistency off reach the engine."""
     inst = new_instance(host, clip_rgb, styles, origin=(4, 2))
@@ -492,5 +537,7 @@ def test_under_address_and_ub_sanitizers(ofx_build, use_service, engine, clip_rg
         for t in range(N_FRAMES):
             assert report["statuses"][f"{tag}_render_{t}"] == OK
             assert_same(result[f"{tag}_{t}"], ref[t], as_float=as_float)
+    for tag in ("uint8", "float32"):
+        assert report["statuses"][f"premultiplied_{tag}"] == OK and report[f"premultiplied_{tag}_alpha_kept"]
     assert report["statuses"]["missing"] == FAILED and "VST_ENGINE_PYTHON" in report["messages"]["missing"][-1]
     assert report["statuses"]["hang"] == FAILED and "no answer" in report["messages"]["hang"][-1]
