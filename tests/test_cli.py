@@ -353,6 +353,37 @@ def test_failed_run_leaves_existing_output_untouched(cli_env, tiny_clip, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["not-an-image.png", "out.mp4"]
 
 
+def test_alpha_of_an_image_sequence_is_kept_in_png_frames(cli_env, style_paths, tmp_path):
+    src = tmp_path / "rgba"
+    src.mkdir()
+    alpha = np.tile(np.linspace(0, 255, 64).round().astype(np.uint8), (48, 1))
+    for t in range(3):
+        rgba = np.dstack([synth_frame(t)[..., ::-1], np.roll(alpha, 5 * t, axis=1)])
+        cv2.imwrite(str(src / f"f{t}.png"), rgba)
+    deep = tmp_path / "rgba16"  # 16-bit alpha is scaled to 8 bits
+    deep.mkdir()
+    cv2.imwrite(str(deep / "f0.png"), np.dstack([synth_frame(0)[..., ::-1], alpha]).astype(np.uint16) * 257)
+    runs = [["stylize", src, "-s", style_paths["dots"], "-o", f"{tmp_path / 'out'}/"],
+            ["stylize", src, "-s", style_paths["dots"], "--max-side", "32", "-o", f"{tmp_path / 'small'}/"],
+            ["stylize", deep, "-s", style_paths["dots"], "-o", f"{tmp_path / 'out16'}/"],
+            ["stylize", src, "-s", style_paths["dots"], "-o", tmp_path / "out.mp4"]]
+    for proc in vst_many(cli_env, runs):
+        ok(proc)
+    for t in range(3):
+        out = cv2.imread(str(tmp_path / "out" / f"{t:06d}.png"), cv2.IMREAD_UNCHANGED)
+        assert out.shape == (48, 64, 4)
+        np.testing.assert_array_equal(out[..., 3], cv2.imread(str(src / f"f{t}.png"), cv2.IMREAD_UNCHANGED)[..., 3])
+        # RGB is the stylization, as without alpha
+        np.testing.assert_array_equal(out[..., 2::-1], read_image(tmp_path / "out" / f"{t:06d}.png"))
+    small = cv2.imread(str(tmp_path / "small" / "000002.png"), cv2.IMREAD_UNCHANGED)
+    src2 = cv2.imread(str(src / "f2.png"), cv2.IMREAD_UNCHANGED)[..., 3]
+    assert small.shape == (24, 32, 4)
+    assert np.abs(small[..., 3].astype(int) - cv2.resize(src2, (32, 24), interpolation=cv2.INTER_AREA)).max() <= 1
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "out16" / "000000.png"), cv2.IMREAD_UNCHANGED)[..., 3], alpha)
+    with open_source(tmp_path / "out.mp4") as video:  # video outputs stay opaque
+        assert video.info.count == 3 and not video.info.has_alpha
+
+
 def test_output_that_is_an_input_is_refused(cli_env, tiny_clip, frame_folder, style_paths, tmp_path):
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(tiny_clip.read_bytes())

@@ -141,8 +141,11 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             bar = _progress(end - start, "stylize")
             # Decoding and encoding overlap with the model's work (reader and writer threads).
             frames = prefetch(resize_frame(source.read(i), size) for i in range(start, end))
+            write = sink.write
+            if info.has_alpha and is_folder_output(args.output):  # PNG frames keep the clip's alpha
+                write = lambda index, rgb: sink.write(index, rgb, resize_frame(source.read_alpha(index), size))  # noqa: E731
             try:
-                with WriteBehind(sink.write) as out:
+                with WriteBehind(write) as out:
                     # Frames with the same weights and strength share a pass (several at a time on a GPU).
                     pose = lambda item: (tuple(keys.at(item[0])), keys.strength_at(item[0], default_strength))  # noqa: E731
                     for group in batched(zip(range(start, end), frames), batch, pose):

@@ -69,6 +69,7 @@ class ClipInfo:
     height: int
     has_audio: bool
     path: Path
+    has_alpha: bool = False  # images with an alpha channel (folders of PNG, TIFF, WebP ...)
 
 
 # --------------------------------------------------------------------------- ffmpeg
@@ -146,6 +147,21 @@ def read_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def read_alpha(path: str | Path) -> np.ndarray | None:
+    """An image's alpha channel as H x W uint8 (16-bit and float alpha scaled), or None if it has none."""
+    try:
+        img = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except OSError as exc:
+        raise VstError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    if img is None or img.ndim != 3 or img.shape[2] != 4:
+        return None
+    alpha = img[..., 3]
+    if alpha.dtype == np.uint8:
+        return np.ascontiguousarray(alpha)
+    scale = 255.0 / 65535.0 if alpha.dtype == np.uint16 else 255.0
+    return (np.clip(alpha.astype(np.float32) * scale, 0, 255) + 0.5).astype(np.uint8)
+
+
 def parse_frame_range(text: str, count: int | None = None) -> tuple[int, int | None]:
     """Parse "A:B" (0-based, B exclusive), "A:" or ":B".
 
@@ -208,6 +224,10 @@ class FrameSource:
     def _load(self, index: int) -> np.ndarray:
         raise NotImplementedError
 
+    def read_alpha(self, index: int) -> np.ndarray | None:
+        """Frame `index`'s alpha channel (H x W uint8), or None where the clip has none."""
+        return None
+
     def close(self) -> None:
         pass
 
@@ -224,7 +244,14 @@ class _FolderSource(FrameSource):
         self._files = files
         first = read_image(files[0])
         h, w = first.shape[:2]
-        super().__init__(ClipInfo(fps, len(files), w, h, False, path), frames)
+        super().__init__(ClipInfo(fps, len(files), w, h, False, path, read_alpha(files[0]) is not None), frames)
+
+    def read_alpha(self, index: int) -> np.ndarray | None:
+        alpha = read_alpha(self._files[index]) if self.info.has_alpha else None
+        if alpha is not None and alpha.shape != (self.info.height, self.info.width):
+            raise VstError(f"image {self._files[index]} is {alpha.shape[1]}x{alpha.shape[0]}, but the "
+                           f"sequence is {self.info.width}x{self.info.height}")
+        return alpha
 
     def _load(self, index: int) -> np.ndarray:
         # Sizes are checked as frames are read: decoding a whole folder up front
@@ -359,7 +386,8 @@ class FrameSink:
             raise VstError(f"frame of shape {rgb.shape} ({rgb.dtype}) does not match the output "
                            f"{self.path} ({self.width}x{self.height} RGB uint8)")
 
-    def write(self, index: int, rgb: np.ndarray) -> None:
+    def write(self, index: int, rgb: np.ndarray, alpha: np.ndarray | None = None) -> None:
+        """Write frame `index`; `alpha` (H x W uint8) is kept where the format has an alpha channel."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -390,9 +418,12 @@ class _FolderSink(FrameSink):
         if self.created and not any(self.path.iterdir()):
             self.path.rmdir()
 
-    def write(self, index: int, rgb: np.ndarray) -> None:
+    def write(self, index: int, rgb: np.ndarray, alpha: np.ndarray | None = None) -> None:
         self._check_frame(rgb)
-        ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        if alpha is not None:  # PNG alpha is straight (not premultiplied): RGB stays as stylized
+            bgr = np.dstack([bgr, alpha])
+        ok, png = cv2.imencode(".png", bgr)
         if not ok:
             raise VstError(f"could not encode frame {index} as PNG")
         final = self.path / f"{index:06d}.png"
@@ -461,7 +492,8 @@ class _VideoSink(FrameSink):
         self._stderr.seek(0)
         return self._stderr.read().decode(errors="replace")
 
-    def write(self, index: int, rgb: np.ndarray) -> None:
+    def write(self, index: int, rgb: np.ndarray, alpha: np.ndarray | None = None) -> None:
+        # The video codecs used here have no alpha channel: the frame is written opaque.
         if self._done:
             raise VstError(f"output {self.path} is already closed")
         if self._last is not None and index <= self._last:

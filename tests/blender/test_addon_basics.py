@@ -225,3 +225,46 @@ def test_newer_blender_apis_with_bpy_module(python, media, tmp_path):
     r = subprocess.run([python, str(check), "--extension", str(z)], capture_output=True, text=True, timeout=600,
                        env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+def test_transparent_image_sequence_keeps_its_alpha(bl_env, media, tmp_path):
+    """Baked frames of an image strip with alpha keep it: a render shows the channels below where
+    the clip is transparent (the frames used to come out opaque there)."""
+    import cv2
+    import numpy as np
+    seq = tmp_path / "rgba"
+    seq.mkdir()
+    alpha = np.zeros((36, 64), np.uint8)
+    alpha[8:28, 16:48] = 255
+    for i, f in enumerate(sorted(media["frames"].iterdir())[:3]):
+        cv2.imwrite(str(seq / f"a_{i:03d}.png"), np.dstack([cv2.imread(str(f)), alpha]))
+    r = script(f"""
+        sc = bpy.context.scene
+        sc.render.resolution_x, sc.render.resolution_y, sc.render.resolution_percentage = 64, 36, 100
+        sc.frame_start, sc.frame_end = 1, 3
+        sc.view_settings.view_transform = 'Standard'
+        sc.render.image_settings.file_format = 'PNG'
+        sc.render.image_settings.color_mode = 'RGB'
+        bpy.ops.wm.save_as_mainfile(filepath={str(tmp_path / 'alpha.blend')!r})  # the cache goes beside it
+        ed = sc.sequence_editor_create()
+        bg = compat.strips(ed).new_effect("bg", 'COLOR', 1, 1, frame_end=4)
+        bg.color = (0.0, 0.0, 1.0)
+        s = compat.new_image_strip(ed, "seq", {str(seq / 'a_000.png')!r}, 2, 1)
+        for f in ("a_001.png", "a_002.png"):
+            s.elements.append(f)
+        s.blend_type = 'ALPHA_OVER'
+        e = vst.add_effect(sc, s, styles=[{str(media['style_a'])!r}])
+        vst.bake(e)
+        sc.render.filepath = {str(tmp_path / 'render.png')!r}
+        sc.frame_set(2)
+        bpy.ops.render.render(write_still=True)
+        result(dict(baked=os.path.join(bpy.path.abspath(e.directory), e.elements[1].filename)))
+    """, bl_env, tmp_path).check()
+    assert r.result["baked"].startswith(str(tmp_path))
+    baked = cv2.imread(r.result["baked"], cv2.IMREAD_UNCHANGED)
+    assert baked.shape == (36, 64, 4)
+    np.testing.assert_array_equal(baked[..., 3], alpha)
+    shown = cv2.imread(str(tmp_path / "render.png"), cv2.IMREAD_COLOR)
+    opaque = alpha == 255
+    assert np.all(shown[~opaque] == (255, 0, 0))  # the blue colour strip below (BGR)
+    np.testing.assert_array_equal(shown[opaque], baked[..., :3][opaque])
