@@ -631,13 +631,19 @@ def test_tiled_local_mode_and_odd_sizes(engine, two_styles, make_frame, small_ti
     assert engine.stylize(frame, feats).shape == (75, 101, 3)
 
 
-def test_tiled_analysis_close_to_untiled(engine, two_styles, big_frame, small_tiles):
+def analysed_whole_and_tiled(engine, styles, frame, small_tiles):
+    """Features of `frame` analysed whole and in small tiles, the untiled render with the whole
+    ones, and the change a switch of style makes to it (the scale of a visible difference)."""
     small_tiles(False)
-    whole = engine.analyze([big_frame], two_styles)
-    ref = engine.stylize(big_frame, whole)
-    style_gap = mad(engine.stylize(big_frame, whole, [1, 0]), engine.stylize(big_frame, whole, [0, 1]))
+    whole = engine.analyze([frame], styles)
+    ref = engine.stylize(frame, whole)
+    style_gap = mad(engine.stylize(frame, whole, [1, 0]), engine.stylize(frame, whole, [0, 1]))
     small_tiles(True)
-    tiled = engine.analyze([big_frame], two_styles)
+    return whole, engine.analyze([frame], styles), ref, style_gap
+
+
+def test_tiled_analysis_close_to_untiled(engine, two_styles, big_frame, small_tiles):
+    whole, tiled, ref, style_gap = analysed_whole_and_tiled(engine, two_styles, big_frame, small_tiles)
     assert tiled.extra["frames_analysed"] == 1
     for name in ("norm_mean", "norm_std", "norm_min", "norm_max", "content_desc"):
         for a, b in zip(getattr(whole, name), getattr(tiled, name)):
@@ -803,12 +809,7 @@ def test_frames_styles_and_tiles_below_two_pooling_cells(engine, two_styles, mak
 
     # A frame whose analysis partition ends in a 4-px column of tiles.
     frame = make_frame(4, TILE + 4, 40)
-    small_tiles(False)
-    whole = engine.analyze([frame], two_styles)
-    ref = engine.stylize(frame, whole)
-    style_gap = mad(engine.stylize(frame, whole, [1, 0]), engine.stylize(frame, whole, [0, 1]))
-    small_tiles(True)
-    tiled = engine.analyze([frame], two_styles)
+    whole, tiled, ref, style_gap = analysed_whole_and_tiled(engine, two_styles, frame, small_tiles)
     for a, b in zip(whole.norm_mean + whole.norm_std, tiled.norm_mean + tiled.norm_std):
         assert torch.isfinite(b).all() and float((a - b).abs().max()) < 0.5 * float(a.abs().max()) + 0.5
     small_tiles(False)

@@ -41,6 +41,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 
+from .atomic import atomic_write_bytes
 from .engine import process_size, resize_frame
 from .errors import VstError
 from .flow import MIN_FLOW_SIDE, dis_flow, in_frame, occlusion_mask, warp
@@ -420,12 +421,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise VstError("--max-frames must be at least 2")
     if args.vgg_frames is not None and args.vgg_frames < 1:
         raise VstError("--vgg-frames must be at least 1")
+    if args.json and not Path(args.json).resolve().parent.is_dir():  # before minutes of work, not after
+        raise VstError(f"output folder does not exist: {Path(args.json).parent} (for {args.json})")
     result = evaluate(args.input, args.stylized, args.style, intervals, args.max_frames, args.max_side,
                       args.vgg_frames, args.device)
     print(format_table(result))
     if args.json:
         try:
-            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+            atomic_write_bytes(Path(args.json), (json.dumps(result, indent=2) + "\n").encode())
         except OSError as exc:
             raise VstError(f"cannot write {args.json}: {exc.strerror or exc}") from None
         print(f"results -> {args.json}")
