@@ -272,9 +272,11 @@ def test_video_sink_round_trip(tmp_path, ext, max_err):
 def test_video_sink_odd_size(tmp_path):
     frames = gradient_frames(3, 63, 47)
     with open_sink(tmp_path / "odd.mp4", 25, 63, 47) as sink:  # x264 4:2:0: padded by 1 px
+        assert sink.encoded_size == (64, 48)  # what the CLI reports
         for i, f in enumerate(frames):
             sink.write(i, f)
     with open_sink(tmp_path / "odd.webm", 25, 63, 47) as sink:  # VP9 keeps the odd size
+        assert sink.encoded_size == (63, 47)
         for i, f in enumerate(frames):
             sink.write(i, f)
     with open_source(tmp_path / "odd.mp4") as src:

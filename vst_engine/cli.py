@@ -159,6 +159,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                 frames.close()
                 bar.close()
     label = "" if engine.trained else " (UNTRAINED model)"
+    if sink.encoded_size != size:
+        label += f" (encoded at {sink.encoded_size[0]}x{sink.encoded_size[1]}, last row or column repeated: the " \
+                 f"codec needs even sizes)"
     print(f"stylized frames {start}:{end} at {size[0]}x{size[1]} -> {args.output}{label}")
     return 0
 

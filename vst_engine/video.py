@@ -380,6 +380,7 @@ class FrameSink:
 
     def __init__(self, path: Path, fps: float, width: int, height: int) -> None:
         self.path, self.fps, self.width, self.height = path, fps, width, height
+        self.encoded_size = (width, height)  # what the file holds (codecs may need even sizes)
 
     def _check_frame(self, rgb: np.ndarray) -> None:
         if rgb.dtype != np.uint8 or rgb.shape != (self.height, self.width, 3):
@@ -445,6 +446,7 @@ class _VideoSink(FrameSink):
                            f"(tried {', '.join(encoders)})")
         # Odd sizes: replicate the last row/column (1 px) rather than pad with black.
         self._pad = (height % 2, width % 2) if codec in _NEEDS_EVEN else (0, 0)
+        self.encoded_size = (width + self._pad[1], height + self._pad[0])
         # Hidden temporaries next to the output (same filesystem, so os.replace is atomic).
         self._tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
         self._video_tmp = path.with_name(f".{path.stem}.partial-video{path.suffix}")
