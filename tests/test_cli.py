@@ -266,6 +266,8 @@ def bad_runs(cli_env, tiny_clip, style_paths, tmp_path_factory):
         "negative-weights-space": [tiny_clip, *two, "--weights", "-1,2"],
         "batch-zero": [tiny_clip, *two, "--batch", "0"],
         "mixed-sizes": [d / "mixed", *two],
+        "style-is-folder": [tiny_clip, "-s", d / "empty"],
+        "features-is-folder": [tiny_clip, *two, "--features", d / "empty"],
     }
     folder_outputs = {"empty-folder", "strength", "weights-count", "mixed-sizes"}  # PNG-folder outputs for these
     plan = {}
@@ -295,7 +297,8 @@ def bad_runs(cli_env, tiny_clip, style_paths, tmp_path_factory):
 
 CLEAN_CASES = ["missing-input", "text-as-video", "style-not-image", "missing-style", "empty-folder",
                "frames-outside", "output-dir-missing", "negative-weights", "weights-count", "strength",
-               "features-other-style", "broken-weights-json", "batch-zero", "mixed-sizes"]
+               "features-other-style", "broken-weights-json", "batch-zero", "mixed-sizes",
+               "style-is-folder", "features-is-folder"]
 
 
 @pytest.mark.parametrize("case", CLEAN_CASES)
@@ -328,6 +331,7 @@ def test_error_messages_name_the_problem(bad_runs):
         "weights-count": "3 value(s) for 2 style(s)", "strength": "strength",
         "features-other-style": "other styles", "broken-weights-json": "cannot read weights file",
         "batch-zero": "--batch must be at least 1", "mixed-sizes": "but the sequence is 64x48",
+        "style-is-folder": "is a folder, not an image", "features-is-folder": "is a folder, not a global features file",
     }
     for case, text in expect.items():
         assert text in visible_lines(bad_runs[case][0].stderr)[-1], case

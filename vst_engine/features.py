@@ -125,6 +125,8 @@ class GlobalFeatures:
     @classmethod
     def load(cls, path: str | Path) -> "GlobalFeatures":
         path = Path(path)
+        if path.is_dir():
+            raise VstError(f"{path} is a folder, not a global features file")
         if not path.is_file():
             raise VstError(f"global features file not found: {path}")
         try:

@@ -61,6 +61,8 @@ class WeightKeys:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise VstError(f"weights file not found: {path}") from None
+        except IsADirectoryError:
+            raise VstError(f"{path} is a folder, not a weights file") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise VstError(f"cannot read weights file {path}: {exc}") from None
         strength = None

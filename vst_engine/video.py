@@ -135,6 +135,8 @@ def is_folder_output(path: str | Path) -> bool:
 def read_image(path: str | Path) -> np.ndarray:
     """Read any OpenCV-supported image as RGB uint8 (alpha dropped, 16-bit reduced)."""
     path = Path(path)
+    if path.is_dir():
+        raise VstError(f"{path} is a folder, not an image")
     if not path.is_file():
         raise VstError(f"image not found: {path}")
     try:
