@@ -421,8 +421,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise VstError("--max-frames must be at least 2")
     if args.vgg_frames is not None and args.vgg_frames < 1:
         raise VstError("--vgg-frames must be at least 1")
-    if args.json and not Path(args.json).resolve().parent.is_dir():  # before minutes of work, not after
-        raise VstError(f"output folder does not exist: {Path(args.json).parent} (for {args.json})")
+    if args.json:  # before minutes of work, not after
+        from .video import check_writable_dir
+        check_writable_dir(Path(args.json).resolve().parent, Path(args.json))
     result = evaluate(args.input, args.stylized, args.style, intervals, args.max_frames, args.max_side,
                       args.vgg_frames, args.device)
     print(format_table(result))

@@ -571,7 +571,8 @@ class _VideoSink(FrameSink):
         self._video_tmp.unlink(missing_ok=True)
 
 
-def _check_writable_dir(folder: Path, target: Path) -> None:
+def check_writable_dir(folder: Path, target: Path) -> None:
+    """Fail with one line unless `folder` exists and a file can be created in it (for `target`)."""
     if not folder.is_dir():
         raise VstError(f"output folder does not exist: {folder} (for {target})")
     try:  # actually try: os.access is wrong for root, ACLs and read-only mounts
@@ -600,11 +601,11 @@ def open_sink(path: str | Path, fps: float, width: int, height: int,
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise VstError(f"cannot create output folder {path}: {exc.strerror or exc}") from None
-        _check_writable_dir(path, path)
+        check_writable_dir(path, path)
         return _FolderSink(path, fps, width, height, created)
     if path.suffix.lower() not in _CONTAINERS:
         raise VstError(f"unsupported output extension {path.suffix or '(none)'!r} for {path}: use "
                        f"{', '.join(SUPPORTED_VIDEO_EXTS)} or a folder path ending in '/'")
-    _check_writable_dir(path.parent, path)
+    check_writable_dir(path.parent, path)
     return _VideoSink(path, fps, width, height,
                       Path(audio_from) if audio_from is not None else None, start_time)

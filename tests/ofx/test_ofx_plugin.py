@@ -79,7 +79,11 @@ def expected(engine, clip_rgb, styles, times, *, as_float=False, consistency=Tru
 
 
 def new_instance(host, clip_rgb, styles, dtype=np.uint8, **kw):
-    frames = {t: to_rgba(f, dtype) for t, f in enumerate(clip_rgb)}
+    return keyed_instance(host, {t: to_rgba(f, dtype) for t, f in enumerate(clip_rgb)}, styles, **kw)
+
+
+def keyed_instance(host, frames, styles, **kw):
+    """An instance on these RGBA frames with the test's strength and weight keys."""
     inst = setup(host, frames, styles, **kw)
     inst.set_value("strength", STRENGTH)
     for name, keys in WEIGHT_KEYS.items():
@@ -259,11 +263,8 @@ def test_premultiplied_source_is_stylized_unpremultiplied(host, use_service, eng
             pre = rgb.astype(np.float32) / np.float32(255) * a
             straight.append(np.where(a > 0, pre / np.where(a > 0, a, 1), pre).astype(np.float32))
             frames[t] = np.concatenate([pre, a], axis=-1).astype(np.float32)
-    inst = setup(host, frames, styles)
+    inst = keyed_instance(host, frames, styles)
     inst.source.premult = "OfxImageAlphaPremultiplied"
-    inst.set_value("strength", STRENGTH)
-    for name, keys in WEIGHT_KEYS.items():
-        inst.set_keys(name, {float(k): v for k, v in keys.items()})
     assert inst.user_edit("analyze") == OK, host.messages
     style_set = engine.load_styles(styles)
     feats = engine.analyze([straight[i] for i in PLAN], style_set)
