@@ -44,13 +44,31 @@ def test_defaults_full_and_quick(tmp_path):
 @pytest.mark.parametrize("argv", [
     ["--clips", "nope"], ["--clips", "vtest,vtest"], ["--styles", "no_such_style"], ["--frames", "1"],
     ["--max-side", "16"], ["--vgg-frames", "0"], ["--sizes", "640"], ["--sizes", ","], ["--speed-frames", "0"],
-    ["--threads", "0"], ["--device", "tpu"], ["--skip-quality", "--skip-speed"], ["--peak-tflops", "-1"],
+    ["--threads", "0"], ["--device", "tpu"], ["--skip-quality", "--skip-speed", "--skip-sintel"],
+    ["--peak-tflops", "-1"], ["--sintel-max-side", "16"], ["--sintel", "/nonexistent/sintel"],
 ])
 def test_invalid_arguments_exit_with_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         bench.parse_args(argv)
     assert exc.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_sintel_table_is_optional_unless_asked_for(tmp_path, monkeypatch):
+    """Without the test data the true-flow table is left out with a note; a --sintel folder given
+    without it is an error (test above); quick runs take one small render."""
+    from vst_engine import sintel
+    monkeypatch.setattr(sintel, "DEFAULT_ROOT", tmp_path / "none")
+    args = bench.parse_args(["--skip-quality", "--skip-speed"])
+    assert "not found" in args.sintel_note and str(tmp_path / "none") in args.sintel_note
+    assert bench.parse_args(["--skip-sintel"]).sintel_note.startswith("not requested")
+    monkeypatch.undo()
+    if not sintel.available(sintel.DEFAULT_ROOT):
+        pytest.skip("MPI Sintel ground truth not found")
+    full, quick = bench.parse_args([]), bench.parse_args(["--quick"])
+    assert full.sintel_note == "" and full.sintel_max_side is None
+    assert len(full.sintel_scenes) * len(full.sintel_passes) == 6
+    assert (quick.sintel_scenes, quick.sintel_passes, quick.sintel_max_side) == (["alley_1"], ["clean"], 128)
 
 
 def test_a_style_may_be_an_image_path(tmp_path):
@@ -179,6 +197,10 @@ def fake_results() -> dict:
                                                 "bundled", {"frames": 132}))],
            "styles": [{"name": "starry_night", "held_out": True, "source": "s", "licence": "public domain"},
                       {"name": "night_cafe", "held_out": False, "source": "s", "licence": "public domain"}]}
+    scenes = [{"clip": f"alley_1 ({p})", "scene": "alley_1", "pass": p, "size": [1024, 436], "reliable": 0.97,
+               "runs": [_run("input", None, {1: 0.01}, coverage={"1": 0.8}), _run("ours", "starry_night", {1: t}),
+                        _run("ours_noglobal", "starry_night", {1: 2 * t})]} for p, t in (("clean", 0.02), ("final", 0.04))]
+    res["sintel"] = bench.summarize({"clips": scenes}, res["status"])
     res["targets"] = bench.targets_table(res)
     return res
 
@@ -219,8 +241,20 @@ def test_report_renders_every_section():
     for part in ("# Benchmarks", "## Environment", "Test CPU", "training step **1000** of 10000",
                  "## Targets", "## Quality: the paper's table", "not available (model not trained yet)",
                  "## Speed and memory", "failed: killed", "## Clips and styles", "CC-BY 3.0",
-                 "no (training style)", "## Notes", "a note", "## Settings"):
+                 "no (training style)", "## Notes", "a note", "## Settings",
+                 "## Consistency with true optical flow (MPI Sintel)", "frames 1 to 4 at 1024x436"):
         assert part in md, part
+
+
+def test_sintel_table_shows_each_render_and_the_mean():
+    lines = "\n".join(bench.sintel_section(fake_results()["sintel"], 2)).splitlines()
+    table = {ln.split(" | ")[0].strip("| "): ln.strip("|").split(" | ") for ln in lines if ln.startswith("| ")}
+    assert table["method"][1:4] == ["alley_1 (clean)", "alley_1 (final)", "mean"]
+    assert table["ours (default model, global features)"][1:4] == ["0.0200", "0.0400", "0.0300"]
+    assert table["ours, --no-global"][1:4] == ["0.0400", "0.0800", "0.0600"]
+    assert table["baseline model (no L_t), global features"][1] == "not available (model not trained yet)"
+    assert any("ours 0.500" in ln for ln in lines)  # global over per-frame statistics
+    assert any("(97% on average)" in ln and "(80% of all pixels remain)" in ln for ln in lines)
 
 
 def test_write_report_is_atomic_and_complete(tmp_path):
@@ -310,6 +344,12 @@ def test_quick_bench_end_to_end(tmp_path):
     methods = {r["method"] for c in data["quality"]["clips"] for r in c["runs"]}
     assert {"ours", "ours_noglobal", "input"} <= methods
     assert any(r.get("what") == "stylize" and "fps" in r for r in data["speed"]["rows"])
+    from vst_engine import sintel
+    if sintel.available(sintel.DEFAULT_ROOT):
+        (scene,) = data["sintel"]["clips"]
+        assert scene["size"] == [128, 54] and {"ours", "ours_noglobal", "input"} <= {r["method"] for r in scene["runs"]}
+        assert 0 < data["sintel"]["aggregate"]["ours"]["temporal"]["1"] < 0.2
+        assert "## Consistency with true optical flow (MPI Sintel)" in md
     for key in ("ours", "ours_noglobal"):
         assert all(v is None or v >= 0 for v in data["quality"]["aggregate"][key]["temporal"].values())
 

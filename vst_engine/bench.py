@@ -22,6 +22,10 @@ Temporal loss (vst_engine.evaluate, DIS flow of the input with occlusion and pho
 computed once per clip and shared by all methods) at intervals 1, 2, 4, 8, 16, and the style and
 content losses (Eqs. 7 and 8) on evenly spaced frames.
 
+MPI Sintel (the project's test data, when present): the same methods on three scenes' frames 1-4,
+clean and final passes, the temporal loss of frames 2 -> 3 measured with the TRUE flow and
+occlusions, as in the paper.
+
 Speed: every (method, size) runs in a fresh subprocess, so the peak RSS (VmHWM; ru_maxrss elsewhere) is
 that configuration's; one warm-up frame, then a few timed frames. On CUDA also the peak of
 torch.cuda.max_memory_allocated and the achieved multiply-adds per second against the device's
@@ -190,8 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", default="default", help="our model (default: default)")
     ap.add_argument("--peer-python", default=None, help=f"python of the peer's venv (default {DEFAULT_PEER_PYTHON})")
     ap.add_argument("--no-peer", action="store_true", help="leave the peer out")
-    ap.add_argument("--skip-quality", action="store_true", help="speed only")
-    ap.add_argument("--skip-speed", action="store_true", help="quality table only")
+    ap.add_argument("--skip-quality", action="store_true", help="leave the clips' quality table out")
+    ap.add_argument("--skip-speed", action="store_true", help="quality tables only")
+    ap.add_argument("--sintel", default=None, help="MPI Sintel ground-truth samples for the true-flow table (default "
+                    "../shared/data/sintel_gt beside the repository; left out with a note when absent)")
+    ap.add_argument("--sintel-max-side", type=int, default=None, help="processing size of the Sintel table "
+                    "(default: the original 1024x436; 128 with --quick)")
+    ap.add_argument("--skip-sintel", action="store_true", help="leave the true-flow (MPI Sintel) table out")
     ap.add_argument("--compile-timeout", type=float, default=240, help="seconds allowed for the torch.compile "
                     "throughput run on CUDA (0 skips it)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="GPU dense fp16 tensor peak (TFLOPS) if not known")
@@ -239,8 +248,9 @@ def validate(args: argparse.Namespace) -> argparse.Namespace:
         raise VstError("--threads must be at least 1")
     if args.device not in ("cpu", "cuda", "auto"):
         raise VstError(f"--device must be cpu, cuda or auto, got {args.device!r}")
-    if args.skip_quality and args.skip_speed:
-        raise VstError("--skip-quality and --skip-speed leave nothing to measure")
+    if args.skip_quality and args.skip_speed and args.skip_sintel:
+        raise VstError("--skip-quality, --skip-speed and --skip-sintel leave nothing to measure")
+    validate_sintel(args)
     if args.compile_timeout < 0:
         raise VstError("--compile-timeout must not be negative")
     if args.peak_tflops is not None and not args.peak_tflops > 0:
@@ -249,6 +259,28 @@ def validate(args: argparse.Namespace) -> argparse.Namespace:
     args.cache = Path(args.cache)
     args.peer_python = Path(args.peer_python) if args.peer_python else DEFAULT_PEER_PYTHON
     return args
+
+
+def validate_sintel(args: argparse.Namespace) -> None:
+    """Where the true-flow table's data is, which scenes, and at what size (None: no table)."""
+    from . import sintel
+    args.sintel_scenes = ["alley_1"] if args.quick else list(sintel.SCENES)
+    args.sintel_passes = ["clean"] if args.quick else list(sintel.PASSES)
+    if args.sintel_max_side is None:
+        args.sintel_max_side = 128 if args.quick else None
+    elif args.sintel_max_side < 32:
+        raise VstError("--sintel-max-side must be at least 32")
+    given = args.sintel is not None
+    args.sintel = Path(args.sintel) if given else sintel.DEFAULT_ROOT
+    if args.skip_sintel:
+        args.sintel_note = "not requested (--skip-sintel)"
+    elif not all(sintel.available(args.sintel, p, n) for p in args.sintel_passes for n in args.sintel_scenes):
+        if given:
+            raise VstError(f"--sintel {args.sintel}: MPI Sintel ground truth not found (expected "
+                           f"{'/'.join(args.sintel_passes)} x {', '.join(args.sintel_scenes)} with gt/frame_0002.flo)")
+        args.sintel_note = f"not measured: MPI Sintel ground truth not found at {args.sintel}"
+    else:
+        args.sintel_note = ""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -454,10 +486,11 @@ def vgg_picks(count: int, k: int) -> list[int]:
 
 
 def measure(inputs: np.ndarray, outputs: np.ndarray, flows, intervals: Sequence[int], style_path: Path | None,
-            vgg_frames: int, encoder=None) -> dict:
-    """Temporal loss per interval (shared flows) and style / content losses of one stylized excerpt."""
+            vgg_frames: int, encoder=None, masks=None) -> dict:
+    """Temporal loss per interval (shared flows, optional masks of reliable pixels) and style /
+    content losses of one stylized excerpt."""
     from .evaluate import FeatureLosses, temporal_stats
-    stats = temporal_stats(zip(inputs, outputs), intervals, flows=flows)
+    stats = temporal_stats(zip(inputs, outputs), intervals, flows=flows, masks=masks)
     res = {"temporal": {str(i): stats[i]["loss"] for i in intervals},
            "coverage": {str(i): stats[i]["coverage"] for i in intervals}}
     if style_path is not None:
@@ -468,8 +501,10 @@ def measure(inputs: np.ndarray, outputs: np.ndarray, flows, intervals: Sequence[
     return res
 
 
-def run_ours(engine, frames: np.ndarray, style: StyleSpec, use_global: bool) -> tuple[np.ndarray, dict]:
-    """Stylize an excerpt; returns the frames and the time of the analysis and stylization passes."""
+def run_ours(engine, frames: np.ndarray, style: StyleSpec, use_global: bool,
+             shown: slice = slice(None)) -> tuple[np.ndarray, dict]:
+    """Stylize `frames[shown]` of an excerpt (analysed whole); returns the stylized frames and the
+    time of the analysis and stylization passes."""
     from .features import sample_indices
     styles = engine.load_styles([style.path])
     t0 = time.perf_counter()
@@ -480,7 +515,7 @@ def run_ours(engine, frames: np.ndarray, style: StyleSpec, use_global: bool) -> 
         plan = engine.analyze((frames[i] for i in picks), styles, interval=ANALYSIS_INTERVAL, sampled=picks,
                               frame_range=(0, len(frames)))
     t1 = time.perf_counter()
-    out = np.stack([engine.stylize(f, plan) for f in frames])
+    out = np.stack([engine.stylize(f, plan) for f in frames[shown]])
     t2 = time.perf_counter()
     return out, {"analysis_s": t1 - t0, "stylize_s": t2 - t1, "analysed_frames": len(picks)}
 
@@ -519,16 +554,49 @@ def method_rows() -> list[tuple[str, str]]:
             ("input", "input clip, unstylized (metric floor)")]
 
 
-def quality(args, clips: list[dict], styles: list[StyleSpec], status: dict) -> dict:
-    """The per-clip, per-style measurements of every available method."""
+def method_runs(args, label: str, frames: np.ndarray, engines: dict, styles: list[StyleSpec], status: dict,
+                score: Callable[[np.ndarray, Path | None], dict], shown: slice = slice(None)) -> list[dict]:
+    """Every method's runs on one clip: the unstylized input, the peer, and each engine with and
+    without global features. Methods stylize `frames[shown]` (ours analyse all `frames`), and
+    `score(outputs, style_path)` measures them (style_path None for the input)."""
     import torch
+    runs = [{"method": "input", "style": None, **score(frames[shown], None)}]
+    peer_outs: list[np.ndarray] = []
+    if status["peer"]["available"]:
+        with tempfile.TemporaryDirectory(prefix="vst-bench-peer-") as td:
+            log(f"{label}: peer")
+            try:
+                peer_outs, peer_time = run_peer(args.peer_python, frames[shown], styles, args.threads, Path(td))
+            except VstError as exc:
+                status["peer"].update(available=False, reason=str(exc))
+                log(f"peer failed: {exc}")
+    for k, style in enumerate(styles):
+        for key, eng in engines.items():
+            for use_global in (True, False):
+                method = key if use_global else f"{key}_noglobal"
+                log(f"{label} style {style.name}: {method}")
+                with torch.no_grad():
+                    out, times = run_ours(eng, frames, style, use_global, shown)
+                runs.append({"method": method, "style": style.name, **times, **score(out, style.path)})
+        if peer_outs:
+            runs.append({"method": "peer", "style": style.name, "stylize_s": peer_time["stylize_s"][k],
+                         **score(peer_outs[k], style.path)})
+    return runs
 
+
+def _engines(args, status: dict) -> dict:
     from .engine import Engine
-    from .evaluate import _encoder
-    intervals = [i for i in INTERVALS if i < args.frames]
     engines = {"ours": Engine(model=args.model, device="cpu")}
     if status["baseline"]["available"]:
         engines["baseline"] = Engine(model="baseline", device="cpu")
+    return engines
+
+
+def quality(args, clips: list[dict], styles: list[StyleSpec], status: dict) -> dict:
+    """The per-clip, per-style measurements of every available method."""
+    from .evaluate import _encoder
+    intervals = [i for i in INTERVALS if i < args.frames]
+    engines = _engines(args, status)
     encoder = _encoder("cpu")
     results = []
     for clip in clips:
@@ -537,33 +605,50 @@ def quality(args, clips: list[dict], styles: list[StyleSpec], status: dict) -> d
         h, w = frames.shape[1:3]
         log(f"clip {clip['name']}: {len(frames)} frames at {w}x{h}; flows")
         flows = clip_flows(frames, intervals)
-        entry = {"clip": clip["name"], "size": [w, h], "frames": len(frames), "runs": []}
-        inp = measure(frames, frames, flows, intervals, None, 0)
-        entry["runs"].append({"method": "input", "style": None, **inp})
-        peer_outs: list[np.ndarray] = []
-        if status["peer"]["available"]:
-            with tempfile.TemporaryDirectory(prefix="vst-bench-peer-") as td:
-                log(f"clip {clip['name']}: peer")
-                try:
-                    peer_outs, peer_time = run_peer(args.peer_python, frames, styles, args.threads, Path(td))
-                except VstError as exc:
-                    status["peer"].update(available=False, reason=str(exc))
-                    log(f"peer failed: {exc}")
-        for k, style in enumerate(styles):
-            for key, eng in engines.items():
-                for use_global in (True, False):
-                    method = key if use_global else f"{key}_noglobal"
-                    log(f"clip {clip['name']} style {style.name}: {method}")
-                    with torch.no_grad():
-                        out, times = run_ours(eng, frames, style, use_global)
-                    m = measure(frames, out, flows, intervals, style.path, args.vgg_frames, encoder)
-                    entry["runs"].append({"method": method, "style": style.name, **times, **m})
-            if peer_outs:
-                m = measure(frames, peer_outs[k], flows, intervals, style.path, args.vgg_frames, encoder)
-                entry["runs"].append({"method": "peer", "style": style.name, "stylize_s": peer_time["stylize_s"][k],
-                                      **m})
-        results.append(entry)
+
+        def score(out: np.ndarray, style: Path | None) -> dict:
+            return measure(frames, out, flows, intervals, style, args.vgg_frames if style else 0, encoder)
+        runs = method_runs(args, f"clip {clip['name']}", frames, engines, styles, status, score)
+        results.append({"clip": clip["name"], "size": [w, h], "frames": len(frames), "runs": runs})
     return {"intervals": intervals, "clips": results}
+
+
+def sintel_quality(args, styles: list[StyleSpec], status: dict) -> dict:
+    """The paper's protocol on MPI Sintel: each method stylizes a scene's 4 frames (ours analyse
+    frames 1 and 4, every 8th plus the last), and the temporal loss of frames 2 -> 3 is measured
+    with the true flow over the pixels the ground truth marks visible and valid."""
+    from . import sintel
+    from .evaluate import _encoder
+    engines = _engines(args, status)
+    encoder = _encoder("cpu")
+    results = []
+    for render_pass in args.sintel_passes:
+        for name in args.sintel_scenes:
+            sc = sintel.load_scene(args.sintel, render_pass, name, args.sintel_max_side)
+            pair = sc.frames[1:3]
+            flows, masks = {(0, 1): sc.flow}, {(0, 1): sc.reliable}
+
+            def score(out: np.ndarray, style: Path | None) -> dict:
+                return measure(pair, out, flows, (1,), style, len(pair) if style else 0, encoder, masks)
+            runs = method_runs(args, f"sintel {render_pass}/{name}", sc.frames, engines, styles, status, score,
+                               shown=slice(1, 3))
+            h, w = pair.shape[1:3]
+            results.append({"clip": f"{name} ({render_pass})", "scene": name, "pass": render_pass, "size": [w, h],
+                            "reliable": float(sc.reliable.mean()), "runs": runs})
+    return {"clips": results}
+
+
+def summarize(q: dict, status: dict) -> dict:
+    """Add the table's rows: labels, means per method, and why absent methods are absent."""
+    q.setdefault("intervals", [1])
+    labels = method_rows()
+    q["labels"] = labels
+    q["aggregate"] = {key: aggregate(q["clips"], key, q["intervals"]) for key, _ in labels}
+    q["present"] = [key for key, _ in labels if q["aggregate"][key] is not None]
+    q["unavailable"] = {"baseline": status["baseline"].get("reason", ""),
+                        "baseline_noglobal": status["baseline"].get("reason", ""),
+                        "peer": status["peer"].get("reason", "")}
+    return q
 
 
 def aggregate(clip_results: Sequence[dict], method: str, intervals: Sequence[int]) -> dict | None:
@@ -1123,6 +1208,9 @@ def render_report(res: dict) -> str:
                   f"the clip's total time on average ({q['overhead']['analysed']} of {args['frames']} frames "
                   "analysed; a short excerpt analyses relatively more frames than a long clip).", ""]
 
+    if res.get("sintel"):
+        L += sintel_section(res["sintel"], len(res["styles"]))
+
     s = res.get("speed")
     if s:
         L += ["## Speed and memory", "",
@@ -1190,18 +1278,56 @@ def render_report(res: dict) -> str:
                   "analysis includes the clip's own colours (second to last column). The hosts add them to a "
                   "full-strength analysis once a strength below 1 is keyed, analysing only them (last column: both "
                   "passes together).", ""]
-    L += ["## Clips and styles", "",
-          markdown_table(["clip", "source", "file in package", "licence", "excerpt"],
-                         [[c["name"], c["source"], f"`{c['member']}`", c["licence"],
-                           f"frames {c['excerpt_start']}.. of {c.get('frames', '?')}, {c['description']}"]
-                          for c in res.get("clips", [])]), "",
-          markdown_table(["style", "held out from training", "source", "licence"],
+    L += ["## Clips and styles", ""]
+    if res.get("clips"):
+        L += [markdown_table(["clip", "source", "file in package", "licence", "excerpt"],
+                             [[c["name"], c["source"], f"`{c['member']}`", c["licence"],
+                               f"frames {c['excerpt_start']}.. of {c.get('frames', '?')}, {c['description']}"]
+                              for c in res["clips"]]), ""]
+    if res.get("sintel"):
+        L += ["MPI Sintel (Butler, Wulff, Stanley, Black, ECCV 2012; images (c) Blender Foundation, CC-BY 3.0): "
+              f"scenes {', '.join(sorted({c['scene'] for c in res['sintel']['clips']}))} with their true flow, from "
+              "the project's test data "
+              "(`../shared/data/sintel_gt`); measured only, not shipped.", ""]
+    L += [markdown_table(["style", "held out from training", "source", "licence"],
                          [[st["name"], {True: "yes", False: "no (training style)", None: "unknown"}[st["held_out"]],
                            st["source"], st["licence"]] for st in res["styles"]]), ""]
     if res.get("notes"):
         L += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
     L += ["## Settings", "", "```", " ".join(res["argv"]) or "(defaults)", json.dumps(args, indent=1), "```", ""]
     return "\n".join(L)
+
+
+def sintel_section(sq: dict, styles: int) -> list[str]:
+    """The true-flow table: temporal loss of frames 2 -> 3 per scene and pass, means over styles."""
+    clips = sq["clips"]
+    w, h = clips[0]["size"]
+    reliable = np.mean([c["reliable"] for c in clips]) * 100
+    coverage = [r["coverage"]["1"] for c in clips for r in c["runs"] if r["method"] == "input"]
+    L = ["## Consistency with true optical flow (MPI Sintel)", "",
+         f"The paper's protocol on the project's MPI Sintel samples ({len(clips)} scene renders, frames 1 to 4 at "
+         f"{w}x{h}; {styles} styles). Each method stylizes the 4-frame clip; ours analyse frames 1 and 4 (every "
+         "8th plus the last). The temporal loss (Eq. 10, RMS on [0, 1]) of frames 2 -> 3 uses the true flow, over "
+         f"the pixels the ground truth marks visible and valid ({reliable:.0f}% on average) that also pass the "
+         f"photometric check ({np.mean(coverage) * 100:.0f}% of all pixels remain). Style and content losses on "
+         "frames 2 and 3. Columns: means over styles; lower is more consistent.", ""]
+    header = ["method", *[c["clip"] for c in clips], "mean", "style loss", "content loss"]
+    rows = []
+    for key, label in sq["labels"]:
+        a = sq["aggregate"].get(key)
+        if a is None:
+            rows.append([label, sq["unavailable"].get(key, "not measured"), *[""] * (len(clips) + 2)])
+            continue
+        per = [aggregate([c], key, [1]) for c in clips]
+        rows.append([label, *[_num(p["temporal"]["1"]) if p else "-" for p in per], _num(a["temporal"]["1"]),
+                     _num(a["style_loss"]), _num(a["content_loss"])])
+    L += [markdown_table(header, rows), ""]
+    ratios = [f"{key} {sq['aggregate'][key]['temporal']['1'] / sq['aggregate'][ref]['temporal']['1']:.3f}"
+              for key, ref in (("ours", "ours_noglobal"), ("baseline", "baseline_noglobal"))
+              if sq["aggregate"].get(key) and sq["aggregate"].get(ref)]
+    if ratios:
+        L += ["Global / --no-global temporal loss: " + ", ".join(ratios) + " (below 1: global features help).", ""]
+    return L
 
 
 def make_plots(res: dict, folder: Path) -> list[str]:
@@ -1382,14 +1508,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     if not args.skip_quality:
         clips = fetch_clips(args.clips, args.cache)
         res["clips"] = [{k: v for k, v in c.items() if k != "path"} for c in clips]
-        q = quality(args, clips, styles, status)
-        labels = method_rows()
-        q["labels"] = labels
-        q["aggregate"] = {key: aggregate(q["clips"], key, q["intervals"]) for key, _ in labels}
-        q["present"] = [key for key, _ in labels if q["aggregate"][key] is not None]
-        q["unavailable"] = {"baseline": status["baseline"].get("reason", ""),
-                            "baseline_noglobal": status["baseline"].get("reason", ""),
-                            "peer": status["peer"].get("reason", "")}
+        q = summarize(quality(args, clips, styles, status), status)
         runs = [r for c in q["clips"] for r in c["runs"] if r["method"] == "ours"]
         if runs:
             fr = [r["analysis_s"] / (r["analysis_s"] + r["stylize_s"]) for r in runs]
@@ -1397,6 +1516,11 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
         res["quality"] = q
     else:
         res["clips"] = []
+
+    if not args.skip_sintel and not args.sintel_note:
+        res["sintel"] = summarize(sintel_quality(args, styles, status), status)
+    elif not args.skip_sintel:
+        res["notes"].append(f"MPI Sintel table {args.sintel_note}")
 
     if not args.skip_speed:
         s = speed(args, status)
