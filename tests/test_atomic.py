@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vst_engine.atomic import atomic_open, atomic_write_bytes
+from vst_engine.atomic import atomic_open, atomic_write_bytes, atomic_write_text
 
 
 def test_atomic_open_leaves_no_partial_file(tmp_path: Path) -> None:
@@ -34,6 +34,13 @@ def test_atomic_open_success(tmp_path: Path) -> None:
         fh.write("{}")
     assert target.read_text() == "{}"
     assert [p.name for p in target.parent.iterdir()] == ["manifest.json"]
+
+
+def test_text_is_written_as_utf8_whole(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "report.md"
+    atomic_write_text(target, "Café – 1080p\n")
+    assert target.read_bytes() == "Café – 1080p\n".encode("utf-8")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["report.md"]
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])

@@ -24,7 +24,7 @@ from vst_engine.evaluate import (
     temporal_loss,
     temporal_stats,
 )
-from vst_engine.flow import dis_flow, in_frame, occlusion_mask, read_flo, warp, write_flo
+from vst_engine.flow import dis_flow, occlusion_mask, read_flo, warp, write_flo
 
 SCENES = sintel_data.SCENES
 

@@ -34,3 +34,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` whole (see `atomic_open`)."""
     with atomic_open(path, "wb") as fh:
         fh.write(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` whole, as UTF-8 (see `atomic_open`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -54,6 +54,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .atomic import atomic_write_text
 from .errors import VstError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -398,7 +399,6 @@ def format_manifest(entries: Sequence[dict]) -> str:
 
 def fetch_clips(names: Sequence[str], cache: Path) -> list[dict]:
     """Make sure the named clips are in `cache/clips/`; write the manifest; return its entries."""
-    from .atomic import atomic_write_bytes
     from .video import open_source
     cache = cache.resolve()
     clips_dir, dl = cache / "clips", cache / "dl"
@@ -431,8 +431,8 @@ def fetch_clips(names: Sequence[str], cache: Path) -> list[dict]:
             merged = {}
     merged.update({e["name"]: e for e in entries})
     ordered = [merged[k] for k in sorted(merged)]
-    atomic_write_bytes(old_path, (json.dumps(ordered, indent=2) + "\n").encode())
-    atomic_write_bytes(cache / "MANIFEST.md", format_manifest(ordered).encode())
+    atomic_write_text(old_path, json.dumps(ordered, indent=2) + "\n")
+    atomic_write_text(cache / "MANIFEST.md", format_manifest(ordered))
     return entries
 
 
@@ -1458,11 +1458,6 @@ def environment() -> dict:
             "numpy": np.__version__, "opencv": cv2.__version__, "platform": platform.platform()}
 
 
-def _write_text(path: Path, text: str) -> None:
-    from .atomic import atomic_write_bytes
-    atomic_write_bytes(path, text.encode())
-
-
 def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     import torch
 
@@ -1571,10 +1566,10 @@ def write_report(res: dict, out: Path) -> Path:
         if t.get("profile"):
             suffix = "_compile" if t.get("profile_mode") == "compile" else ""
             t["profile_file"] = f"profile_{t['device'].split(':')[0]}_{t['size'][0]}x{t['size'][1]}{suffix}.txt"
-            _write_text(folder / t["profile_file"], t["profile"] + "\n")
-    _write_text(folder / "results.json", json.dumps(res, indent=1, default=str) + "\n")
+            atomic_write_text(folder / t["profile_file"], t["profile"] + "\n")
+    atomic_write_text(folder / "results.json", json.dumps(res, indent=1, default=str) + "\n")
     report = out / "BENCHMARKS.md"
-    _write_text(report, render_report(res))
+    atomic_write_text(report, render_report(res))
     return report
 
 

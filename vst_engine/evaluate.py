@@ -41,7 +41,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_text
 from .engine import process_size, resize_frame
 from .errors import VstError
 from .flow import MIN_FLOW_SIDE, dis_flow, in_frame, occlusion_mask, warp
@@ -429,7 +429,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(format_table(result))
     if args.json:
         try:
-            atomic_write_bytes(Path(args.json), (json.dumps(result, indent=2) + "\n").encode())
+            atomic_write_text(Path(args.json), json.dumps(result, indent=2) + "\n")
         except OSError as exc:
             raise VstError(f"cannot write {args.json}: {exc.strerror or exc}") from None
         print(f"results -> {args.json}")

@@ -44,7 +44,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from vst_engine.atomic import atomic_open, atomic_write_bytes
+from vst_engine.atomic import atomic_open, atomic_write_bytes, atomic_write_text
 from vst_engine.train.qt_rcc import RccFile
 
 __all__ = [
@@ -104,10 +104,6 @@ _GCOMPRIS_SKIP_PAINTINGS = {"Michelangelo_Pieta"}
 # --------------------------------------------------------------------------------------
 # Atomic file writing
 # --------------------------------------------------------------------------------------
-def _write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def _write_npy(path: Path, array: np.ndarray) -> None:
     with atomic_open(path, "wb") as fh:
         np.save(fh, array, allow_pickle=False)
@@ -774,8 +770,8 @@ def assemble(out_dir: Path, download_dir: Path | None = None, progress: bool = T
         "skipped": skipped,
     }
     manifest = {"summary": summary, "entries": entries}
-    _write_text(out_dir / "MANIFEST.md", _markdown(manifest))
-    _write_text(manifest_path, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")  # written last: marks completion
+    atomic_write_text(out_dir / "MANIFEST.md", _markdown(manifest))
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")  # written last: marks completion
     log(f"done: {summary['counts']}")
     return manifest
 

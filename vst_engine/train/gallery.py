@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from ..features import sample_indices
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes, atomic_write_text
 
 PRESETS = Path(__file__).resolve().parents[2] / "blender_addon" / "video_style_transfer" / "presets"
 CLIPS = ("vtest", "bikes", "band", "bigbuckbunny")
@@ -94,5 +94,5 @@ def make_gallery(model: str, out_dir: Path, clips: Sequence[str] = CLIPS, styles
                                                     or [np.nan])),
                "ratio_mean": float(np.mean([c["style_loss_ratio"] for c in cells])),
                "cells_meeting_bar": sum(c["style_loss_ratio"] <= QUALITY_BAR for c in cells)}
-    atomic_write_bytes(out_dir / "gallery.json", (json.dumps(summary, indent=1) + "\n").encode())
+    atomic_write_text(out_dir / "gallery.json", json.dumps(summary, indent=1) + "\n")
     return summary
