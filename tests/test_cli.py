@@ -268,6 +268,7 @@ def bad_runs(cli_env, tiny_clip, style_paths, tmp_path_factory):
         "mixed-sizes": [d / "mixed", *two],
         "style-is-folder": [tiny_clip, "-s", d / "empty"],
         "features-is-folder": [tiny_clip, *two, "--features", d / "empty"],
+        "image-many-frames": [tiny_clip, *two],
     }
     folder_outputs = {"empty-folder", "strength", "weights-count", "mixed-sizes"}  # PNG-folder outputs for these
     plan = {}
@@ -276,7 +277,8 @@ def bad_runs(cli_env, tiny_clip, style_paths, tmp_path_factory):
             out = d / "no-such-dir" / "out.mp4"
         else:
             (d / f"out-{name}").mkdir()
-            out = d / f"out-{name}" / ("frames/" if name in folder_outputs else "out.mp4")
+            out = d / f"out-{name}" / ("frames/" if name in folder_outputs else
+                                       "still.png" if name == "image-many-frames" else "out.mp4")
         target = f"{out}/" if name in folder_outputs else out  # Path drops the trailing slash
         plan[name] = (["stylize", *args, "-o", target], Path(out))
 
@@ -298,7 +300,7 @@ def bad_runs(cli_env, tiny_clip, style_paths, tmp_path_factory):
 CLEAN_CASES = ["missing-input", "text-as-video", "style-not-image", "missing-style", "empty-folder",
                "frames-outside", "output-dir-missing", "negative-weights", "weights-count", "strength",
                "features-other-style", "broken-weights-json", "batch-zero", "mixed-sizes",
-               "style-is-folder", "features-is-folder"]
+               "style-is-folder", "features-is-folder", "image-many-frames"]
 
 
 @pytest.mark.parametrize("case", CLEAN_CASES)
@@ -332,6 +334,7 @@ def test_error_messages_name_the_problem(bad_runs):
         "features-other-style": "other styles", "broken-weights-json": "cannot read weights file",
         "batch-zero": "--batch must be at least 1", "mixed-sizes": "but the sequence is 64x48",
         "style-is-folder": "is a folder, not an image", "features-is-folder": "is a folder, not a global features file",
+        "image-many-frames": "an image output holds one frame, and frames 0:",
     }
     for case, text in expect.items():
         assert text in visible_lines(bad_runs[case][0].stderr)[-1], case
@@ -386,6 +389,31 @@ def test_alpha_of_an_image_sequence_is_kept_in_png_frames(cli_env, style_paths, 
     np.testing.assert_array_equal(cv2.imread(str(tmp_path / "out16" / "000000.png"), cv2.IMREAD_UNCHANGED)[..., 3], alpha)
     with open_source(tmp_path / "out.mp4") as video:  # video outputs stay opaque
         assert video.info.count == 3 and not video.info.has_alpha
+
+
+def test_one_frame_to_an_image_file(cli_env, tiny_clip, style_paths, tmp_path):
+    """One frame may be written as an image: PNG holds the pixels of the folder output's frame, JPEG
+    close to them; a transparent still keeps its alpha in PNG and WebP, not in JPEG."""
+    still = tmp_path / "still.png"
+    alpha = np.tile(np.linspace(0, 255, 64).round().astype(np.uint8), (48, 1))
+    cv2.imwrite(str(still), np.dstack([synth_frame(1)[..., ::-1], alpha]))
+    dots = style_paths["dots"]
+    runs = [["stylize", tiny_clip, "--frames", "2:3", "-s", dots, "-o", tmp_path / "f2.png"],
+            ["stylize", tiny_clip, "--frames", "2:3", "-s", dots, "-o", tmp_path / "f2.jpg"],
+            ["stylize", tiny_clip, "--frames", "2:3", "-s", dots, "-o", f"{tmp_path / 'frames'}/"],
+            ["stylize", still, "-s", dots, "-o", tmp_path / "styled.webp"],
+            ["stylize", still, "-s", dots, "-o", tmp_path / "styled.jpg"]]
+    for proc in vst_many(cli_env, runs):
+        ok(proc)
+    ref = read_image(tmp_path / "frames" / "000002.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "f2.png"), ref)
+    assert 0 < np.abs(read_image(tmp_path / "f2.jpg").astype(int) - ref).mean() < 4
+    webp = cv2.imread(str(tmp_path / "styled.webp"), cv2.IMREAD_UNCHANGED)
+    assert webp.shape == (48, 64, 4)
+    np.testing.assert_array_equal(webp[..., 3], alpha)
+    assert cv2.imread(str(tmp_path / "styled.jpg"), cv2.IMREAD_UNCHANGED).shape == (48, 64, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f2.jpg", "f2.png", "frames", "still.png",
+                                                          "styled.jpg", "styled.webp"]
 
 
 def test_output_that_is_an_input_is_refused(cli_env, tiny_clip, frame_folder, style_paths, tmp_path):

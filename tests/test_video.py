@@ -253,6 +253,26 @@ def test_folder_sink_frame_size_mismatch(tmp_path):
     assert list((tmp_path / "o").iterdir()) == []
 
 
+def test_image_sink_holds_one_frame_written_on_close(tmp_path):
+    frame = gradient_frames(1)[0]
+    out = tmp_path / "still.tif"
+    with open_sink(out, 25, W, H) as sink:
+        assert sink.keeps_alpha
+        sink.write(7, frame, np.full((H, W), 9, np.uint8))
+        assert not out.exists()  # appears whole on close
+        with pytest.raises(VstError, match="holds one frame"):
+            sink.write(8, frame)
+    rgba = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(rgba[..., 2::-1], frame) and (rgba[..., 3] == 9).all()
+    with pytest.raises(RuntimeError), open_sink(tmp_path / "aborted.png", 25, W, H) as sink:
+        sink.write(0, frame)
+        raise RuntimeError("the run failed")
+    with pytest.raises(VstError, match="no frame"), open_sink(tmp_path / "empty.bmp", 25, W, H):
+        pass
+    assert not open_sink(tmp_path / "x.jpg", 25, W, H).keeps_alpha
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["still.tif"]
+
+
 @pytest.mark.parametrize("ext, max_err", [(".mp4", 3), (".mkv", 3), (".avi", 4), (".webm", 4)])
 def test_video_sink_round_trip(tmp_path, ext, max_err):
     frames = gradient_frames(8)
