@@ -278,3 +278,45 @@ def test_evaluate_folders_and_cli(tmp_path, capsys):
     with pytest.raises(VstError, match="too small for optical flow"):
         evaluate(a, b, max_side=11)
     assert evaluate(a, b, max_frames=1, max_side=11)["size"] == [11, 8]  # no pair, no flow
+
+
+def test_eval_with_true_flow_and_occlusions(tmp_path, capsys):
+    """`vst eval --flow --occlusions` measures with the given flow (MPI Sintel's layout): the result
+    equals the library's measure with the true flow and occlusion mask, not DIS's."""
+    f2, f3, gt, occ, _ = sintel("clean", "alley_1")
+    gt_dir = sintel_data.scene_dir(sintel_data.DEFAULT_ROOT, "clean", "alley_1") / "gt"
+    frames = [(f * 255).round().astype(np.uint8) for f in (f2, f3)]
+    outs = [frames[0], np.clip(frames[1].astype(int) + 20, 0, 255).astype(np.uint8)]  # frame 3 flickers
+    a, b = _write_folder(tmp_path / "in", frames), _write_folder(tmp_path / "out", outs)
+    for folder, src in (("flow", gt_dir / "frame_0002.flo"), ("occ", gt_dir / "occlusions" / "frame_0002.png")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / src.name).write_bytes(src.read_bytes())
+    ap = argparse.ArgumentParser()
+    add_eval_parser(ap.add_subparsers())
+    args = ap.parse_args(["eval", str(a), str(b), "--flow", str(tmp_path / "flow"), "--occlusions",
+                          str(tmp_path / "occ"), "--json", str(tmp_path / "r.json")])
+    assert args.func(args) == 0
+    assert "true flow of the input" in capsys.readouterr().out
+    (got,) = json.loads((tmp_path / "r.json").read_text())["temporal"]  # consecutive frames only
+    expect = temporal_stats(zip(frames, outs), (1,), flows={(0, 1): gt}, masks={(0, 1): ~occ})[1]
+    assert got["interval"] == 1 and got["loss"] == pytest.approx(expect["loss"], rel=1e-6)
+    assert got["coverage"] == pytest.approx(expect["coverage"])
+    assert 0.06 < got["loss"] < 0.1  # 20 grey levels of flicker
+    dis = evaluate(a, b, intervals=(1,))["temporal"][0]
+    assert abs(dis["coverage"] - got["coverage"]) > 0.005
+    # Downscaled, the flow's vectors are scaled with the frames: the same flicker is measured.
+    small = evaluate(a, b, intervals=(1,), max_side=256, flow_dir=tmp_path / "flow",
+                     occlusion_dir=tmp_path / "occ")["temporal"][0]
+    assert small["loss"] == pytest.approx(got["loss"], rel=0.1) and small["coverage"] > 0.8
+
+    (tmp_path / "empty").mkdir()
+    write_flo(tmp_path / "small.flo", np.zeros((10, 12, 2), np.float32))
+    (tmp_path / "wrong").mkdir()
+    (tmp_path / "wrong" / "a.flo").write_bytes((tmp_path / "small.flo").read_bytes())
+    for kwargs, message in [(dict(intervals=(1, 2), flow_dir=tmp_path / "flow"), "interval 1 only"),
+                            (dict(intervals=(1,), occlusion_dir=tmp_path / "occ"), "give the flow folder"),
+                            (dict(intervals=(1,), flow_dir=tmp_path / "empty"), "holds 0 flow file"),
+                            (dict(intervals=(1,), flow_dir=tmp_path / "nope"), "flow folder not found"),
+                            (dict(intervals=(1,), flow_dir=tmp_path / "wrong"), "is 12x10, the input clip 1024x436")]:
+        with pytest.raises(VstError, match=message):
+            evaluate(a, b, **kwargs)

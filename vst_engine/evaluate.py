@@ -4,7 +4,9 @@ Temporal loss, for each frame interval i (default 1, 2, 4, 8, 16) and every fram
 (n - i, n) of the clip:
 
 * The optical flow F of the INPUT clip from frame n - i to frame n (OpenCV DIS, MEDIUM preset,
-  on grey frames; see `flow.py`), and the backward flow B from n to n - i.
+  on grey frames; see `flow.py`), and the backward flow B from n to n - i. Where the true flow is
+  given (`vst eval --flow`, interval 1), it replaces F, the consistency check is skipped and the
+  given occlusion masks remove the pixels they mark.
 * Stylized frame n is backward-warped to frame n - i: W(Y_n)(p) = Y_n(p + F(p)) (bilinear).
 * Mask O of reliable pixels p: p + F(p) lies inside the frame, F and B pass the
   forward-backward consistency check |F + B(p+F)|^2 < 0.01 (|F|^2 + |B(p+F)|^2) + 0.5, and the
@@ -33,20 +35,22 @@ import argparse
 import json
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
-import cv2
 import numpy as np
 
 from .atomic import atomic_write_text
 from .engine import process_size, resize_frame
 from .errors import VstError
-from .flow import MIN_FLOW_SIDE, dis_flow, in_frame, occlusion_mask, warp
+from .flow import (MIN_FLOW_SIDE, dis_flow, in_frame, occlusion_mask, read_flo, read_mask, resize_flow, resize_mask,
+                   warp)
 
 DEFAULT_INTERVALS = (1, 2, 4, 8, 16)
+DEFAULT_INTERVALS_TEXT = ",".join(map(str, DEFAULT_INTERVALS))
 PHOTOMETRIC_THRESHOLD = 10.0  # on 0..255: warped input must agree with the target input
 VGG_MAX_SIDE = 512
 DEFAULT_VGG_FRAMES = 16  # VGG passes are slow on CPU (3 per frame at <= 512 px)
@@ -318,10 +322,65 @@ def _sample(count: int, k: int | None) -> set[int]:
     return {int(round(j * (count - 1) / max(k - 1, 1))) for j in range(k)}
 
 
+class PairFiles(Mapping):
+    """Per-pair files of a clip (true flows, occlusion masks): a folder's files in natural order,
+    the k-th keyed (k, k + 1), each read when asked for (a long clip's flows need not fit in memory)."""
+
+    def __init__(self, folder: Path, suffixes: Sequence[str], pairs: int, what: str,
+                 load: Callable[[Path], np.ndarray]) -> None:
+        from .video import natural_key
+        if not folder.is_dir():
+            raise VstError(f"{what} folder not found: {folder}")
+        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in suffixes and not p.name.startswith(".")),
+                       key=lambda p: natural_key(p.name))
+        if len(files) < pairs:
+            raise VstError(f"{folder} holds {len(files)} {what} file(s) ({', '.join(suffixes)}) for {pairs} "
+                           "pairs of consecutive frames")
+        self._files, self._load = files[:pairs], load
+
+    def __getitem__(self, key: tuple[int, int]) -> np.ndarray:
+        if key not in self:
+            raise KeyError(key)
+        return self._load(self._files[key[0]])
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, tuple) and len(key) == 2 and key[1] == key[0] + 1 and 0 <= key[0] < len(self._files)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((k, k + 1) for k in range(len(self._files)))
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+
+def true_flows(flow_dir: Path, occlusion_dir: Path | None, pairs: int, source_size: tuple[int, int],
+               size: tuple[int, int]) -> tuple[PairFiles, PairFiles | None]:
+    """Ground truth for consecutive frames of a clip of `source_size`, measured at `size`: the flows
+    (.flo) and, optionally, masks of the pixels to leave out (white = occluded or invalid)."""
+    def checked(path: Path, shape: tuple[int, ...]) -> None:
+        if shape[:2] != (source_size[1], source_size[0]):
+            raise VstError(f"{path} is {shape[1]}x{shape[0]}, the input clip {source_size[0]}x{source_size[1]}")
+
+    def flow(path: Path) -> np.ndarray:
+        f = read_flo(path)
+        checked(path, f.shape)
+        return resize_flow(f, size)
+
+    def visible(path: Path) -> np.ndarray:
+        m = read_mask(path)
+        checked(path, m.shape)
+        return ~resize_mask(m, size)
+    from .video import IMAGE_EXTS
+    flows = PairFiles(Path(flow_dir), (".flo",), pairs, "flow", flow)
+    masks = PairFiles(Path(occlusion_dir), IMAGE_EXTS, pairs, "occlusion mask", visible) if occlusion_dir else None
+    return flows, masks
+
+
 def evaluate(input_path: str | Path, stylized_path: str | Path, style_path: str | Path | None = None,
              intervals: Sequence[int] = DEFAULT_INTERVALS, max_frames: int | None = None,
              max_side: int | None = None, vgg_frames: int | None = DEFAULT_VGG_FRAMES,
-             device: str | None = None) -> dict:
+             device: str | None = None, flow_dir: str | Path | None = None,
+             occlusion_dir: str | Path | None = None) -> dict:
     """Measure a stylized clip against its input; returns a JSON-able dict.
 
     Inputs are videos, image folders or single images (anything `open_source` reads). The first
@@ -329,12 +388,19 @@ def evaluate(input_path: str | Path, stylized_path: str | Path, style_path: str 
     stylized size, then both are downscaled to at most `max_side` pixels on the longer side.
     The VGG losses (with `style_path`: style loss, its ratio to the input's, and the content loss)
     use `vgg_frames` evenly spaced frames (None = all) at most VGG_MAX_SIDE pixels.
+    `flow_dir` gives the input's true flow between consecutive frames (.flo files in natural order,
+    the k-th from frame k to k + 1, as MPI Sintel lays them out; interval 1 only) instead of DIS,
+    and `occlusion_dir` masks (white = occluded) of the pixels to leave out with it.
     """
     from .video import open_source
     try:
         intervals = _check_intervals(intervals)
     except (TypeError, ValueError):
         raise VstError(f"invalid intervals {intervals!r}: expected positive integers") from None
+    if flow_dir is not None and intervals != (1,):
+        raise VstError("true flow is given between consecutive frames: measure it at interval 1 only")
+    if occlusion_dir is not None and flow_dir is None:
+        raise VstError("occlusion masks go with a true flow: give the flow folder too")
     if max_frames is not None and max_frames < 1:
         raise VstError(f"max_frames must be at least 1, got {max_frames}")
     if max_side is not None and max_side < 8:
@@ -362,12 +428,19 @@ def evaluate(input_path: str | Path, stylized_path: str | Path, style_path: str 
                     feats.add(x, y)
                 yield x, y
 
-        stats = temporal_stats(frames(), intervals)
+        flows = masks = None
+        method = FLOW_METHOD
+        if flow_dir is not None:
+            flows, masks = true_flows(Path(flow_dir), occlusion_dir and Path(occlusion_dir), count - 1, (iw, ih), size)
+            method = (f"true flow of the input from {flow_dir}" +
+                      (f", pixels masked in {occlusion_dir} left out" if occlusion_dir else "") +
+                      ", out-of-frame and |warped input - input| > 10/255 pixels masked")
+        stats = temporal_stats(frames(), intervals, flows, masks)
         result = {
             "input": str(input_path), "stylized": str(stylized_path),
             "style": str(style_path) if style_path is not None else None,
             "frames": count, "input_frames": len(src), "stylized_frames": len(sty),
-            "size": [size[0], size[1]], "flow": FLOW_METHOD, "temporal_metric": TEMPORAL_METRIC,
+            "size": [size[0], size[1]], "flow": method, "temporal_metric": TEMPORAL_METRIC,
             "temporal": [{"interval": i, **stats[i]} for i in intervals],
         }
     if feats is not None:
@@ -424,8 +497,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:  # before minutes of work, not after
         from .video import check_writable_dir
         check_writable_dir(Path(args.json).resolve().parent, Path(args.json))
+    if args.flow is not None and args.intervals == DEFAULT_INTERVALS_TEXT:
+        intervals = (1,)  # true flow is given between consecutive frames
     result = evaluate(args.input, args.stylized, args.style, intervals, args.max_frames, args.max_side,
-                      args.vgg_frames, args.device)
+                      args.vgg_frames, args.device, args.flow, args.occlusions)
     print(format_table(result))
     if args.json:
         try:
@@ -447,8 +522,14 @@ def add_eval_parser(subparsers) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="compare at most the first N frames")
     p.add_argument("--max-side", type=int, default=None,
                    help="downscale both clips so the longer side is at most N pixels (faster flow)")
-    p.add_argument("--intervals", default=",".join(map(str, DEFAULT_INTERVALS)),
-                   help="frame intervals of the temporal loss (default 1,2,4,8,16)")
+    p.add_argument("--intervals", default=DEFAULT_INTERVALS_TEXT,
+                   help="frame intervals of the temporal loss (default 1,2,4,8,16; 1 with --flow)")
+    p.add_argument("--flow", type=Path, default=None,
+                   help="folder of the input's true optical flow between consecutive frames (Middlebury .flo, "
+                        "natural order, the k-th from frame k to k+1, as in MPI Sintel), used instead of DIS")
+    p.add_argument("--occlusions", type=Path, default=None,
+                   help="with --flow: folder of masks (images, white = occluded or invalid) in the same order; "
+                        "those pixels are left out")
     p.add_argument("--vgg-frames", type=int, default=DEFAULT_VGG_FRAMES,
                    help=f"evenly spaced frames used for the style/content losses (default {DEFAULT_VGG_FRAMES})")
     p.add_argument("--device", default="auto", help="device for the VGG losses: auto, cpu or cuda")

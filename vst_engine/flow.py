@@ -48,6 +48,30 @@ def write_flo(path: str | Path, flow: np.ndarray) -> None:
         fh.write(np.ascontiguousarray(flow, dtype="<f4").tobytes())
 
 
+def resize_flow(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A flow at another (width, height): resized bilinearly, its vectors scaled with the image."""
+    h, w = flow.shape[:2]
+    if (w, h) == tuple(size):
+        return flow
+    scale = np.float32([size[0] / w, size[1] / h])
+    return cv2.resize(flow, tuple(size), interpolation=cv2.INTER_LINEAR) * scale
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A mask image as H x W bool, white (> 127) = set (MPI Sintel's occlusion and invalid masks)."""
+    m = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_GRAYSCALE) if Path(path).is_file() else None
+    if m is None:
+        raise VstError(f"not a readable mask image: {path}")
+    return m > 127
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A bool mask at another (width, height); downscaled, a pixel is set if any pixel under it was."""
+    if (mask.shape[1], mask.shape[0]) == tuple(size):
+        return mask
+    return cv2.resize(mask.astype(np.uint8) * 255, tuple(size), interpolation=cv2.INTER_AREA) > 0
+
+
 def _grey(img: np.ndarray) -> np.ndarray:
     img = np.asarray(img)
     if img.dtype != np.uint8:

@@ -11,12 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .engine import process_size, resize_frame
-from .errors import VstError
-from .flow import in_frame, read_flo
+from .flow import in_frame, read_flo, read_mask, resize_flow, resize_mask
 from .video import read_image
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "sintel_gt"
@@ -43,17 +41,6 @@ def available(root: Path, render_pass: str = "clean", name: str = "alley_1") -> 
     return (scene_dir(root, render_pass, name) / "gt" / "frame_0002.flo").is_file()
 
 
-def _mask(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """A white-is-set mask at `size`; when downscaled, a pixel is set if any pixel under it was."""
-    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if m is None:
-        raise VstError(f"cannot read mask {path}")
-    if (m.shape[1], m.shape[0]) != size:
-        m = cv2.resize(m, size, interpolation=cv2.INTER_AREA)
-        return m > 0
-    return m > 127
-
-
 def load_scene(root: Path, render_pass: str, name: str, max_side: int | None = None) -> Scene:
     """One scene at a processing size of at most `max_side` (None: the original 1024x436); a
     downscaled flow is resized and its vectors scaled with the frame."""
@@ -62,9 +49,8 @@ def load_scene(root: Path, render_pass: str, name: str, max_side: int | None = N
     flow = read_flo(d / "gt" / "frame_0002.flo")
     h, w = frames[0].shape[:2]
     size = process_size(w, h, max_side)
-    if size != (w, h):
-        frames = [resize_frame(f, size) for f in frames]
-        flow = cv2.resize(flow, size, interpolation=cv2.INTER_LINEAR) * np.float32([size[0] / w, size[1] / h])
-    occluded = _mask(d / "gt" / "occlusions" / "frame_0002.png", size)
-    invalid = _mask(d / "gt" / "invalid" / "frame_0002.png", size)
+    frames = [resize_frame(f, size) for f in frames]
+    flow = resize_flow(flow, size)
+    occluded = resize_mask(read_mask(d / "gt" / "occlusions" / "frame_0002.png"), size)
+    invalid = resize_mask(read_mask(d / "gt" / "invalid" / "frame_0002.png"), size)
     return Scene(name, render_pass, np.stack(frames), flow, occluded, ~occluded & ~invalid & in_frame(flow))

@@ -122,7 +122,7 @@ def _fps_arg(fps: float) -> str:
 # --------------------------------------------------------------------------- helpers
 
 
-def _natural_key(name: str) -> list:
+def natural_key(name: str) -> list:
     # "frame2" < "frame10": digits compare as numbers; str/int alternate so keys compare.
     return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", name)]
 
@@ -366,7 +366,7 @@ def open_source(path: str | Path, frames: tuple[int, int | None] | str | None = 
             raise VstError(f"cannot list folder {path}: {exc.strerror or exc}") from None
         if not files:
             raise VstError(f"no images ({', '.join(IMAGE_EXTS)}) in folder {path}")
-        files.sort(key=lambda p: _natural_key(p.name))
+        files.sort(key=lambda p: natural_key(p.name))
         return _FolderSource(path, files, fps or DEFAULT_FOLDER_FPS, frames)
     if path.suffix.lower() in IMAGE_EXTS:
         return _FolderSource(path, [path], fps or DEFAULT_FOLDER_FPS, frames)
