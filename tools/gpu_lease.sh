@@ -35,7 +35,7 @@ log "tests exit $?"; tail -n 3 "$OUT/tests.log"
 
 log "bench (speed, $DEV)"
 [ "$DEV" = cuda ] && BENCH_ARGS="--device cuda" || BENCH_ARGS="--device cpu --sizes 160x96"
-timeout "$BENCH_S" python3 -m vst_engine.bench $BENCH_ARGS --skip-quality --no-peer --speed-frames ${SPEED_FRAMES:-10} \
+timeout "$BENCH_S" python3 -m vst_engine.bench $BENCH_ARGS --skip-quality --skip-sintel --no-peer --speed-frames ${SPEED_FRAMES:-10} \
     --compile-timeout "$COMPILE_S" ${BENCH_EXTRA:-} --out "$OUT/bench" > "$RUNS/bench.log" 2>&1
 log "bench exit $?"; tail -n 12 "$RUNS/bench.log"; cp "$RUNS/bench.log" "$OUT/"
 if [ "$PRE_S" -le 0 ]; then log "no training (PRE_S=0): done"; exit 0; fi
