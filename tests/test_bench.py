@@ -155,6 +155,10 @@ def _run(method, style, temporal, style_loss=1.0, content=2.0, **extra):
             "style_loss": style_loss, "style_loss_input": 3.0, "content_loss": content, **extra}
 
 
+def dis(loss: float) -> dict:
+    return {"temporal": {"1": loss}, "coverage": {"1": 0.7}}
+
+
 def fake_results() -> dict:
     intervals = [1, 2, 4, 8, 16]
     clips = [{"clip": "vtest", "size": [320, 240], "frames": 33, "runs": [
@@ -198,8 +202,10 @@ def fake_results() -> dict:
            "styles": [{"name": "starry_night", "held_out": True, "source": "s", "licence": "public domain"},
                       {"name": "night_cafe", "held_out": False, "source": "s", "licence": "public domain"}]}
     scenes = [{"clip": f"alley_1 ({p})", "scene": "alley_1", "pass": p, "size": [1024, 436], "reliable": 0.97,
-               "runs": [_run("input", None, {1: 0.01}, coverage={"1": 0.8}), _run("ours", "starry_night", {1: t}),
-                        _run("ours_noglobal", "starry_night", {1: 2 * t})]} for p, t in (("clean", 0.02), ("final", 0.04))]
+               "runs": [_run("input", None, {1: 0.01}, coverage={"1": 0.8}, dis=dis(0.012)),
+                        _run("ours", "starry_night", {1: t}, dis=dis(t + 0.01)),
+                        _run("ours_noglobal", "starry_night", {1: 2 * t}, dis=dis(2 * t - 0.01))]}
+              for p, t in (("clean", 0.02), ("final", 0.04))]
     res["sintel"] = bench.summarize({"clips": scenes}, res["status"])
     res["targets"] = bench.targets_table(res)
     return res
@@ -249,9 +255,16 @@ def test_report_renders_every_section():
 def test_sintel_table_shows_each_render_and_the_mean():
     lines = "\n".join(bench.sintel_section(fake_results()["sintel"], 2)).splitlines()
     table = {ln.split(" | ")[0].strip("| "): ln.strip("|").split(" | ") for ln in lines if ln.startswith("| ")}
-    assert table["method"][1:4] == ["alley_1 (clean)", "alley_1 (final)", "mean"]
-    assert table["ours (default model, global features)"][1:4] == ["0.0200", "0.0400", "0.0300"]
-    assert table["ours, --no-global"][1:4] == ["0.0400", "0.0800", "0.0600"]
+    assert table["method"][1:5] == ["alley_1 (clean)", "alley_1 (final)", "mean", "mean, DIS flow"]
+    assert table["ours (default model, global features)"][1:5] == ["0.0200", "0.0400", "0.0300", "0.0400"]
+    assert table["ours, --no-global"][1:5] == ["0.0400", "0.0800", "0.0600", "0.0500"]
+    assert any(ln.endswith("methods rank the same.") for ln in lines)
+    # A metric that ranks them otherwise is shown as such.
+    sq = fake_results()["sintel"]
+    for c in sq["clips"]:
+        c["runs"][1]["dis"] = dis(0.2)
+    text = "\n".join(bench.sintel_section(sq, 2))
+    assert "rank differently: input < ours_noglobal < ours (true flow: input < ours < ours_noglobal)" in text
     assert table["baseline model (no L_t), global features"][1] == "not available (model not trained yet)"
     assert any("ours 0.500" in ln for ln in lines)  # global over per-frame statistics
     assert any("(97% on average)" in ln and "(80% of all pixels remain)" in ln for ln in lines)

@@ -616,7 +616,8 @@ def quality(args, clips: list[dict], styles: list[StyleSpec], status: dict) -> d
 def sintel_quality(args, styles: list[StyleSpec], status: dict) -> dict:
     """The paper's protocol on MPI Sintel: each method stylizes a scene's 4 frames (ours analyse
     frames 1 and 4, every 8th plus the last), and the temporal loss of frames 2 -> 3 is measured
-    with the true flow over the pixels the ground truth marks visible and valid."""
+    with the true flow over the pixels the ground truth marks visible and valid; also with DIS
+    flow (the clips' metric), to check that the two rank the methods alike."""
     from . import sintel
     from .evaluate import _encoder
     engines = _engines(args, status)
@@ -627,9 +628,11 @@ def sintel_quality(args, styles: list[StyleSpec], status: dict) -> dict:
             sc = sintel.load_scene(args.sintel, render_pass, name, args.sintel_max_side)
             pair = sc.frames[1:3]
             flows, masks = {(0, 1): sc.flow}, {(0, 1): sc.reliable}
+            dis = clip_flows(pair, (1,))
 
             def score(out: np.ndarray, style: Path | None) -> dict:
-                return measure(pair, out, flows, (1,), style, len(pair) if style else 0, encoder, masks)
+                res = measure(pair, out, flows, (1,), style, len(pair) if style else 0, encoder, masks)
+                return {**res, "dis": measure(pair, out, dis, (1,), None, 0)}
             runs = method_runs(args, f"sintel {render_pass}/{name}", sc.frames, engines, styles, status, score,
                                shown=slice(1, 3))
             h, w = pair.shape[1:3]
@@ -1311,17 +1314,29 @@ def sintel_section(sq: dict, styles: int) -> list[str]:
          f"the pixels the ground truth marks visible and valid ({reliable:.0f}% on average) that also pass the "
          f"photometric check ({np.mean(coverage) * 100:.0f}% of all pixels remain). Style and content losses on "
          "frames 2 and 3. Columns: means over styles; lower is more consistent.", ""]
-    header = ["method", *[c["clip"] for c in clips], "mean", "style loss", "content loss"]
+    with_dis = [{**c, "runs": [{**r, **r["dis"]} for r in c["runs"]]} for c in clips if
+                all("dis" in r for r in c["runs"])]
+    dis = {key: aggregate(with_dis, key, [1]) for key, _ in sq["labels"]} if with_dis else {}
+    header = ["method", *[c["clip"] for c in clips], "mean", *(["mean, DIS flow"] if dis else []),
+              "style loss", "content loss"]
     rows = []
     for key, label in sq["labels"]:
         a = sq["aggregate"].get(key)
         if a is None:
-            rows.append([label, sq["unavailable"].get(key, "not measured"), *[""] * (len(clips) + 2)])
+            rows.append([label, sq["unavailable"].get(key, "not measured"), *[""] * (len(header) - 2)])
             continue
         per = [aggregate([c], key, [1]) for c in clips]
         rows.append([label, *[_num(p["temporal"]["1"]) if p else "-" for p in per], _num(a["temporal"]["1"]),
-                     _num(a["style_loss"]), _num(a["content_loss"])])
+                     *([_num(dis[key]["temporal"]["1"])] if dis else []), _num(a["style_loss"]),
+                     _num(a["content_loss"])])
     L += [markdown_table(header, rows), ""]
+    if dis:
+        present = [key for key, _ in sq["labels"] if sq["aggregate"].get(key) and dis.get(key)]
+        order = {name: sorted(present, key=lambda k: src[k]["temporal"]["1"])
+                 for name, src in (("true", sq["aggregate"]), ("dis", dis))}
+        L += ["With DIS flow and its consistency check instead of the truth (the clips' metric above), the "
+              "methods rank " + ("the same." if order["true"] == order["dis"] else
+                                 f"differently: {' < '.join(order['dis'])} (true flow: {' < '.join(order['true'])})."), ""]
     ratios = [f"{key} {sq['aggregate'][key]['temporal']['1'] / sq['aggregate'][ref]['temporal']['1']:.3f}"
               for key, ref in (("ours", "ours_noglobal"), ("baseline", "baseline_noglobal"))
               if sq["aggregate"].get(key) and sq["aggregate"].get(ref)]
