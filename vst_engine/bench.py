@@ -584,20 +584,20 @@ def method_runs(args, label: str, frames: np.ndarray, engines: dict, styles: lis
     return runs
 
 
-def _engines(args, status: dict) -> dict:
+def quality_models(args, status: dict) -> tuple[dict, object]:
+    """The engines of the quality tables (ours, and the baseline where trained) and the VGG encoder
+    of their losses, loaded once for both tables."""
     from .engine import Engine
+    from .evaluate import _encoder
     engines = {"ours": Engine(model=args.model, device="cpu")}
     if status["baseline"]["available"]:
         engines["baseline"] = Engine(model="baseline", device="cpu")
-    return engines
+    return engines, _encoder("cpu")
 
 
-def quality(args, clips: list[dict], styles: list[StyleSpec], status: dict) -> dict:
+def quality(args, clips: list[dict], styles: list[StyleSpec], status: dict, engines: dict, encoder) -> dict:
     """The per-clip, per-style measurements of every available method."""
-    from .evaluate import _encoder
     intervals = [i for i in INTERVALS if i < args.frames]
-    engines = _engines(args, status)
-    encoder = _encoder("cpu")
     results = []
     for clip in clips:
         spec = CLIPS[clip["name"]]
@@ -613,15 +613,12 @@ def quality(args, clips: list[dict], styles: list[StyleSpec], status: dict) -> d
     return {"intervals": intervals, "clips": results}
 
 
-def sintel_quality(args, styles: list[StyleSpec], status: dict) -> dict:
+def sintel_quality(args, styles: list[StyleSpec], status: dict, engines: dict, encoder) -> dict:
     """The paper's protocol on MPI Sintel: each method stylizes a scene's 4 frames (ours analyse
     frames 1 and 4, every 8th plus the last), and the temporal loss of frames 2 -> 3 is measured
     with the true flow over the pixels the ground truth marks visible and valid; also with DIS
     flow (the clips' metric), to check that the two rank the methods alike."""
     from . import sintel
-    from .evaluate import _encoder
-    engines = _engines(args, status)
-    encoder = _encoder("cpu")
     results = []
     for render_pass in args.sintel_passes:
         for name in args.sintel_scenes:
@@ -1515,10 +1512,12 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     if not model.trained:
         res["notes"].append(f"model '{args.model}' has no trained weights: the UNTRAINED network was measured")
 
+    sintel_table = not args.skip_sintel and not args.sintel_note
+    models = quality_models(args, status) if not args.skip_quality or sintel_table else None
     if not args.skip_quality:
         clips = fetch_clips(args.clips, args.cache)
         res["clips"] = [{k: v for k, v in c.items() if k != "path"} for c in clips]
-        q = summarize(quality(args, clips, styles, status), status)
+        q = summarize(quality(args, clips, styles, status, *models), status)
         runs = [r for c in q["clips"] for r in c["runs"] if r["method"] == "ours"]
         if runs:
             fr = [r["analysis_s"] / (r["analysis_s"] + r["stylize_s"]) for r in runs]
@@ -1527,8 +1526,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     else:
         res["clips"] = []
 
-    if not args.skip_sintel and not args.sintel_note:
-        res["sintel"] = summarize(sintel_quality(args, styles, status), status)
+    if sintel_table:
+        res["sintel"] = summarize(sintel_quality(args, styles, status, *models), status)
     elif not args.skip_sintel:
         res["notes"].append(f"MPI Sintel table {args.sintel_note}")
 

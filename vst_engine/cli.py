@@ -99,7 +99,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from .features import GlobalFeatures
     from .keys import WeightKeys, parse_weights
     from .pipeline import WriteBehind, batched, prefetch
-    from .video import IMAGE_EXTS, is_folder_output, open_sink, parse_frame_range
+    from .video import open_sink, parse_frame_range
 
     if args.weights and args.weights_file:
         raise VstError("use either --weights or --weights-file, not both")
@@ -131,12 +131,12 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         plan = GlobalFeatures.load(args.features) if args.features else styles
         if args.features:
             plan.check(engine.model.model_id, styles.refs, size, strength=lowest)
-        if not is_folder_output(args.output) and Path(args.output).suffix.lower() in IMAGE_EXTS and end - start != 1:
-            raise VstError(f"an image output holds one frame, and frames {start}:{end} are {end - start}: pick one "
-                           "with --frames K:K+1, or write a video or a folder (a path ending in '/')")
         audio = info.path if info.has_audio else None  # only a video output takes it
         # Opened before the analysis so an unwritable output fails at once, not after minutes.
         with open_sink(args.output, info.fps, size[0], size[1], audio_from=audio, start_time=start / info.fps) as sink:
+            if sink.single_frame and end - start != 1:  # refused before anything runs or is written
+                raise VstError(f"an image output holds one frame, and frames {start}:{end} are {end - start}: pick "
+                               "one with --frames K:K+1, or write a video or a folder (a path ending in '/')")
             if not args.no_global and not args.features:
                 # The whole clip, not just --frames: separate chunks of a render then share one result.
                 # The clip's own colours are analysed only if some frame blends towards them.

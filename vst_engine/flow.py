@@ -59,10 +59,8 @@ def resize_flow(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def read_mask(path: str | Path) -> np.ndarray:
     """A mask image as H x W bool, white (> 127) = set (MPI Sintel's occlusion and invalid masks)."""
-    m = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_GRAYSCALE) if Path(path).is_file() else None
-    if m is None:
-        raise VstError(f"not a readable mask image: {path}")
-    return m > 127
+    from .video import read_image  # its checks and one-line errors for missing or unreadable files
+    return cv2.cvtColor(read_image(path), cv2.COLOR_RGB2GRAY) > 127
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -382,6 +382,7 @@ class FrameSink:
     """Destination for frames. Use `open_sink`; `close` finalizes, `abort` discards."""
 
     keeps_alpha = False  # whether `write`'s alpha reaches the output
+    single_frame = False  # an image file: one frame only
 
     def __init__(self, path: Path, fps: float, width: int, height: int) -> None:
         self.path, self.fps, self.width, self.height = path, fps, width, height
@@ -442,6 +443,8 @@ class _FolderSink(FrameSink):
 
 class _ImageSink(FrameSink):
     """One still image (a single-frame run), written whole when the run completes."""
+
+    single_frame = True
 
     def __init__(self, path: Path, fps: float, width: int, height: int) -> None:
         super().__init__(path, fps, width, height)
