@@ -101,6 +101,28 @@ def test_upsampled_convolution_folded_to_low_resolution(shape):
         assert (conv.forward_upsampled(x) - expected).abs().max() <= 2e-4 * ref.abs().max()
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_phase_convolution_equals_the_upsampled_one(layout):
+    """The 2x2 phase convolution (CUDA inference) equals the 3x3 convolution of the upsampled x,
+    border included, keeps x's layout and follows new parameters."""
+    from vst_engine.network import ReflectConv3x3
+
+    torch.manual_seed(7)
+    conv = ReflectConv3x3(32, 24).to(memory_format=layout)
+    for shape in ((2, 32, 5, 7), (1, 32, 1, 3)):
+        x = torch.randn(shape).contiguous(memory_format=layout)
+        with torch.no_grad():
+            ref = conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+            out = conv.phase_conv(x)
+            assert out.shape == ref.shape and out.is_contiguous(memory_format=layout)
+            assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
+            assert torch.equal(conv.forward_upsampled(x), ref)  # on the CPU: the reference path
+    with torch.no_grad():
+        conv.weight.mul_(-2.0)
+        expected = -2 * ref + 3 * conv.bias[:, None, None]
+        assert (conv.phase_conv(x) - expected).abs().max() <= 2e-5 * ref.abs().max()
+
+
 @needs_nnpack
 def test_winograd_upblock_equals_the_reference():
     torch.manual_seed(3)

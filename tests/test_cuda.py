@@ -82,3 +82,20 @@ def test_auto_batch_fits_the_gpu(engines):
     graphed, _ = engines
     assert 1 <= graphed.auto_batch(1920, 1080) <= 4
     assert graphed.auto_batch(7680, 4320) == 1  # tiled: one frame at a time
+
+
+def test_phase_convolution_equals_the_upsampled_one_on_cuda(monkeypatch):
+    """CUDA inference runs upsampled convolutions as 2x2 phase convolutions (VST_PHASE_CONV=0: not)."""
+    import torch.nn.functional as F
+
+    from vst_engine.network import ReflectConv3x3
+    torch.manual_seed(5)
+    conv = ReflectConv3x3(128, 64).cuda().to(memory_format=torch.channels_last)
+    x = torch.randn(2, 128, 17, 30, device="cuda").contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        out = conv.forward_upsampled(x)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert float((out - ref).abs().max()) <= 1e-3 * float(ref.abs().max())
+        monkeypatch.setenv("VST_PHASE_CONV", "0")
+        assert torch.equal(conv.forward_upsampled(x), ref)

@@ -7,7 +7,9 @@
 # wheels of pytest and its dependencies, and for training .gpu/traindata.tar
 # (`python -m vst_engine.train bundle -o .gpu/traindata.tar`).
 # Knobs (seconds): BENCH_S, COMPILE_S, PRE_S (0: no training), FT_S; DEV=cpu with small values is a
-# dry run of the flow.
+# dry run of the flow. AB / AB_LATE: variants of the network alone at AB_SIZE (default 1920x1080; compiled, batch 1), each a
+# list of environment settings or "-" for none (e.g. AB="- VST_PHASE_CONV=0"), timed before / after
+# the bench, AB_S seconds each (the late ones: what is left before DEADLINE seconds, at most AB_LATE_S).
 set -u
 T0=$(date +%s)
 DEV=${DEV:-cuda}; BENCH_S=${BENCH_S:-170}; COMPILE_S=${COMPILE_S:-0}; PRE_S=${PRE_S:-210}; FT_S=${FT_S:-120}
@@ -33,11 +35,25 @@ timeout ${TESTS_S:-300} python3 -m pytest -q -p no:cacheprovider tests/test_cuda
     > "$OUT/tests.log" 2>&1
 log "tests exit $?"; tail -n 3 "$OUT/tests.log"
 
+ab() {  # ab TAG LIMIT VARIANTS...: the network alone per variant, JSON in $OUT/ab_TAG_N.json
+    local tag=$1 limit=$2 i=0 v; shift 2
+    for v in "$@"; do
+        i=$((i + 1)); [ "$v" = - ] && v=""
+        log "network alone ($tag $i): ${v:-defaults}"
+        env $v timeout $limit python3 -m vst_engine.bench _throughput ${AB_SIZE:-1920x1080} $DEV --modes compile,compile_graph \
+            --batches 1 --repeats 20 --profile > "$OUT/ab_${tag}_$i.json" 2> "$RUNS/ab_${tag}_$i.log"
+        log "exit $?: $(grep -ho '"fps": [0-9.]*' "$RUNS/ab_${tag}_$i.log" | tr '\n' ' ')"
+    done
+}
+[ -n "${AB:-}" ] && ab early ${AB_S:-90} $AB
+
 log "bench (speed, $DEV)"
 [ "$DEV" = cuda ] && BENCH_ARGS="--device cuda" || BENCH_ARGS="--device cpu --sizes 160x96"
 timeout "$BENCH_S" python3 -m vst_engine.bench $BENCH_ARGS --skip-quality --skip-sintel --no-peer --speed-frames ${SPEED_FRAMES:-10} \
     --compile-timeout "$COMPILE_S" ${BENCH_EXTRA:-} --out "$OUT/bench" > "$RUNS/bench.log" 2>&1
 log "bench exit $?"; tail -n 12 "$RUNS/bench.log"; cp "$RUNS/bench.log" "$OUT/"
+LEFT=$(( ${DEADLINE:-100000} - $(date +%s) + T0 - 5 )); [ "$LEFT" -gt "${AB_LATE_S:-300}" ] && LEFT=${AB_LATE_S:-300}
+[ -n "${AB_LATE:-}" ] && [ "$LEFT" -gt 20 ] && ab late $LEFT $AB_LATE
 if [ "$PRE_S" -le 0 ]; then log "no training (PRE_S=0): done"; exit 0; fi
 wait $UNB; log "unbundle exit $?: $(cat "$RUNS/unbundle.log")"
 

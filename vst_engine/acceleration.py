@@ -8,6 +8,7 @@ static input, and the statistics are updated in place (`SharedNorm.set_alpha`).
 """
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from typing import Callable, Hashable
 
@@ -15,6 +16,12 @@ import torch
 
 WARMUP = 2  # eager passes before capture: cuDNN picks its kernels on these (cudnn.benchmark)
 MAX_GRAPHS = 2  # each graph keeps its own activation memory: keep few frame shapes
+
+
+def compile_pass(fn: Callable) -> Callable:
+    """torch.compile of one pass for fixed shapes, in the mode $VST_COMPILE_MODE names (default: the
+    default mode; "max-autotune-no-cudagraphs" also tunes kernels, at a longer first frame)."""
+    return torch.compile(fn, dynamic=False, mode=os.environ.get("VST_COMPILE_MODE") or None)
 
 
 def _reason(exc: Exception) -> str:
@@ -40,7 +47,7 @@ class Compiler:
         if self.active:
             compiled = self._compiled.get(fn)
             if compiled is None:
-                compiled = self._compiled[fn] = torch.compile(fn, dynamic=False)
+                compiled = self._compiled[fn] = compile_pass(fn)
             try:
                 return compiled(*args)
             except Exception as exc:  # any compilation error: the eager pass below is the same maths

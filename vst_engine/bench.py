@@ -839,7 +839,7 @@ def throughput_worker(argv: Sequence[str]) -> int:
     a = ap.parse_args(list(argv))
     import torch
 
-    from .acceleration import CapturedPass
+    from .acceleration import CapturedPass, compile_pass
     from .engine import Engine, slot_weights
     from .imageops import to_tensor
     w, h = parse_size(a.size)
@@ -875,9 +875,9 @@ def throughput_worker(argv: Sequence[str]) -> int:
                     elif mode == "cuda_graph":
                         step = CapturedPass(forward, x, keep=None)
                     elif mode == "compile":
-                        step = torch.compile(forward)
+                        step = compile_pass(forward)
                     elif mode == "compile_graph":
-                        step = CapturedPass(torch.compile(forward), x, keep=None)
+                        step = CapturedPass(compile_pass(forward), x, keep=None)
                     else:
                         raise VstError(f"unknown mode {mode}")
                     for _ in range(2):

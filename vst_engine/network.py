@@ -11,6 +11,7 @@ Normalization layer indices (11, none affine): 0 content relu4_1; 1 AdaIN@relu4_
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -55,21 +56,31 @@ class StyleTargets:
                               for f in ("mean", "std", "desc")])
 
 
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    """x's memory format, for new tensors made from it."""
+    return torch.channels_last if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last) \
+        else torch.contiguous_format
+
+
 def reflect_pad1(x: torch.Tensor) -> torch.Tensor:
     """A one-pixel reflection border, written in one copy that keeps the memory layout.
 
     Equal to F.pad(x, (1, 1, 1, 1), mode="reflect"), which on channels-last CPU tensors took
     half of the inference time (measured)."""
     n, c, h, w = x.shape
-    layout = torch.channels_last if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last) \
-        else torch.contiguous_format
-    out = torch.empty((n, c, h + 2, w + 2), dtype=x.dtype, device=x.device, memory_format=layout)
+    out = torch.empty((n, c, h + 2, w + 2), dtype=x.dtype, device=x.device, memory_format=_layout(x))
     out[:, :, 1:-1, 1:-1] = x
     out[:, :, 0, 1:-1] = x[:, :, 1]
     out[:, :, -1, 1:-1] = x[:, :, -2]
     out[:, :, :, 0] = out[:, :, :, 2]
     out[:, :, :, -1] = out[:, :, :, -3]
     return out
+
+
+def phase_convs_enabled() -> bool:
+    """Whether CUDA inference runs upsampled convolutions as 2x2 phase convolutions
+    ($VST_PHASE_CONV=0 turns it off)."""
+    return os.environ.get("VST_PHASE_CONV", "1") != "0"
 
 
 class ReflectConv3x3(Conv3x3):
@@ -86,27 +97,57 @@ class ReflectConv3x3(Conv3x3):
 
     def forward_upsampled(self, x: torch.Tensor) -> torch.Tensor:
         """This convolution of x upsampled x2 (nearest neighbour)."""
-        if not self.takes_winograd(x):
-            return self(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-        # Over the upsampled grid an output pixel's 3x3 window reads a 2x2 window of x, which one
-        # of four folded kernels (one per output phase: even or odd row and column) applies to x
-        # directly. All four run as one convolution at x's resolution, and pixel_shuffle interleaves
-        # them. The upsampled grid's reflection border is x's replicated border. Same arithmetic,
-        # but NNPACK ran it faster than at the upsampled size and skips two full-size copies
-        # (2-core AVX2, 128->64 channels to 640x360: 250 -> 136 ms).
-        weight, bias = self._upsampled_params()
-        folded = winograd_conv(F.pad(x, (1, 1, 1, 1), mode="replicate"), weight, bias, 0)
-        return F.pixel_shuffle(folded, 2)
+        if self.takes_winograd(x):
+            # Over the upsampled grid an output pixel's 3x3 window reads a 2x2 window of x, which one
+            # of four folded kernels (one per output phase: even or odd row and column) applies to x
+            # directly. All four run as one convolution at x's resolution, and pixel_shuffle interleaves
+            # them. The upsampled grid's reflection border is x's replicated border. Same arithmetic,
+            # but NNPACK ran it faster than at the upsampled size and skips two full-size copies
+            # (2-core AVX2, 128->64 channels to 640x360: 250 -> 136 ms).
+            weight, bias = self._folded("winograd", _PHASE_FOLD)
+            folded = winograd_conv(F.pad(x, (1, 1, 1, 1), mode="replicate"), weight, bias, 0)
+            return F.pixel_shuffle(folded, 2)
+        if x.device.type == "cuda" and not torch.is_grad_enabled() and phase_convs_enabled():
+            return self.phase_conv(x)
+        return self(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
-    def _upsampled_params(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The folded kernels (4 x out channels, ordered as pixel_shuffle reads them) and biases,
-        rebuilt when the parameters change."""
+    def phase_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """forward_upsampled(x) as one 2x2 convolution of x: 4/9 of the multiply-adds, no upsampled copy.
+
+        Each output phase reads a 2x2 window of x (see forward_upsampled), rows i - 1, i for even
+        output rows and i, i + 1 for odd ones (columns alike). One 2x2 convolution over x with a
+        one-pixel replicated border gives all four phases' kernels at (h + 1) x (w + 1) positions;
+        phase (a, b) is the window shifted by (a, b)."""
+        n, _, h, w = x.shape
+        weight, bias = self._folded("phases", _PHASE_WINDOWS)
+        y = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), weight, bias)
+        y = y.view(n, 2, 2, self.out_channels, h + 1, w + 1)
+        out = torch.empty((n, self.out_channels, 2 * h, 2 * w), dtype=y.dtype, device=y.device,
+                          memory_format=_layout(x))
+        for a in (0, 1):
+            for b in (0, 1):
+                out[:, :, a::2, b::2] = y[:, a, b, :, a:a + h, b:b + w]
+        return out
+
+    def _folded(self, kind: str, fold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kernels of one folding (4 x out channels: per phase a, b, the rows fold[a] by the
+        columns fold[b] of the 3x3 kernel) and their biases, rebuilt when the parameters change."""
+        if torch.compiler.is_compiling():
+            return self._fold(kind, fold)  # traced into the compiled pass (the cache's checks break graphs)
         key = (self.weight._version, self.weight.data_ptr(), self.bias._version)
-        if getattr(self, "_folded", (None,))[0] != key:
-            kernel = torch.einsum("ald,bme,oide->oabilm", _PHASE_FOLD, _PHASE_FOLD, self.weight.detach())
-            self._folded = (key, kernel.reshape(-1, *self.weight.shape[1:]).contiguous(),
-                            self.bias.detach().repeat_interleave(4))
-        return self._folded[1:]
+        cache = self.__dict__.setdefault("_folds", {})
+        if cache.get(kind, (None,))[0] != key:
+            cache[kind] = (key, *self._fold(kind, fold))
+        return cache[kind][1:]
+
+    def _fold(self, kind: str, fold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        kernel = torch.einsum("ald,bme,oide->oabilm", fold.to(self.weight), fold.to(self.weight), self.weight.detach())
+        if kind == "phases":  # pixel_shuffle reads channels o, a, b; the phase slices read a, b, o
+            kernel = kernel.permute(1, 2, 0, 3, 4, 5)
+        kernel = kernel.reshape(-1, self.in_channels, fold.shape[1], fold.shape[1])
+        bias = self.bias.detach()
+        bias = bias.repeat_interleave(4) if kind == "winograd" else bias.repeat(4)
+        return kernel.contiguous(memory_format=_layout(self.weight)), bias
 
 
 def _phase_fold() -> torch.Tensor:
@@ -120,6 +161,8 @@ def _phase_fold() -> torch.Tensor:
 
 
 _PHASE_FOLD = _phase_fold()
+# The 2-tap windows of _PHASE_FOLD: even phases read samples i - 1, i; odd ones i, i + 1.
+_PHASE_WINDOWS = torch.stack([_PHASE_FOLD[0, 0:2], _PHASE_FOLD[1, 1:3]])
 
 
 def conv3x3(cin: int, cout: int) -> ReflectConv3x3:
