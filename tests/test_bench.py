@@ -387,3 +387,8 @@ def test_analysis_overheads_use_the_lean_analysis_and_show_the_full_one():
     s["rows"] = [row("analyze", 4.0), row("stylize", 2.0)]  # a report from before the lean analysis
     bench.analysis_overheads(s, [(640, 360)])
     assert s["overhead_rows"][0][2] == s["overhead_rows"][0][5] and s["overhead_rows"][0][6] == "-"
+    # --no-own-colours: the lean analysis alone, its own-colour columns left empty
+    s["rows"] = [row("analyze", 2.0, own_colours=False, default=True), row("stylize", 2.0)]
+    bench.analysis_overheads(s, [(640, 360)])
+    assert s["overhead_values"][0][2] == pytest.approx(bench.analysis_fraction(2.0, 2.0, 132))
+    assert s["overhead_rows"][0][5:] == ["-", "-"]

@@ -195,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", default="default", help="our model (default: default)")
     ap.add_argument("--peer-python", default=None, help=f"python of the peer's venv (default {DEFAULT_PEER_PYTHON})")
     ap.add_argument("--no-peer", action="store_true", help="leave the peer out")
+    ap.add_argument("--no-own-colours", action="store_true", help="time only the analysis `vst stylize` runs at full "
+                    "strength, not the variants with the clip's own colours (a shorter GPU run)")
     ap.add_argument("--skip-quality", action="store_true", help="leave the clips' quality table out")
     ap.add_argument("--skip-speed", action="store_true", help="quality tables only")
     ap.add_argument("--sintel", default=None, help="MPI Sintel ground-truth samples for the true-flow table (default "
@@ -978,8 +980,9 @@ def speed(args, status: dict) -> dict:
                 # On CUDA stylization is timed at the CLI's automatic batch, and for sizes it batches
                 # also one frame per pass.
                 batches = dev == "cuda" and 2 * w * h <= AUTO_BATCH_PIXELS
-                runs = [("analyze", 0, ["--own-colours"]), ("analyze", 0, ["--add-own-colours"]), ("analyze", 0, []),
-                        ("stylize", 0, [])]
+                runs = [] if args.no_own_colours else [("analyze", 0, ["--own-colours"]),
+                                                       ("analyze", 0, ["--add-own-colours"])]
+                runs += [("analyze", 0, []), ("stylize", 0, [])]
                 runs += [("stylize", 1, [])] if batches else []
                 for what, batch, extra in runs:
                     log(f"speed {dev} {w}x{h}: {what} {' '.join(extra)} {f'batch {batch} ' if batch else ''}"
