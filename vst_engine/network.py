@@ -104,7 +104,7 @@ class ReflectConv3x3(Conv3x3):
             # them. The upsampled grid's reflection border is x's replicated border. Same arithmetic,
             # but NNPACK ran it faster than at the upsampled size and skips two full-size copies
             # (2-core AVX2, 128->64 channels to 640x360: 250 -> 136 ms).
-            weight, bias = self._folded("winograd", _PHASE_FOLD)
+            weight, bias = self._folded("winograd")
             folded = winograd_conv(F.pad(x, (1, 1, 1, 1), mode="replicate"), weight, bias, 0)
             return F.pixel_shuffle(folded, 2)
         if x.device.type == "cuda" and not torch.is_grad_enabled() and phase_convs_enabled():
@@ -119,7 +119,7 @@ class ReflectConv3x3(Conv3x3):
         one-pixel replicated border gives all four phases' kernels at (h + 1) x (w + 1) positions;
         phase (a, b) is the window shifted by (a, b)."""
         n, _, h, w = x.shape
-        weight, bias = self._folded("phases", _PHASE_WINDOWS)
+        weight, bias = self._folded("phases")
         y = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), weight, bias)
         y = y.view(n, 2, 2, self.out_channels, h + 1, w + 1)
         out = torch.empty((n, self.out_channels, 2 * h, 2 * w), dtype=y.dtype, device=y.device,
@@ -129,25 +129,37 @@ class ReflectConv3x3(Conv3x3):
                 out[:, :, a::2, b::2] = y[:, a, b, :, a:a + h, b:b + w]
         return out
 
-    def _folded(self, kind: str, fold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The kernels of one folding (4 x out channels: per phase a, b, the rows fold[a] by the
-        columns fold[b] of the 3x3 kernel) and their biases, rebuilt when the parameters change."""
+    def _folded(self, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kernels of one folding ("winograd": 3x3 over x, "phases": 2x2; 4 x out channels, one
+        per output phase) and their biases, rebuilt when the parameters change."""
         if torch.compiler.is_compiling():
-            return self._fold(kind, fold)  # traced into the compiled pass (the cache's checks break graphs)
+            return self._fold(kind)  # traced into the compiled pass (the cache's checks break graphs)
         key = (self.weight._version, self.weight.data_ptr(), self.bias._version)
         cache = self.__dict__.setdefault("_folds", {})
         if cache.get(kind, (None,))[0] != key:
-            cache[kind] = (key, *self._fold(kind, fold))
+            cache[kind] = (key, *self._fold(kind))
         return cache[kind][1:]
 
-    def _fold(self, kind: str, fold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        kernel = torch.einsum("ald,bme,oide->oabilm", fold.to(self.weight), fold.to(self.weight), self.weight.detach())
-        if kind == "phases":  # pixel_shuffle reads channels o, a, b; the phase slices read a, b, o
-            kernel = kernel.permute(1, 2, 0, 3, 4, 5)
-        kernel = kernel.reshape(-1, self.in_channels, fold.shape[1], fold.shape[1])
+    def _fold(self, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+        weight = self.weight.detach()
+        if kind == "phases":
+            # Sums and stacks of the weight alone: a constant folding matrix would be a host-to-GPU
+            # copy inside the compiled pass, which CUDA-graph capture refuses.
+            kernel = _phase_windows(_phase_windows(weight, 2), 4).transpose(0, 1)  # a, b, o, i, l, m
+        else:  # pixel_shuffle reads channels o, a, b
+            kernel = torch.einsum("ald,bme,oide->oabilm", _PHASE_FOLD, _PHASE_FOLD, weight)
+        kernel = kernel.reshape(-1, self.in_channels, *kernel.shape[-2:])
         bias = self.bias.detach()
         bias = bias.repeat_interleave(4) if kind == "winograd" else bias.repeat(4)
         return kernel.contiguous(memory_format=_layout(self.weight)), bias
+
+
+def _phase_windows(w: torch.Tensor, dim: int) -> torch.Tensor:
+    """A 3-tap kernel axis `dim` of w folded to the 2-tap windows of the two output phases over a x2
+    nearest-upsampled input (stacked in a new first axis): even outputs read samples i - 1, i with
+    taps 0 | 1 + 2, odd ones i, i + 1 with taps 0 + 1 | 2."""
+    t0, t1, t2 = w.unbind(dim)
+    return torch.stack([torch.stack([t0, t1 + t2], dim), torch.stack([t0 + t1, t2], dim)])
 
 
 def _phase_fold() -> torch.Tensor:
@@ -161,8 +173,6 @@ def _phase_fold() -> torch.Tensor:
 
 
 _PHASE_FOLD = _phase_fold()
-# The 2-tap windows of _PHASE_FOLD: even phases read samples i - 1, i; odd ones i, i + 1.
-_PHASE_WINDOWS = torch.stack([_PHASE_FOLD[0, 0:2], _PHASE_FOLD[1, 1:3]])
 
 
 def conv3x3(cin: int, cout: int) -> ReflectConv3x3:
