@@ -99,3 +99,22 @@ def test_phase_convolution_equals_the_upsampled_one_on_cuda(monkeypatch):
         assert float((out - ref).abs().max()) <= 1e-3 * float(ref.abs().max())
         monkeypatch.setenv("VST_PHASE_CONV", "0")
         assert torch.equal(conv.forward_upsampled(x), ref)
+
+
+def test_tiles_are_compiled_and_replayed(monkeypatch, clip, style_paths):
+    """A frame above the tile area renders tile by tile through one compiled, replayed graph (the tiles
+    share a shape), as the eager tiles do."""
+    import vst_engine.engine as engine_mod
+    from vst_engine import Engine
+    from vst_engine.tiling import tile_windows
+    monkeypatch.setattr(engine_mod, "TILE_SIZE", 64)
+    monkeypatch.setattr(engine_mod, "TILE_OVERLAP", 32)
+    graphed = Engine(device="cuda", precision="auto", tile_area=32 * 32)
+    eager = Engine(device="cuda", precision="auto", tile_area=32 * 32, cuda_graphs=False, compile=False)
+    feats = eager.analyze(clip[:2], eager.load_styles([style_paths["stripes"]]))
+    assert graphed._tile_side() == 64 and len(tile_windows(H, W, 64, 32, 8)) > 4
+    for frame in clip[:2]:
+        close(graphed.stylize(frame, feats), eager.stylize(frame, feats))
+    (shape, _), = graphed.graphs.keys()
+    assert shape[0] == 1 and shape[2:] != (H, W)
+    assert graphed.acceleration == "compiled + CUDA graphs"

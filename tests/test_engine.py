@@ -545,9 +545,10 @@ def test_process_size_keeps_aspect_ratio(w, h, max_side):
     assert abs(pw / ph - w / h) <= (w / h) * (1 / min(pw, ph)) + 1e-9
 
 
-@pytest.mark.parametrize("h, w", [(1080, 1920), (2160, 3840), (800, 769), (768, 1366), (1085, 1301), (97, 64), (700, 700)])
-def test_tile_windows_cover_the_frame_with_the_overlap_and_little_more(h, w):
-    size, overlap = 768, 128
+@pytest.mark.parametrize("h, w, size", [(1080, 1920, 768), (2160, 3840, 768), (800, 769, 768), (768, 1366, 768),
+                                         (1085, 1301, 768), (97, 64, 768), (700, 700, 768), (2160, 3840, 2048)])
+def test_tile_windows_cover_the_frame_with_the_overlap_and_little_more(h, w, size):
+    overlap = 128
     windows = tile_windows(h, w, size, overlap, MULTIPLE)
     cover = np.zeros((h, w), np.int32)
     for y0, y1, x0, x1 in windows:
@@ -562,6 +563,9 @@ def test_tile_windows_cover_the_frame_with_the_overlap_and_little_more(h, w):
     area = sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in windows)
     if (h, w) == (1080, 1920):  # 6 tiles of 608 x 728; full 768 x 768 tiles covered 1.7x the frame
         assert len(windows) == 6 and area <= 1.3 * h * w
+    if size == 2048:  # CUDA's 4K tiles: 4 of one shape, 1.09x the frame (768-px tiles: 24, 1.39x)
+        assert len(windows) == 4 and len({(y1 - y0, x1 - x0) for y0, y1, x0, x1 in windows}) == 1
+        assert area <= 1.1 * h * w
 
 
 # Tiles of 64 with 32 overlap on a 128x96 frame: 3 x 2 tiles. (Smaller tiles are dominated by

