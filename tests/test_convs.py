@@ -123,6 +123,25 @@ def test_phase_convolution_equals_the_upsampled_one(layout):
         assert (conv.phase_conv(x) - expected).abs().max() <= 2e-5 * ref.abs().max()
 
 
+def test_compiled_convolutions_equal_eager_ones():
+    """Compiled (the CUDA default), the phase convolution interleaves its phases by indexing and the
+    reflection border is F.pad's, where eager passes write slices: the same results."""
+    from vst_engine.network import ReflectConv3x3
+
+    torch.manual_seed(11)
+    up, conv = ReflectConv3x3(16, 8), ReflectConv3x3(8, 8)
+    x = torch.randn(2, 16, 6, 10).contiguous(memory_format=torch.channels_last)
+
+    def block(t: torch.Tensor) -> torch.Tensor:
+        return conv(F.leaky_relu(up.phase_conv(t), 0.2))
+    with torch.no_grad():
+        compiled = torch.compile(block, dynamic=False)(x)
+        ref = conv(F.leaky_relu(up(F.interpolate(x, scale_factor=2.0, mode="nearest")), 0.2))
+        assert (block(x) - ref).abs().max() <= 1e-5 * ref.abs().max()
+    assert compiled.shape == ref.shape
+    assert (compiled - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
 @needs_nnpack
 def test_winograd_upblock_equals_the_reference():
     torch.manual_seed(3)
