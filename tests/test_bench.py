@@ -296,7 +296,7 @@ def test_cuda_rows_judge_the_cli_default_batch_and_keep_the_profile(tmp_path):
     res["speed"]["rows"] += [
         dict(cuda, what="stylize", seconds=[0.02], fps=50.0, batch=1, default=False, acceleration="CUDA graphs"),
         dict(cuda, what="stylize", seconds=[0.008], fps=125.0, batch=4, default=True,
-             acceleration="compiled + CUDA graphs"),
+             acceleration="compiled + CUDA graphs", first_frame_s=37.25),
         dict(cuda, what="stylize", size=[640, 360], seconds=[0.01], fps=100.0, batch=4, default=True,
              acceleration="eager (graph capture failed: RuntimeError: operation not permitted)"),
     ]
@@ -314,6 +314,7 @@ def test_cuda_rows_judge_the_cli_default_batch_and_keep_the_profile(tmp_path):
     assert "stylize, batch 4 (CLI default), compiled + CUDA graphs" in md and "stylize, batch 1, CUDA graphs" in md
     assert "stylize, batch 4 (CLI default), eager (graph capture failed: RuntimeError: operation not permitted" in md
     assert "failed: boom" in md and "| 1.5 |" in md
+    assert "| 0.008 | 125.000 | 37.2 |" in md  # the first frame's compilation, beside the speed
     assert (tmp_path / "benchmarks" / "profile_cuda_1920x1080.txt").read_text() == "aten::conv  50%\n"
     assert "an eager batch-1 pass goes (torch.profiler, three passes): [benchmarks/profile_cuda_1920x1080.txt]" in md
     # The compiled pass's profile beside it, in a file of its own.

@@ -770,15 +770,14 @@ def speed_worker(argv: Sequence[str]) -> int:
     rss_loaded = peak_rss_mib()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    times, stylize_times = [], []
+    times, stylize_times, first = [], [], []  # first: the untimed warm-up's seconds (compilation, capture)
 
     def timed(fn, into: list, keep: bool):
         sync()
         t0 = time.perf_counter()
         fn()
         sync()
-        if keep:
-            into.append(time.perf_counter() - t0)
+        (into if keep else first).append(time.perf_counter() - t0)
     if a.what == "analyze":
         run = engine.analysis(styles, own_colours=a.own_colours and not a.add_own_colours)
         feats = None
@@ -807,7 +806,7 @@ def speed_worker(argv: Sequence[str]) -> int:
                 times += [t / batch for t in passes] * batch  # per frame
     out = {"what": a.what, "size": [w, h], "device": str(engine.device), "threads": torch.get_num_threads(),
            "seconds": times, "fps": len(times) / sum(times), "rss_loaded_mib": rss_loaded,
-           "rss_peak_mib": peak_rss_mib(),
+           "rss_peak_mib": peak_rss_mib(), "first_frame_s": first[0],
            "model_id": engine.model.model_id, "precision": engine.precision, "tiled": w * h > engine.tile_area}
     if a.what == "analyze":  # `default`: what `vst stylize` and the hosts analyse at full strength
         out.update(own_colours=a.own_colours or a.add_own_colours, added=a.add_own_colours,
@@ -1221,24 +1220,26 @@ def render_report(res: dict) -> str:
               "Each configuration in a fresh process: one warm-up frame, then "
               f"{s['frames_note']} timed; peak RSS = VmHWM of that process (includes Python, torch "
               "and the models; 'loaded' is the peak before the first frame; getrusage's ru_maxrss is not used as it "
-              "carries the parent's peak over fork and exec on Linux). Frames are a real frame of the bundled "
+              "carries the parent's peak over fork and exec on Linux); 'first frame' = the untimed warm-up frame, "
+              "which on CUDA includes compiling the passes for that size and capturing their graphs. Frames are a real frame of the bundled "
               "clip resized to each size; one style. Analysis = the first pass per analysed frame (colour and grey "
               "VGG passes plus the network for the clip's own colours and each style); stylize = one output frame "
               "with stored global features. The peer runs its arbitrary-style network at 384 px and upscales (its "
               "design), on onnxruntime's CPU provider, with the style encoded once.", ""]
-        header = ["device", "what", "size", "s/frame", "frames/s", "peak RSS MiB", "loaded RSS MiB",
+        header = ["device", "what", "size", "s/frame", "frames/s", "first frame s", "peak RSS MiB", "loaded RSS MiB",
                   "CUDA peak MiB", "MAC/s (T)", "of tensor peak"]
         rows = []
         for r in s["rows"]:
             size = f"{r['size'][0]}x{r['size'][1]}"
             if "error" in r:
                 rows.append([r["device"], r["what"], size, "failed: " + r["error"][-120:].replace("\n", " "),
-                             "", "", "", "", "", ""])
+                             "", "", "", "", "", "", ""])
                 continue
             spf = sum(r["seconds"]) / len(r["seconds"])
             macs = r.get("macs_per_s")
             rows.append([r.get("device_name", r["device"]) + f" {r.get('precision', 'fp32')}", _what_label(r), size,
-                         _num(spf, ".3f"), _num(r["fps"], ".3f"), _num(r["rss_peak_mib"], ".0f"),
+                         _num(spf, ".3f"), _num(r["fps"], ".3f"), _num(r.get("first_frame_s"), ".1f"),
+                         _num(r["rss_peak_mib"], ".0f"),
                          _num(r.get("rss_loaded_mib"), ".0f"), _num(r.get("cuda_peak_mib"), ".0f"),
                          _num(macs / 1e12 if macs else None, ".3f"),
                          _num(r["tensor_fraction"] * 100, ".1f") + "%" if r.get("tensor_fraction") else "-"])
@@ -1268,10 +1269,12 @@ def render_report(res: dict) -> str:
         L += [f"Network cost: {s['macs_note']} (The issue's estimate, 1.53 T per 1080p frame, assumed a "
               "larger padding; MAC/s above uses the counted figure for the untiled frame.)", ""]
         if s.get("overhead_rows"):
+            interleaved = any(r.get("stylize_seconds") for r in s["rows"])
             L += ["Analysis overhead from these per-frame times (analysis of every 8th frame plus the last, "
-                  "as a share of analysis + stylization of every frame). Each analysed frame is compared with "
-                  "stylizations of the same frame timed between its analysed frames, in the same process: this "
-                  "machine's speed moves between processes.", ""]
+                  "as a share of analysis + stylization of every frame)." + (
+                      " Each analysed frame is compared with stylizations of the same frame timed between its "
+                      "analysed frames, in the same process: this machine's speed moves between processes."
+                      if interleaved else ""), ""]
             L += [markdown_table(["device", "size", "132-frame clip", "132-frame clip, `--interval 16`",
                                   "long clip (limit)", "132-frame clip, with own colours",
                                   "132-frame clip, own colours added later"],
