@@ -9,6 +9,10 @@
 # Timing on an H100 (2026-11-26): the CUDA tests 110 s; each bench worker process compiles its passes
 # afresh (640x360: analysis 94 s, stylization 46 s, batch-1 stylization 30 s), so a 4-size bench needs
 # BENCH_S near 600: give it its own call, with --no-own-colours and --no-throughput in BENCH_EXTRA.
+# A measuring lease in one call (about 560 s of a 15-minute budget):
+#   OUT=$OUT PRE_S=0 TESTS_S=130 AB="- VST_PHASE_CONV=0" AB_S=60 BENCH_S=330 SPEED_FRAMES=10 \
+#   BENCH_EXTRA='--no-throughput --no-own-colours --sizes 1920x1080,3840x2160' bash tools/gpu_lease.sh
+# Without training the small logs come back packed in $OUT/logs.tgz (a call brings back at most 8 files).
 # Knobs (seconds): BENCH_S, COMPILE_S, PRE_S (0: no training), FT_S; DEV=cpu with small values is a
 # dry run of the flow. AB / AB_LATE: variants of the network alone at AB_SIZE (default 1920x1080; compiled, batch 1), each a
 # list of environment settings or "-" for none (e.g. AB="- VST_PHASE_CONV=0"), timed before / after
@@ -57,7 +61,11 @@ timeout "$BENCH_S" python3 -m vst_engine.bench $BENCH_ARGS --skip-quality --skip
 log "bench exit $?"; tail -n 12 "$RUNS/bench.log"; cp "$RUNS/bench.log" "$OUT/"
 LEFT=$(( ${DEADLINE:-100000} - $(date +%s) + T0 - 5 )); [ "$LEFT" -gt "${AB_LATE_S:-300}" ] && LEFT=${AB_LATE_S:-300}
 [ -n "${AB_LATE:-}" ] && [ "$LEFT" -gt 20 ] && ab late $LEFT $AB_LATE
-if [ "$PRE_S" -le 0 ]; then log "no training (PRE_S=0): done"; exit 0; fi
+if [ "$PRE_S" -le 0 ]; then
+    (cd "$OUT" && tar czf logs.tgz --remove-files tests.log bench.log $(ls ab_*.json 2>/dev/null))
+    rm -f "$OUT/bench/benchmarks/speed.png"  # redrawn here by --report-only
+    log "no training (PRE_S=0): done"; exit 0
+fi
 wait $UNB; log "unbundle exit $?: $(cat "$RUNS/unbundle.log")"
 
 COMMON="--data $DATA --device $DEV --batch $BATCH --crop $CROP --final-crop $CROP --final-crop-from 0 \
