@@ -97,7 +97,6 @@ class ReflectConv3x3(Conv3x3):
             return super().forward(F.pad(x, (1, 1, 1, 1), mode="reflect"))
         return super().forward(reflect_pad1(x))
 
-
     def forward_upsampled(self, x: torch.Tensor) -> torch.Tensor:
         """This convolution of x upsampled x2 (nearest neighbour)."""
         if self.takes_winograd(x):
@@ -119,7 +118,7 @@ class ReflectConv3x3(Conv3x3):
 
         Each output phase reads a 2x2 window of x (see forward_upsampled), rows i - 1, i for even
         output rows and i, i + 1 for odd ones (columns alike). One 2x2 convolution over x with a
-        one-pixel replicated border gives all four phases' kernels at (h + 1) x (w + 1) positions;
+        one-pixel replicated border gives all four phases at (h + 1) x (w + 1) positions;
         phase (a, b) is the window shifted by (a, b)."""
         n, _, h, w = x.shape
         c = self.out_channels
@@ -147,16 +146,15 @@ class ReflectConv3x3(Conv3x3):
         return cache[kind][1:]
 
     def _fold(self, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-        weight = self.weight.detach()
+        # Sums and stacks of the weight alone: a constant folding matrix would be a host-to-GPU copy
+        # inside a compiled pass, which CUDA-graph capture refuses.
+        phases = _phase_windows(_phase_windows(self.weight.detach(), 2), 4).transpose(0, 1)  # a, b, o, i, 2, 2
         if kind == "phases":
-            # Sums and stacks of the weight alone: a constant folding matrix would be a host-to-GPU
-            # copy inside the compiled pass, which CUDA-graph capture refuses.
-            kernel = _phase_windows(_phase_windows(weight, 2), 4).transpose(0, 1)  # a, b, o, i, l, m
-        else:  # pixel_shuffle reads channels o, a, b
-            kernel = torch.einsum("ald,bme,oide->oabilm", _PHASE_FOLD, _PHASE_FOLD, weight)
-        kernel = kernel.reshape(-1, self.in_channels, *kernel.shape[-2:])
-        bias = self.bias.detach()
-        bias = bias.repeat_interleave(4) if kind == "winograd" else bias.repeat(4)
+            kernel, bias = phases.flatten(0, 2), self.bias.detach().repeat(4)
+        else:  # 3x3 kernels over x, each window where its rows and columns start; pixel_shuffle reads o, a, b
+            kernel = torch.stack([torch.stack([F.pad(phases[a, b], (b, 1 - b, a, 1 - a)) for b in (0, 1)], 1)
+                                  for a in (0, 1)], 1).flatten(0, 2)
+            bias = self.bias.detach().repeat_interleave(4)
         return kernel.contiguous(memory_format=_layout(self.weight)), bias
 
 
@@ -166,19 +164,6 @@ def _phase_windows(w: torch.Tensor, dim: int) -> torch.Tensor:
     taps 0 | 1 + 2, odd ones i, i + 1 with taps 0 + 1 | 2."""
     t0, t1, t2 = w.unbind(dim)
     return torch.stack([torch.stack([t0, t1 + t2], dim), torch.stack([t0 + t1, t2], dim)])
-
-
-def _phase_fold() -> torch.Tensor:
-    """fold[a, l, d] = 1 where tap d (offset d - 1) of a 3x3 kernel over a x2 upsampled axis, at an
-    output of phase a (2i + a), reads the low-resolution sample i + l - 1."""
-    fold = torch.zeros(2, 3, 3)
-    for a in range(2):
-        for d in range(3):
-            fold[a, (a + d - 1) // 2 + 1, d] = 1.0
-    return fold
-
-
-_PHASE_FOLD = _phase_fold()
 
 
 def conv3x3(cin: int, cout: int) -> ReflectConv3x3:
