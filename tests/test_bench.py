@@ -323,11 +323,12 @@ def test_cuda_rows_judge_the_cli_default_batch_and_keep_the_profile(tmp_path):
 
 
 def test_multiply_adds_are_counted_whatever_the_convolution_path(monkeypatch):
-    """The count is the direct arithmetic of every layer, also where Winograd runs some layers
-    folded past the module hooks; the engine's own setting is restored."""
+    """The count is the direct arithmetic of every layer, also where Winograd or the phase
+    convolutions run some layers folded past the module hooks; the engine's own setting is restored."""
     from vst_engine.engine import Engine
 
     engine = Engine(model="untrained", device="cpu")
+    phases = os.environ.get("VST_PHASE_CONV")
     counted = bench.count_macs(engine, 64, 48)
     monkeypatch.setenv("VST_WINOGRAD", "0")
     direct = bench.count_macs(Engine(model="untrained", device="cpu"), 64, 48)
@@ -336,6 +337,7 @@ def test_multiply_adds_are_counted_whatever_the_convolution_path(monkeypatch):
     ups = sum(9 * cin * cout * 64 * 48 // 4 ** (2 - k) for k, (cin, cout) in enumerate([(512, 256), (256, 128), (128, 64)]))
     assert counted > 2 * ups
     assert all(m.winograd == engine.winograd for m in engine.net.modules() if getattr(m, "wide", False))
+    assert os.environ.get("VST_PHASE_CONV") == phases  # the phase convolutions' setting is restored too
 
 
 def test_peak_rss_is_this_process():

@@ -91,7 +91,6 @@ def test_upsampled_convolution_folded_to_low_resolution(shape):
     x = torch.randn(shape)
     with torch.no_grad():
         ref = conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-        assert torch.equal(conv.forward_upsampled(x), ref)  # not switched: the reference path itself
         conv.winograd = True
         folded = conv.forward_upsampled(x)
         assert folded.shape == ref.shape
@@ -102,9 +101,10 @@ def test_upsampled_convolution_folded_to_low_resolution(shape):
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_phase_convolution_equals_the_upsampled_one(layout):
-    """The 2x2 phase convolution (CUDA inference) equals the 3x3 convolution of the upsampled x,
-    border included, keeps x's layout and follows new parameters."""
+def test_phase_convolution_equals_the_upsampled_one(layout, monkeypatch):
+    """The 2x2 phase convolution (inference off NNPACK) equals the 3x3 convolution of the upsampled x,
+    border included, keeps x's layout and follows new parameters; VST_PHASE_CONV=0 or training
+    convolve the upsampled x."""
     from vst_engine.network import ReflectConv3x3
 
     torch.manual_seed(7)
@@ -116,11 +116,14 @@ def test_phase_convolution_equals_the_upsampled_one(layout):
             out = conv.phase_conv(x)
             assert out.shape == ref.shape and out.is_contiguous(memory_format=layout)
             assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
-            assert torch.equal(conv.forward_upsampled(x), ref)  # on the CPU: the reference path
+            assert torch.equal(conv.forward_upsampled(x), out)
+    assert torch.equal(conv.forward_upsampled(x), conv(F.interpolate(x, scale_factor=2.0, mode="nearest")))  # training
     with torch.no_grad():
         conv.weight.mul_(-2.0)
         expected = -2 * ref + 3 * conv.bias[:, None, None]
         assert (conv.phase_conv(x) - expected).abs().max() <= 2e-5 * ref.abs().max()
+        monkeypatch.setenv("VST_PHASE_CONV", "0")
+        assert torch.equal(conv.forward_upsampled(x), conv(F.interpolate(x, scale_factor=2.0, mode="nearest")))
 
 
 def test_compiled_convolutions_equal_eager_ones():

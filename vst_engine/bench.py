@@ -707,10 +707,12 @@ def count_macs(engine, width: int, height: int) -> int:
             total[0] += out.numel() * mod.in_features
     handles = [m.register_forward_hook(hook) for net in (engine.vgg, engine.net) for m in net.modules()
                if isinstance(m, (nn.Conv2d, nn.Linear))]
-    # Direct arithmetic, and every convolution through its module: the Winograd path runs the
-    # upsampling convolutions folded, past the hooks.
+    # Direct arithmetic, and every convolution through its module: the Winograd and phase paths run
+    # the upsampling convolutions folded, past the hooks (the count is the network as designed).
     for net in (engine.vgg, engine.net):
         use_winograd(net, False)
+    phases = os.environ.get("VST_PHASE_CONV")
+    os.environ["VST_PHASE_CONV"] = "0"
     try:
         with torch.no_grad():
             engine._forward(to_tensor(frame, engine.device), targets, LocalNorm())
@@ -719,6 +721,10 @@ def count_macs(engine, width: int, height: int) -> int:
             h.remove()
         for net in (engine.vgg, engine.net):
             use_winograd(net, engine.winograd)
+        if phases is None:
+            del os.environ["VST_PHASE_CONV"]
+        else:
+            os.environ["VST_PHASE_CONV"] = phases
     ph, pw = -(-height // MULTIPLE) * MULTIPLE, -(-width // MULTIPLE) * MULTIPLE
     einsum = 3 * 2 * 32 * 32 * (ph // 8) * (pw // 8)
     return total[0] + einsum

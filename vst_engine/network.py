@@ -78,8 +78,8 @@ def reflect_pad1(x: torch.Tensor) -> torch.Tensor:
 
 
 def phase_convs_enabled() -> bool:
-    """Whether CUDA inference runs upsampled convolutions as 2x2 phase convolutions
-    ($VST_PHASE_CONV=0 turns it off)."""
+    """Whether inference runs upsampled convolutions as 2x2 phase convolutions where it does not run
+    them on NNPACK ($VST_PHASE_CONV=0 turns it off)."""
     return os.environ.get("VST_PHASE_CONV", "1") != "0"
 
 
@@ -109,7 +109,7 @@ class ReflectConv3x3(Conv3x3):
             weight, bias = self._folded("winograd")
             folded = winograd_conv(F.pad(x, (1, 1, 1, 1), mode="replicate"), weight, bias, 0)
             return F.pixel_shuffle(folded, 2)
-        if x.device.type == "cuda" and not torch.is_grad_enabled() and phase_convs_enabled():
+        if not torch.is_grad_enabled() and phase_convs_enabled():
             return self.phase_conv(x)
         return self(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
