@@ -18,10 +18,15 @@ WARMUP = 2  # eager passes before capture: cuDNN picks its kernels on these (cud
 MAX_GRAPHS = 2  # each graph keeps its own activation memory: keep few frame shapes
 
 
+def compile_mode() -> str | None:
+    """The torch.compile mode $VST_COMPILE_MODE names (None: the default mode; "max-autotune-no-cudagraphs"
+    also tunes kernels, at a longer first frame)."""
+    return os.environ.get("VST_COMPILE_MODE") or None
+
+
 def compile_pass(fn: Callable) -> Callable:
-    """torch.compile of one pass for fixed shapes, in the mode $VST_COMPILE_MODE names (default: the
-    default mode; "max-autotune-no-cudagraphs" also tunes kernels, at a longer first frame)."""
-    return torch.compile(fn, dynamic=False, mode=os.environ.get("VST_COMPILE_MODE") or None)
+    """torch.compile of one pass for fixed shapes, in `compile_mode()`."""
+    return torch.compile(fn, dynamic=False, mode=compile_mode())
 
 
 def _reason(exc: Exception) -> str:

@@ -686,6 +686,8 @@ def count_macs(engine, width: int, height: int) -> int:
     """Multiply-adds of one stylization forward pass (VGG to relu4_1 + decoder + filter predictors)
     at width x height, counted by hooks on every convolution and linear layer; the dynamic 32x32
     channel mixing (an einsum, two per filter block) is added analytically."""
+    from unittest.mock import patch
+
     import torch
     from torch import nn
 
@@ -711,20 +713,14 @@ def count_macs(engine, width: int, height: int) -> int:
     # the upsampling convolutions folded, past the hooks (the count is the network as designed).
     for net in (engine.vgg, engine.net):
         use_winograd(net, False)
-    phases = os.environ.get("VST_PHASE_CONV")
-    os.environ["VST_PHASE_CONV"] = "0"
     try:
-        with torch.no_grad():
+        with torch.no_grad(), patch.dict(os.environ, VST_PHASE_CONV="0"):
             engine._forward(to_tensor(frame, engine.device), targets, LocalNorm())
     finally:
         for h in handles:
             h.remove()
         for net in (engine.vgg, engine.net):
             use_winograd(net, engine.winograd)
-        if phases is None:
-            del os.environ["VST_PHASE_CONV"]
-        else:
-            os.environ["VST_PHASE_CONV"] = phases
     ph, pw = -(-height // MULTIPLE) * MULTIPLE, -(-width // MULTIPLE) * MULTIPLE
     einsum = 3 * 2 * 32 * 32 * (ph // 8) * (pw // 8)
     return total[0] + einsum
@@ -846,7 +842,7 @@ def throughput_worker(argv: Sequence[str]) -> int:
     a = ap.parse_args(list(argv))
     import torch
 
-    from .acceleration import CapturedPass, compile_pass
+    from .acceleration import CapturedPass, compile_mode, compile_pass
     from .engine import Engine, slot_weights
     from .imageops import to_tensor
     w, h = parse_size(a.size)
@@ -863,7 +859,7 @@ def throughput_worker(argv: Sequence[str]) -> int:
         if cuda:
             torch.cuda.synchronize()
     out: dict = {"size": [w, h], "device": str(engine.device), "precision": engine.precision, "rows": [],
-                 "repeats": a.repeats, "compile_mode": os.environ.get("VST_COMPILE_MODE") or None}
+                 "repeats": a.repeats, "compile_mode": compile_mode()}
     profiled = None  # (mode, step, input) of the first batch-1 run that launches its kernels one by one
     for batch in [int(b) for b in a.batches.split(",")]:
         targets = one.map(lambda t: t.expand(batch, -1))
