@@ -155,11 +155,13 @@ def accelerations(device: torch.device, compile: bool | None = None,
     return compile, cuda_graphs and cuda
 
 
-def winograd_convolutions(device: torch.device, dtype: torch.dtype, compile: bool) -> bool:
+def winograd_convolutions(device: torch.device, dtype: torch.dtype, compile: bool, arch: str = "paper") -> bool:
     """Whether the wide 3x3 convolutions take NNPACK's Winograd kernels: in eager fp32 on a CPU
     (2-core AVX2, 640x360: 2.6 -> 1.6 s a frame) where PyTorch has NNPACK. Not compiled: torch.compile
-    cannot trace them."""
-    return device.type == "cpu" and dtype == torch.float32 and not compile and winograd_available()
+    cannot trace them. Not for the lite network, whose narrow layers ran faster on oneDNN in
+    channels-last (48->32 channels at 640x360: 44 ms against NNPACK's 55 and contiguous oneDNN's 105)."""
+    return arch == "paper" and device.type == "cpu" and dtype == torch.float32 and not compile \
+        and winograd_available()
 
 
 class Engine:
@@ -174,7 +176,7 @@ class Engine:
         self.model: LoadedModel = load_model(model)
         compile, cuda_graphs = accelerations(self.device, compile, cuda_graphs)
         # NNPACK reads contiguous tensors; otherwise channels-last feeds tensor cores, AMX and oneDNN best.
-        self.winograd = winograd_convolutions(self.device, self.dtype, compile)
+        self.winograd = winograd_convolutions(self.device, self.dtype, compile, self.model.net.arch)
         self.layout = torch.contiguous_format if self.winograd else torch.channels_last
         self.net = self.model.net.to(self.device, memory_format=self.layout).eval()
         self.vgg = VGGEncoder().to(self.device, memory_format=self.layout)
@@ -308,9 +310,9 @@ class Engine:
         return own.mean, own.std, own.desc, sums, counts
 
     def _content(self, tile: torch.Tensor) -> torch.Tensor:
-        """The network's content input: VGG relu4_1 of the desaturated tile."""
+        """The network's content input from the desaturated tile (VGG relu4_1, or the lite encoder's)."""
         with self._autocast():
-            return self.vgg.relu4_1(desaturate(tile)).contiguous(memory_format=self.layout)
+            return self.net.content(desaturate(tile), self.vgg).contiguous(memory_format=self.layout)
 
     def _record_pass(self, grey4: torch.Tensor, targets: StyleTargets) -> tuple[list, list]:
         """One pass of the network for one style slot, returning what a `RecordNorm` recorded."""
@@ -421,7 +423,7 @@ class Engine:
     def _forward(self, x: torch.Tensor, targets: StyleTargets, norm: LocalNorm) -> torch.Tensor:
         padded, (h, w) = pad_to_multiple(x, MULTIPLE, MIN_PADDED)
         with self._autocast():
-            grey4 = self.vgg.relu4_1(desaturate(padded))
+            grey4 = self.net.content(desaturate(padded), self.vgg)
             out = self.net(grey4, targets, norm)
         return out[..., :h, :w].float().clamp(0.0, 1.0)
 

@@ -21,7 +21,7 @@ from .network import StyleNet
 FORMAT = "vst-model"
 FORMAT_VERSION = 1
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-BUILTIN = {"default": "default.pt", "baseline": "baseline.pt"}
+BUILTIN = {"default": "default.pt", "baseline": "baseline.pt", "lite": "lite.pt"}
 UNTRAINED_SEED = 0
 
 
@@ -40,18 +40,20 @@ def model_path(name: str) -> Path:
 
 
 def save_model(net: StyleNet, path: Path, meta: dict) -> None:
+    meta = {**meta, "arch": net.arch}
     state = {k: v.detach().to("cpu", torch.float16) for k, v in net.state_dict().items()}
     buf = io.BytesIO()
     torch.save({"format": FORMAT, "version": FORMAT_VERSION, "state": state, "meta": meta}, buf)
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def untrained_model() -> LoadedModel:
+def untrained_model(arch: str = "paper") -> LoadedModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(UNTRAINED_SEED)
-        net = StyleNet()
-    return LoadedModel(net.eval(), "untrained", f"untrained-seed{UNTRAINED_SEED}", False,
-                       {"note": "UNTRAINED: random decoder weights, output is not a stylization"})
+        net = StyleNet(arch)
+    model_id = f"untrained-seed{UNTRAINED_SEED}" if arch == "paper" else f"untrained-{arch}-seed{UNTRAINED_SEED}"
+    return LoadedModel(net.eval(), "untrained", model_id, False,
+                       {"note": "UNTRAINED: random decoder weights, output is not a stylization", "arch": arch})
 
 
 def load_model(name: str = "default") -> LoadedModel:
@@ -62,7 +64,7 @@ def load_model(name: str = "default") -> LoadedModel:
     path = model_path(name)
     if not path.is_file():
         if name in BUILTIN:
-            return untrained_model()
+            return untrained_model("lite" if name == "lite" else "paper")
         raise VstError(f"model file not found: {path}")
     raw = path.read_bytes()
     try:
@@ -73,10 +75,14 @@ def load_model(name: str = "default") -> LoadedModel:
         raise VstError(f"not a vst model file: {path}")
     if blob.get("version") != FORMAT_VERSION:
         raise VstError(f"model file {path} has format version {blob.get('version')}, expected {FORMAT_VERSION}")
-    net = StyleNet()
+    meta = dict(blob.get("meta", {}))
+    try:
+        net = StyleNet(meta.get("arch", "paper"))
+    except ValueError as exc:
+        raise VstError(f"model file {path}: {exc}") from None
     try:
         net.load_state_dict({k: v.float() for k, v in blob["state"].items()})
     except RuntimeError:
         raise VstError(f"model file {path} does not match this network architecture") from None
     model_id = f"{path.stem}-{hashlib.sha256(raw).hexdigest()[:16]}"
-    return LoadedModel(net.eval(), path.stem, model_id, True, dict(blob.get("meta", {})))
+    return LoadedModel(net.eval(), path.stem, model_id, True, meta)

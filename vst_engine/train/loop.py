@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from ..hardware import cpu_has_bf16, reuse_large_allocations
 from ..imageops import desaturate
 from ..atomic import atomic_write_bytes
-from ..models import save_model
-from ..network import StyleNet, StyleTargets
+from ..models import load_model, save_model
+from ..network import ARCHS, StyleNet, StyleTargets
 from ..norms import channel_stats
 from ..vgg import VGGEncoder
 from . import losses
@@ -61,6 +61,13 @@ class TrainConfig:
     sample_every: int = 1000
     style_bank_augs: int = 12
     init: str | None = None  # a checkpoint to start from (for fine-tuning branches)
+    arch: str = "paper"  # network.ARCHS
+    # Distillation: with a teacher model (name or file) the losses are its output (L1), VGG relu4_1 for
+    # the network's own content encoder (MSE) and the VGG taps of its output (MSE), not the paper's.
+    teacher: str | None = None
+    w_distill: float = 10.0
+    w_feature: float = 1.0
+    w_perceptual: float = 1.0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -72,6 +79,9 @@ class TrainConfig:
                                                     "w_style", "w_recon", "w_tv", "w_temporal")
                 if not getattr(self, k) >= 0]
         bad += [f"lr={self.lr}"] if not self.lr > 0 else []
+        bad += [f"arch={self.arch!r} (one of {', '.join(ARCHS)})"] if self.arch not in ARCHS else []
+        bad += [f"{k}={getattr(self, k)}" for k in ("w_distill", "w_feature", "w_perceptual")
+                if not getattr(self, k) >= 0]
         bad += [f"ema={self.ema}"] if not 0 <= self.ema < 1 else []
         bad += [f"temporal={self.temporal!r} (one of {', '.join(TEMPORAL_MODES)})"] \
             if self.temporal not in TEMPORAL_MODES else []
@@ -153,8 +163,13 @@ class Trainer:
         # channels-last helps tensor cores and AMX; in fp32 on an AVX2 CPU it slowed the backward pass.
         self.fmt = torch.channels_last if self.device.type == "cuda" or self.bf16 else torch.contiguous_format
         self.vgg = VGGEncoder().to(self.device).to(memory_format=self.fmt)
-        self.net = StyleNet().to(self.device).to(memory_format=self.fmt)
-        self.ema = StyleNet().to(self.device)
+        self.net = StyleNet(cfg.arch).to(self.device).to(memory_format=self.fmt)
+        self.teacher = None
+        if cfg.teacher:
+            self.teacher = load_model(cfg.teacher).net.to(self.device, memory_format=self.fmt).requires_grad_(False)
+            # The filter blocks have the teacher's shapes in every architecture: a head start.
+            self.net.filters.load_state_dict(self.teacher.filters.state_dict())
+        self.ema = StyleNet(cfg.arch).to(self.device)
         self.ema.load_state_dict(self.net.state_dict())
         self.ema.requires_grad_(False)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
@@ -241,7 +256,7 @@ class Trainer:
         amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
         with amp:
             with torch.no_grad():
-                c_taps = self.vgg(grey)
+                c4 = self.vgg.relu4_1(grey)
                 own = self.vgg(colour[:1])  # item 0 reconstructs its own colours
             own_stats = [channel_stats(t) for t in own]
             mean = [torch.cat([own_stats[i][0], self.bank.mean[i][pick[1:]].to(self.device)]) for i in range(4)]
@@ -249,19 +264,23 @@ class Trainer:
             m4, s4 = own_stats[3]
             own_norm4 = (own[3].float() - m4[:, :, None, None]) / s4[:, :, None, None]
             style_feat4 = self.bank.feat4[pick[1:]].to(self.device).float()
-            desc = [torch.cat([p.descriptor(own_norm4), p.descriptor(style_feat4)]) for p in self.net.predictors]
-            targets = StyleTargets(mean, std, desc)
-            out = self.net(c_taps[3], targets)
-            o_taps = self.vgg(out)
-            l_content = losses.content_loss(o_taps[3], c_taps[3])
-            l_style = losses.style_loss(o_taps, mean, std)
-            l_recon = (out[:1].float() - colour[:1]).abs().mean()
-            l_tv = losses.tv_loss(out.float())
-            total = cfg.w_content * l_content + cfg.w_style * l_style + cfg.w_recon * l_recon + cfg.w_tv * l_tv
-            l_temp = torch.zeros(())
+
+            def targets_of(net: StyleNet) -> StyleTargets:
+                return StyleTargets(mean, std, [torch.cat([p.descriptor(own_norm4), p.descriptor(style_feat4)])
+                                                for p in net.predictors])
+            targets = targets_of(self.net)
+            if self.teacher is None:
+                out = self.net(c4, targets)
+                parts = self._paper_losses(out, c4, colour, mean, std)
+            else:
+                with torch.no_grad():
+                    reference = self.teacher(c4, targets_of(self.teacher))
+                feat = self.net.content(grey, self.vgg)
+                out = self.net(feat, targets)
+                parts = self._distill_losses(out, reference, feat, c4)
             if temporal:
-                l_temp = self._temporal(colour, out, targets, gen)
-                total = total + cfg.w_temporal * l_temp
+                parts["temporal"] = (self._temporal(colour, out, targets, gen), cfg.w_temporal)
+            total = sum(loss * weight for loss, weight in parts.values())
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), 10.0)
@@ -273,9 +292,32 @@ class Trainer:
             for pe, p in zip(self.ema.parameters(), self.net.parameters()):
                 pe.lerp_(p.detach(), 1.0 - decay)
         self.step += 1
-        parts = {"total": total, "content": l_content, "style": l_style, "recon": l_recon, "tv": l_tv,
-                 "temporal": l_temp}
-        return {k: float(v.detach()) for k, v in parts.items()}
+        return {"total": float(total.detach()), **{k: float(v.detach()) for k, (v, _) in parts.items()}}
+
+    def _paper_losses(self, out: torch.Tensor, c4: torch.Tensor, colour: torch.Tensor, mean: list[torch.Tensor],
+                      std: list[torch.Tensor]) -> dict[str, tuple[torch.Tensor, float]]:
+        """The paper's content, style, colour-reconstruction and total-variation losses, with weights."""
+        cfg = self.cfg
+        o_taps = self.vgg(out)
+        return {"content": (losses.content_loss(o_taps[3], c4), cfg.w_content),
+                "style": (losses.style_loss(o_taps, mean, std), cfg.w_style),
+                "recon": ((out[:1].float() - colour[:1]).abs().mean(), cfg.w_recon),
+                "tv": (losses.tv_loss(out.float()), cfg.w_tv)}
+
+    def _distill_losses(self, out: torch.Tensor, reference: torch.Tensor, feat: torch.Tensor,
+                        c4: torch.Tensor) -> dict[str, tuple[torch.Tensor, float]]:
+        """Distillation: the teacher's frame (L1), VGG relu4_1 for the own content encoder (MSE; the
+        Filter Predictors compare it with the style's VGG relu4_1) and the VGG taps of the teacher's
+        frame (MSE over relu1_1..relu4_1: textures that an L1 on pixels blurs)."""
+        cfg = self.cfg
+        parts = {"distill": ((out.float() - reference.float()).abs().mean(), cfg.w_distill),
+                 "feature": (F.mse_loss(feat.float(), c4.float()), cfg.w_feature)}
+        if cfg.w_perceptual > 0:
+            with torch.no_grad():
+                ref_taps = self.vgg(reference)
+            parts["perceptual"] = (sum(F.mse_loss(o.float(), r.float()) for o, r in zip(self.vgg(out), ref_taps)),
+                                   cfg.w_perceptual)
+        return parts
 
     def _temporal(self, colour: torch.Tensor, out: torch.Tensor, targets: StyleTargets, gen: torch.Generator) -> torch.Tensor:
         """L_noise, L_motion or the paper's L_comp = |F(W(X) + noise) - W(F(X))|."""
@@ -288,9 +330,7 @@ class Trainer:
             lo, hi = self.cfg.noise_var
             sigma = torch.empty(n, 1, 1, 1).uniform_(lo, hi, generator=gen).sqrt().to(self.device)
             second = (second + sigma * torch.randn(second.shape, generator=gen).to(self.device)).clamp(0, 1)
-        with torch.no_grad():
-            feat = self.vgg.relu4_1(desaturate(second))
-        out2 = self.net(feat, targets)
+        out2 = self.net(self.net.content(desaturate(second), self.vgg), targets)
         return (out2.float() - reference).abs().mean()
 
     # ----- samples -----------------------------------------------------------------------
@@ -305,7 +345,7 @@ class Trainer:
             targets = self.ema.style_targets(self.vgg(st))
             targets = StyleTargets([m.expand(3, -1) for m in targets.mean], [v.expand(3, -1) for v in targets.std],
                                    [d.expand(3, -1) for d in targets.desc])
-            out = self.ema(self.vgg.relu4_1(desaturate(contents)), targets).clamp(0, 1)
+            out = self.ema(self.ema.content(desaturate(contents), self.vgg), targets).clamp(0, 1)
             thumb = F.interpolate(st, size=(256, 256), mode="area")
             rows.append(torch.cat([thumb[0]] + list(out), dim=2))
         grid = torch.cat([torch.cat([torch.ones(3, 256, 256)] + list(contents.cpu()), dim=2)] + [r.cpu() for r in rows], dim=1)
