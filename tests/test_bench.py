@@ -395,3 +395,28 @@ def test_analysis_overheads_use_the_lean_analysis_and_show_the_full_one():
     bench.analysis_overheads(s, [(640, 360)])
     assert s["overhead_values"][0][2] == pytest.approx(bench.analysis_fraction(2.0, 2.0, 132))
     assert s["overhead_rows"][0][5:] == ["-", "-"]
+
+
+def test_lite_rows_are_kept_apart_and_judged_on_their_own():
+    """The lite model's speed rows never stand in for the measured model's; the CPU target names the
+    model that meets it; its analysis share has a row of its own."""
+    row = lambda what, seconds, **kw: dict(what=what, size=[640, 360], device="cpu", threads=2,  # noqa: E731
+                                           seconds=[seconds], fps=1 / seconds, **kw)
+    rows = [row("analyze", 0.35, arch="lite", own_colours=False, default=True), row("stylize", 0.28, arch="lite"),
+            row("analyze", 1.4, own_colours=False, default=True), row("stylize", 1.5)]
+    assert bench._speed_lookup(rows, "stylize", (640, 360), "cpu")["seconds"] == [1.5]
+    assert bench._speed_lookup(rows, "stylize", (640, 360), "cpu", arch="lite")["seconds"] == [0.28]
+    s = {"devices": ["cpu"], "rows": rows}
+    bench.analysis_overheads(s, [(640, 360)])
+    assert [r[0] for r in s["overhead_rows"]] == ["cpu", "cpu (lite model)"]
+    assert s["overhead_values"][1][2] == pytest.approx(bench.analysis_fraction(0.35, 0.28, 132))
+    res = fake_results()
+    res["speed"]["rows"] = rows
+    cpu = next(r for r in bench.targets_table(res) if r[0].startswith("CPU stylization"))
+    assert "0.667 frames/s" in cpu[1] and "lite model (`--model lite`): 3.571 frames/s" in cpu[1]
+    assert cpu[2] == "**met with the lite model**"
+    res["speed"]["rows"] = [r for r in rows if r.get("arch") != "lite"]
+    assert next(r for r in bench.targets_table(res) if r[0].startswith("CPU stylization"))[2] == "**not met**"
+    assert bench._what_label(rows[1]).startswith("stylize (lite model)")
+    keys = [k for k, _ in bench.method_rows()]
+    assert keys.index("lite") == keys.index("baseline_noglobal") + 1 and "lite_noglobal" in keys

@@ -208,6 +208,26 @@ def test_shared_content_descriptors_skip_the_embedding():
     assert torch.equal(LocalNorm().content_descriptor(0, lambda x: x * 2, torch.ones(2)), torch.full((2,), 2.0))
 
 
+@pytest.mark.parametrize("shape", [(2, 512, 12, 20), (1, 512, 2, 2), (1, 512, 3, 7)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_descriptor_equals_the_pooled_embedding(shape, layout):
+    """The descriptor from the taps' window means is the pixel mean of the embedding convolution,
+    reflection border included (the smallest maps are where the border weighs most)."""
+    from vst_engine.network import FilterPredictor
+    torch.manual_seed(0)
+    pred = FilterPredictor()
+    torch.nn.init.normal_(pred.embed.bias)
+    x = torch.randn(shape).contiguous(memory_format=layout)
+    with torch.no_grad():
+        ref = pred.embed(x).mean(dim=(2, 3))
+        desc = pred.descriptor(x)
+    assert desc.shape == ref.shape == (shape[0], 32)
+    assert (desc - ref).abs().max() <= 1e-5 * ref.abs().max()
+    x.requires_grad_(True)  # training takes the same path: it must pass gradients to map and kernel
+    pred.descriptor(x).sum().backward()
+    assert x.grad is not None and pred.embed.weight.grad.abs().sum() > 0
+
+
 def test_relu4_1_alone_equals_the_last_tap():
     from vst_engine.vgg import VGGEncoder
 

