@@ -195,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", default="default", help="our model (default: default)")
     ap.add_argument("--peer-python", default=None, help=f"python of the peer's venv (default {DEFAULT_PEER_PYTHON})")
     ap.add_argument("--no-peer", action="store_true", help="leave the peer out")
+    ap.add_argument("--no-compare", action="store_true", help="leave the other models (baseline, lite) out: "
+                    "only the measured model, with and without global features")
     ap.add_argument("--no-own-colours", action="store_true", help="time only the analysis `vst stylize` runs at full "
                     "strength, not the variants with the clip's own colours (a shorter GPU run)")
     ap.add_argument("--skip-quality", action="store_true", help="leave the clips' quality table out")
@@ -1522,7 +1524,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
                     "total_steps": model.meta.get("total_steps"), "note": model.meta.get("note")}
     status: dict = {"peer": {"available": False, "reason": "not requested (--no-peer)"}}
     for name in ("baseline", "lite"):
-        if name != args.model and model_path(name).is_file():
+        if args.no_compare:
+            status[name] = {"available": False, "reason": "not requested (--no-compare)"}
+        elif name != args.model and model_path(name).is_file():
             other = load_model(name)
             status[name] = {"available": True, "model_id": other.model_id, "steps": other.meta.get("steps")}
         else:
