@@ -420,3 +420,5 @@ def test_lite_rows_are_kept_apart_and_judged_on_their_own():
     assert bench._what_label(rows[1]).startswith("stylize (lite model)")
     keys = [k for k, _ in bench.method_rows()]
     assert keys.index("lite") == keys.index("baseline_noglobal") + 1 and "lite_noglobal" in keys
+    assert bench.method_rows("lite")[0] == ("ours", "ours (lite model, global features)")
+    assert bench.method_rows("/models/mine.pt")[0][1] == "ours (mine model, global features)"

@@ -548,9 +548,9 @@ def peer_info(peer_python: Path) -> dict | None:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def method_rows() -> list[tuple[str, str]]:
-    """(key, label) of the table's rows, in order (rows without results say why)."""
-    return [("ours", "ours (default model, global features)"),
+def method_rows(model: str = "default") -> list[tuple[str, str]]:
+    """(key, label) of the table's rows, in order (rows without results say why); `model`: ours."""
+    return [("ours", f"ours ({Path(model).stem} model, global features)"),
             ("ours_noglobal", "ours, --no-global"),
             ("baseline", "baseline model (no L_t), global features"),
             ("baseline_noglobal", "baseline model, --no-global"),
@@ -645,10 +645,10 @@ def sintel_quality(args, styles: list[StyleSpec], status: dict, engines: dict, e
     return {"clips": results}
 
 
-def summarize(q: dict, status: dict) -> dict:
+def summarize(q: dict, status: dict, model: str = "default") -> dict:
     """Add the table's rows: labels, means per method, and why absent methods are absent."""
     q.setdefault("intervals", [1])
-    labels = method_rows()
+    labels = method_rows(model)
     q["labels"] = labels
     q["aggregate"] = {key: aggregate(q["clips"], key, q["intervals"]) for key, _ in labels}
     q["present"] = [key for key, _ in labels if q["aggregate"][key] is not None]
@@ -1559,7 +1559,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     if not args.skip_quality:
         clips = fetch_clips(args.clips, args.cache)
         res["clips"] = [{k: v for k, v in c.items() if k != "path"} for c in clips]
-        q = summarize(quality(args, clips, styles, status, *models), status)
+        q = summarize(quality(args, clips, styles, status, *models), status, args.model)
         runs = [r for c in q["clips"] for r in c["runs"] if r["method"] == "ours"]
         if runs:
             fr = [r["analysis_s"] / (r["analysis_s"] + r["stylize_s"]) for r in runs]
@@ -1569,7 +1569,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
         res["clips"] = []
 
     if sintel_table:
-        res["sintel"] = summarize(sintel_quality(args, styles, status, *models), status)
+        res["sintel"] = summarize(sintel_quality(args, styles, status, *models), status, args.model)
     elif not args.skip_sintel:
         res["notes"].append(f"MPI Sintel table {args.sintel_note}")
 
