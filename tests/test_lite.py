@@ -132,3 +132,14 @@ def test_distillation_settings_are_checked(tmp_path):
         TrainConfig(data="d", out="o", arch="huge")
     with pytest.raises(ValueError, match="w_distill=-1"):
         TrainConfig(data="d", out="o", w_distill=-1.0)
+
+
+def test_shipped_lite_weights_are_the_distilled_lite_network():
+    """`--model lite` is a trained lite network in half precision, distilled from the default model."""
+    from vst_engine.models import model_path
+    model = load_model("lite")
+    assert model.trained and model.net.arch == "lite" and model.meta["arch"] == "lite"
+    assert model.meta["recipe"]["teacher"] == "default" and model.meta["steps"] >= 1000
+    blob = torch.load(model_path("lite"), weights_only=True)
+    assert all(v.dtype == torch.float16 for v in blob["state"].values())
+    assert model_path("lite").stat().st_size < 8 * 2**20

@@ -1439,9 +1439,10 @@ def targets_table(res: dict) -> list[list[str]]:
     s = (res.get("speed") or {}).get("rows", [])
     r = _speed_lookup(s, "stylize", (640, 360), "cpu")
     lite = _speed_lookup(s, "stylize", (640, 360), "cpu", arch="lite")
-    text = f"{r['fps']:.3f} frames/s ({r['threads']} torch threads)" if r else "not measured"
+    text = f"{r['fps']:.3f} frames/s ({r['threads']} torch threads)" if r else ""
     if lite:
-        text += f"; lite model (`--model lite`): {lite['fps']:.3f} frames/s"
+        text += ("; " if text else "") + f"lite model (`--model lite`): {lite['fps']:.3f} frames/s"
+    text = text or "not measured"
     met = None if r is None else r["fps"] >= TARGET_CPU_FPS_360P
     if lite and not met and lite["fps"] >= TARGET_CPU_FPS_360P:
         verdict = "**met with the lite model**"
@@ -1577,22 +1578,26 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
         s = speed(args, status)
         # Multiply-adds of the stylization network per size (counted once, on CPU).
         from .engine import Engine
-        eng = Engine(model="untrained", device="cpu")
-        per_px = count_macs(eng, 256, 144) / (256 * 144)
+        archs = sorted({r.get("arch", "paper") for r in s["rows"] if "error" not in r} | {"paper"})
+        # Any network of the architecture counts the same ("lite" is the untrained one where not trained).
+        per_px = {arch: count_macs(Engine(model="untrained" if arch == "paper" else arch, device="cpu"), 256, 144)
+                  / (256 * 144) for arch in archs}
 
-        def frame_macs(w: int, h: int) -> float:  # the network pads frames to multiples of 8
-            return per_px * (-(-w // 8) * 8) * (-(-h // 8) * 8)
-        macs_1080 = per_px * 1920 * 1088
-        s["macs_note"] = (f"{per_px / 1e3:.0f} k multiply-adds per padded pixel (convolutions and linear layers "
-                          f"counted with hooks at 256x144, plus the dynamic filters' channel mixing): "
+        def frame_macs(w: int, h: int, arch: str) -> float:  # the network pads frames to multiples of 8
+            return per_px[arch] * (-(-w // 8) * 8) * (-(-h // 8) * 8)
+        macs_1080 = per_px["paper"] * 1920 * 1088
+        s["macs_note"] = (f"{per_px['paper'] / 1e3:.0f} k multiply-adds per padded pixel (convolutions and linear "
+                          f"layers counted with hooks at 256x144, plus the dynamic filters' channel mixing): "
                           f"{macs_1080 / 1e12:.2f} T per 1920x1080 frame (padded to 1920x1088). Tiled frames "
                           "(CPU above 1280x736) redo the tile overlaps on top of this.")
+        if "lite" in per_px:
+            s["macs_note"] += f" The lite model: {per_px['lite'] / 1e3:.0f} k per padded pixel."
         peak_override = args.peak_tflops
         for r in s["rows"]:
             if "error" in r or r["what"] != "stylize":
                 continue
             w, h = r["size"]
-            r["macs_per_s"] = frame_macs(w, h) * r["fps"]
+            r["macs_per_s"] = frame_macs(w, h, r.get("arch", "paper")) * r["fps"]
             if r.get("device_name"):
                 peak = tensor_peak_tflops(r["device_name"], peak_override)
                 if peak:
@@ -1603,7 +1608,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
             peak = tensor_peak_tflops(t.get("device_name", ""), peak_override)
             for r in t.get("rows", []):
                 if "fps" in r and peak:
-                    r["tensor_fraction"] = 2 * frame_macs(w, h) * r["fps"] / (peak * 1e12)
+                    r["tensor_fraction"] = 2 * frame_macs(w, h, "paper") * r["fps"] / (peak * 1e12)
         s["frames_note"] = ", ".join(sorted({f"{len(r['seconds'])} ({r['device'].split(':')[0]} {r['what']})"
                                              for r in s["rows"] if "seconds" in r})) or "-"
         analysis_overheads(s, args.sizes)
