@@ -984,7 +984,6 @@ def speed(args, status: dict) -> dict:
                                         if dev == "cuda" and not args.quick and not args.sizes_given else [])
             n = args.speed_frames or (20 if dev == "cuda" else (1 if args.quick else 2))
             for w, h in sizes:
-                feats = Path(td) / f"{dev}_{w}x{h}.vstf"
                 # On CUDA stylization is timed at the CLI's automatic batch, and for sizes it batches
                 # also one frame per pass.
                 batches = dev == "cuda" and 2 * w * h <= AUTO_BATCH_PIXELS
@@ -1000,7 +999,7 @@ def speed(args, status: dict) -> dict:
                         f"{f'model {model} ' if model != args.model else ''}({n} frames after a warm-up)")
                     cmd = [sys.executable, "-m", "vst_engine.bench", "_speed", what, f"{w}x{h}", dev, *extra,
                            "--frames", str(n), "--model", model, "--batch", str(batch),
-                           "--features", str(feats.with_suffix(f".{model}.vstf" if model != args.model else ".vstf"))]
+                           "--features", str(Path(td) / f"{dev}_{w}x{h}_{Path(model).stem}.vstf")]
                     if args.threads:
                         cmd += ["--threads", str(args.threads)]
                     try:
@@ -1078,7 +1077,7 @@ def analysis_overheads(s: dict, sizes: Sequence[tuple[int, int]]) -> None:
                     added = _speed_lookup(s["rows"], "analyze", (w, h), dev, default=False, arch=arch, added=True)
                     if added:
                         f_added = analysis_fraction(sa + ratio(added), sz, 132)
-                label = dev + (" (lite model)" if arch == "lite" else "")
+                label = dev + _model_tag(arch)
                 ov_rows.append([label, f"{w}x{h}", f"{f132 * 100:.1f}%", f"{f132_16 * 100:.1f}%", f"{flim * 100:.1f}%"] +
                                [f"{f * 100:.1f}%" if f is not None else "-" for f in (f_own, f_added)])
                 ov_vals.append((label, (w, h), f132))
@@ -1135,9 +1134,14 @@ def _speed_lookup(rows, what: str, size: tuple[int, int], device: str, default: 
     return None
 
 
+def _model_tag(arch: str) -> str:
+    """" (lite model)" after a speed row's label where the lite network was timed, else nothing."""
+    return " (lite model)" if arch == "lite" else ""
+
+
 def _what_label(row: dict) -> str:
     """"stylize, batch 4, compiled + CUDA graphs" and the like for the speed table."""
-    parts = [row["what"] + (" (lite model)" if row.get("arch") == "lite" else "")]
+    parts = [row["what"] + _model_tag(row.get("arch", "paper"))]
     if row.get("added"):
         parts.append("own colours added to a full-strength analysis (`vst analyze --complete`, hosts)")
     elif "own_colours" in row:

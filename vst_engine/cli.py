@@ -185,10 +185,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         vgg = f"MISSING: {exc}"
     dtype = compute_dtype(device, args.precision)
     compile, graphs = accelerations(device)
+    winograd = winograd_convolutions(device, dtype, compile, model.net.arch)
     accel = [name for name, on in (("torch.compile", compile), ("CUDA graphs", graphs),
-                                   ("Winograd convolutions (NNPACK)",
-                                                                     winograd_convolutions(device, dtype, compile, model.net.arch)))
-             if on]
+                                   ("Winograd convolutions (NNPACK)", winograd)) if on]
     lines = [
         f"model:        {args.model} ({model.model_id})",
         f"trained:      {'yes' if model.trained else 'NO - UNTRAINED network, output is not a stylization'}",

@@ -16,7 +16,7 @@ import torch
 
 from .atomic import atomic_write_bytes
 from .errors import VstError
-from .network import StyleNet
+from .network import ARCHS, StyleNet
 
 FORMAT = "vst-model"
 FORMAT_VERSION = 1
@@ -64,7 +64,7 @@ def load_model(name: str = "default") -> LoadedModel:
     path = model_path(name)
     if not path.is_file():
         if name in BUILTIN:
-            return untrained_model("lite" if name == "lite" else "paper")
+            return untrained_model(name if name in ARCHS else "paper")  # "lite" names its architecture
         raise VstError(f"model file not found: {path}")
     raw = path.read_bytes()
     try:

@@ -76,12 +76,11 @@ class TrainConfig:
                                                  "sample_every", "style_bank_augs")}
         bad = [f"{k}={v}" for k, v in counts.items() if v < 1]
         bad += [f"{k}={getattr(self, k)}" for k in ("pretrain_steps", "final_crop_from", "lr_decay", "w_content",
-                                                    "w_style", "w_recon", "w_tv", "w_temporal")
+                                                    "w_style", "w_recon", "w_tv", "w_temporal", "w_distill",
+                                                    "w_feature", "w_perceptual")
                 if not getattr(self, k) >= 0]
         bad += [f"lr={self.lr}"] if not self.lr > 0 else []
         bad += [f"arch={self.arch!r} (one of {', '.join(ARCHS)})"] if self.arch not in ARCHS else []
-        bad += [f"{k}={getattr(self, k)}" for k in ("w_distill", "w_feature", "w_perceptual")
-                if not getattr(self, k) >= 0]
         bad += [f"ema={self.ema}"] if not 0 <= self.ema < 1 else []
         bad += [f"temporal={self.temporal!r} (one of {', '.join(TEMPORAL_MODES)})"] \
             if self.temporal not in TEMPORAL_MODES else []
