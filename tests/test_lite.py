@@ -117,7 +117,7 @@ def test_distillation_step_trains_the_student_and_leaves_the_teacher(tmp_path):
                for k, v in teacher.items() if k.startswith("filters."))  # the head start
     encoder = {k: v.clone() for k, v in trainer.net.encoder.state_dict().items()}
     first, second = trainer.train_step(), trainer.train_step()
-    assert set(first) == {"total", "distill", "feature", "perceptual"}
+    assert set(first) == {"total", "distill", "feature", "perceptual", "style"}
     assert set(second) == set(first) | {"temporal"}
     assert all(math.isfinite(v) for v in second.values()) and second["distill"] > 0
     assert all(torch.equal(v, trainer.teacher.state_dict()[k]) for k, v in teacher.items())
@@ -132,6 +132,8 @@ def test_distillation_settings_are_checked(tmp_path):
         TrainConfig(data="d", out="o", arch="huge")
     with pytest.raises(ValueError, match="w_distill=-1"):
         TrainConfig(data="d", out="o", w_distill=-1.0)
+    with pytest.raises(ValueError, match="w_distill_style=-2"):
+        TrainConfig(data="d", out="o", w_distill_style=-2.0)
 
 
 def test_shipped_lite_weights_are_the_distilled_lite_network():

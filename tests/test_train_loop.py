@@ -79,10 +79,32 @@ def test_compound_term_is_on_after_pretraining(tmp_path):
     assert all(math.isfinite(v) for v in second.values())
 
 
+def test_mirrored_items_ask_for_the_mirrored_frame(tmp_path):
+    """With flip_prob the temporal term compares the frame of the mirrored input with the mirrored
+    frame (no noise here): zero for an unmirrored copy, the network's flip error for a mirrored one."""
+    from vst_engine.imageops import desaturate
+    torch.set_num_threads(1)
+    data = _tiny_data(tmp_path / "data")
+    colour = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    losses = {}
+    for prob in (0.0, 1.0):
+        trainer = Trainer(_config(tmp_path / str(prob), data, temporal="noise", noise_var=(0.0, 0.0), flip_prob=prob))
+        net, vgg = trainer.net, trainer.vgg
+        with torch.no_grad():
+            targets = net.style_targets(vgg(colour)).map(lambda t: t.detach())
+            render = lambda x: net(net.content(desaturate(x), vgg), targets)
+            out = render(colour)
+            losses[prob] = float(trainer._temporal(colour, out, targets, torch.Generator().manual_seed(0)))
+            mirrored = float((render(colour.flip(-1)) - out.flip(-1)).abs().mean())
+    assert losses[0.0] < 1e-6
+    assert losses[1.0] == pytest.approx(mirrored, rel=1e-4) and mirrored > 1e-3
+
+
 def test_bad_settings_are_refused_before_anything_is_written(tmp_path, capsys):
     from vst_engine.train.__main__ import main
     for bad, word in ((dict(steps=-1), "steps=-1"), (dict(lr=0.0), "lr=0.0"), (dict(temporal="flow"), "temporal='flow'"),
-                      (dict(ema=1.0), "ema=1.0"), (dict(w_style=float("nan")), "w_style=nan")):
+                      (dict(ema=1.0), "ema=1.0"), (dict(w_style=float("nan")), "w_style=nan"),
+                      (dict(flip_prob=1.5), "flip_prob=1.5")):
         with pytest.raises(ValueError, match=word):
             TrainConfig(data="d", out="o", **bad)
     with pytest.raises(SystemExit) as exc:

@@ -53,6 +53,9 @@ class TrainConfig:
     temporal: str = "comp"
     w_temporal: float = 60.0
     noise_var: tuple[float, float] = (0.01, 0.02)  # the paper's sigma^2 ~ U(0.01, 0.02)
+    # Share of the temporal term's items that are also mirrored left to right. Without it the networks
+    # learned to pile texture along the frame's right edge (measured: twice the flip error there).
+    flip_prob: float = 0.5
     seed: int = 0
     device: str = "cpu"
     bf16: bool | None = None  # None: where the device has bf16 units (60x slower on AVX2: emulated)
@@ -63,11 +66,13 @@ class TrainConfig:
     init: str | None = None  # a checkpoint to start from (for fine-tuning branches)
     arch: str = "paper"  # network.ARCHS
     # Distillation: with a teacher model (name or file) the losses are its output (L1), VGG relu4_1 for
-    # the network's own content encoder (MSE) and the VGG taps of its output (MSE), not the paper's.
+    # the network's own content encoder (MSE), the VGG taps of its output (MSE) and the paper's style
+    # loss on the student's own output (w_distill_style; without it the student's frames stayed blurred).
     teacher: str | None = None
     w_distill: float = 10.0
     w_feature: float = 1.0
     w_perceptual: float = 1.0
+    w_distill_style: float = 5.0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -77,11 +82,12 @@ class TrainConfig:
         bad = [f"{k}={v}" for k, v in counts.items() if v < 1]
         bad += [f"{k}={getattr(self, k)}" for k in ("pretrain_steps", "final_crop_from", "lr_decay", "w_content",
                                                     "w_style", "w_recon", "w_tv", "w_temporal", "w_distill",
-                                                    "w_feature", "w_perceptual")
+                                                    "w_feature", "w_perceptual", "w_distill_style")
                 if not getattr(self, k) >= 0]
         bad += [f"lr={self.lr}"] if not self.lr > 0 else []
         bad += [f"arch={self.arch!r} (one of {', '.join(ARCHS)})"] if self.arch not in ARCHS else []
         bad += [f"ema={self.ema}"] if not 0 <= self.ema < 1 else []
+        bad += [f"flip_prob={self.flip_prob}"] if not 0 <= self.flip_prob <= 1 else []
         bad += [f"temporal={self.temporal!r} (one of {', '.join(TEMPORAL_MODES)})"] \
             if self.temporal not in TEMPORAL_MODES else []
         if bad:
@@ -276,7 +282,7 @@ class Trainer:
                     reference = self.teacher(c4, targets_of(self.teacher))
                 feat = self.net.content(grey, self.vgg)
                 out = self.net(feat, targets)
-                parts = self._distill_losses(out, reference, feat, c4)
+                parts = self._distill_losses(out, reference, feat, c4, mean, std)
             if temporal:
                 parts["temporal"] = (self._temporal(colour, out, targets, gen), cfg.w_temporal)
             total = sum(loss * weight for loss, weight in parts.values())
@@ -303,28 +309,38 @@ class Trainer:
                 "recon": ((out[:1].float() - colour[:1]).abs().mean(), cfg.w_recon),
                 "tv": (losses.tv_loss(out.float()), cfg.w_tv)}
 
-    def _distill_losses(self, out: torch.Tensor, reference: torch.Tensor, feat: torch.Tensor,
-                        c4: torch.Tensor) -> dict[str, tuple[torch.Tensor, float]]:
+    def _distill_losses(self, out: torch.Tensor, reference: torch.Tensor, feat: torch.Tensor, c4: torch.Tensor,
+                        mean: list[torch.Tensor], std: list[torch.Tensor]) -> dict[str, tuple[torch.Tensor, float]]:
         """Distillation: the teacher's frame (L1), VGG relu4_1 for the own content encoder (MSE; the
-        Filter Predictors compare it with the style's VGG relu4_1) and the VGG taps of the teacher's
-        frame (MSE over relu1_1..relu4_1: textures that an L1 on pixels blurs)."""
+        Filter Predictors compare it with the style's VGG relu4_1), the VGG taps of the teacher's
+        frame (MSE over relu1_1..relu4_1: textures that an L1 on pixels blurs) and the paper's style
+        loss on the student's output (the statistics the teacher was trained to reach)."""
         cfg = self.cfg
         parts = {"distill": ((out.float() - reference.float()).abs().mean(), cfg.w_distill),
                  "feature": (F.mse_loss(feat.float(), c4.float()), cfg.w_feature)}
-        if cfg.w_perceptual > 0:
-            with torch.no_grad():
-                ref_taps = self.vgg(reference)
-            parts["perceptual"] = (sum(F.mse_loss(o.float(), r.float()) for o, r in zip(self.vgg(out), ref_taps)),
-                                   cfg.w_perceptual)
+        if cfg.w_perceptual > 0 or cfg.w_distill_style > 0:
+            o_taps = self.vgg(out)
+            if cfg.w_perceptual > 0:
+                with torch.no_grad():
+                    ref_taps = self.vgg(reference)
+                parts["perceptual"] = (sum(F.mse_loss(o.float(), r.float()) for o, r in zip(o_taps, ref_taps)),
+                                       cfg.w_perceptual)
+            if cfg.w_distill_style > 0:
+                parts["style"] = (losses.style_loss(o_taps, mean, std), cfg.w_distill_style)
         return parts
 
     def _temporal(self, colour: torch.Tensor, out: torch.Tensor, targets: StyleTargets, gen: torch.Generator) -> torch.Tensor:
-        """L_noise, L_motion or the paper's L_comp = |F(W(X) + noise) - W(F(X))|."""
+        """L_noise, L_motion or the paper's L_comp = |F(W(X) + noise) - W(F(X))|; W mirrors a
+        `flip_prob` share of the items too, which asks the network for the mirrored frame as well."""
         n, _, h, w = colour.shape
         second, reference = colour, out.float()
         if self.cfg.temporal in ("motion", "comp"):
             flow = random_flow(n, h, w, gen).to(self.device)
             second, reference = warp(colour, flow), warp(reference, flow)
+        if self.cfg.flip_prob > 0:
+            flip = (torch.rand(n, generator=gen) < self.cfg.flip_prob).to(self.device)[:, None, None, None]
+            second = torch.where(flip, second.flip(-1), second)
+            reference = torch.where(flip, reference.flip(-1), reference)
         if self.cfg.temporal in ("noise", "comp"):
             lo, hi = self.cfg.noise_var
             sigma = torch.empty(n, 1, 1, 1).uniform_(lo, hi, generator=gen).sqrt().to(self.device)
