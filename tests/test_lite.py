@@ -111,7 +111,8 @@ def test_lite_global_features_equal_local_mode_for_one_frame(lite_engine, style_
 def test_distillation_step_trains_the_student_and_leaves_the_teacher(tmp_path):
     torch.set_num_threads(1)
     data = _tiny_data(tmp_path / "data")
-    trainer = Trainer(_config(tmp_path, data, arch="lite", teacher="untrained", pretrain_steps=1, temporal="comp"))
+    trainer = Trainer(_config(tmp_path, data, arch="lite", teacher="untrained", pretrain_steps=1, temporal="comp",
+                              teacher_pad=8))
     teacher = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
     assert all(torch.equal(v, trainer.net.filters.state_dict()[k[len("filters."):]])
                for k, v in teacher.items() if k.startswith("filters."))  # the head start
@@ -126,6 +127,26 @@ def test_distillation_step_trains_the_student_and_leaves_the_teacher(tmp_path):
     assert load_model(str(tmp_path / "student.pt")).net.arch == "lite"
 
 
+def test_the_teacher_renders_a_widened_crop(tmp_path):
+    """teacher_pad: the teacher's frame is its render of the crop widened by reflected columns, cut
+    back to the crop (the untrained network's normalization sees the wider frame: every pixel changes)."""
+    import torch.nn.functional as F
+    from vst_engine.imageops import desaturate
+    torch.set_num_threads(1)
+    trainer = Trainer(_config(tmp_path, _tiny_data(tmp_path / "data"), arch="lite", teacher="untrained",
+                              teacher_pad=16, crop=48, final_crop=48))
+    colour = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(2))
+    grey = desaturate(colour)
+    with torch.no_grad():
+        targets = trainer.teacher.style_targets(trainer.vgg(colour))
+        c4 = trainer.vgg.relu4_1(grey)
+        frame = trainer._teacher_frame(grey, c4, targets)
+        wide = trainer.teacher(trainer.vgg.relu4_1(F.pad(grey, (16, 16, 0, 0), mode="reflect")), targets)
+        plain = trainer.teacher(c4, targets)
+    assert frame.shape == colour.shape and torch.equal(frame, wide[..., 16:-16])
+    assert (frame - plain).abs().mean() > 1e-3
+
+
 def test_distillation_settings_are_checked(tmp_path):
     from vst_engine.train.loop import TrainConfig
     with pytest.raises(ValueError, match="arch='huge'"):
@@ -134,6 +155,10 @@ def test_distillation_settings_are_checked(tmp_path):
         TrainConfig(data="d", out="o", w_distill=-1.0)
     with pytest.raises(ValueError, match="w_distill_style=-2"):
         TrainConfig(data="d", out="o", w_distill_style=-2.0)
+    with pytest.raises(ValueError, match="teacher_pad=12"):
+        TrainConfig(data="d", out="o", teacher="default", teacher_pad=12)
+    with pytest.raises(ValueError, match="teacher_pad=128"):
+        TrainConfig(data="d", out="o", teacher="default", teacher_pad=128)
 
 
 def test_shipped_lite_weights_are_the_distilled_lite_network():
