@@ -320,3 +320,20 @@ def test_eval_with_true_flow_and_occlusions(tmp_path, capsys):
                             (dict(intervals=(1,), flow_dir=tmp_path / "wrong"), "is 12x10, the input clip 1024x436")]:
         with pytest.raises(VstError, match=message):
             evaluate(a, b, **kwargs)
+
+
+def test_edge_texture_finds_a_band_along_one_edge():
+    from vst_engine.evaluate import edge_texture
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(60, 200, (48, 256, 3), dtype=np.uint8) for _ in range(4)]
+    even = edge_texture(frames)
+    assert even["left"] == pytest.approx(1.0, abs=0.05) and even["right"] == pytest.approx(1.0, abs=0.05)
+    banded = [f.copy() for f in frames]
+    for f in banded:  # twice the contrast in the right 24 columns
+        f[:, -24:] = np.clip((f[:, -24:].astype(int) - 130) * 2 + 130, 0, 255)
+    ratios = edge_texture(banded)
+    assert ratios["left"] == pytest.approx(1.0, abs=0.05) and 1.6 < ratios["right"] < 1.9
+    with pytest.raises(ValueError, match="at least 129 pixels wide"):
+        edge_texture([f[:, :128] for f in frames])
+    with pytest.raises(ValueError, match="one size"):
+        edge_texture([frames[0], frames[1][:, :200]])

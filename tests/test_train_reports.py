@@ -19,6 +19,7 @@ def test_variants_differ_only_in_the_temporal_term(tmp_path):
     for cfg, (mode, weight) in zip(cfgs, VARIANTS):
         assert (cfg.temporal, cfg.w_temporal) == (mode, weight)
         assert cfg.pretrain_steps == 0 and cfg.steps == 4200 and cfg.extra == {"init_step": 4000}
+        assert cfg.flip_prob == 0.0 and base.flip_prob == 0.5  # the paper's terms alone
         assert Path(cfg.out) == tmp_path / "abl" / variant_name(mode, weight)
         # Everything else is the base recipe.
         same = ("batch", "crop", "lr", "lr_decay", "w_content", "w_style", "w_recon", "w_tv", "seed", "noise_var")

@@ -311,6 +311,21 @@ def style_loss_ratio(inputs: Iterable[np.ndarray], outputs: Iterable[np.ndarray]
     return ratio
 
 
+def edge_texture(outputs: Iterable[np.ndarray], strip: int = 32) -> dict[str, float]:
+    """Texture along the frames' left and right edges relative to their middle: the mean absolute
+    horizontal gradient over the `strip` outermost columns each side, divided by its mean over the
+    middle half. About 1 where a network treats the edges like the rest; a band of texture that a
+    network piles along one edge raises that side's ratio (feed mirrored inputs too, so that the
+    content's own left-right differences cancel)."""
+    cols = [np.abs(np.diff(_as_float(f), axis=1)).mean(axis=(0, 2)) for f in outputs]
+    if not cols or len({c.shape for c in cols}) != 1 or cols[0].shape[0] < 4 * strip:
+        raise ValueError(f"needs frames of one size, at least {4 * strip + 1} pixels wide")
+    g = np.mean(cols, axis=0)
+    w = g.shape[0]
+    middle = float(g[w // 4: 3 * w // 4].mean())
+    return {"left": float(g[:strip].mean()) / middle, "right": float(g[-strip:].mean()) / middle}
+
+
 # --------------------------------------------------------------------------- whole clips
 
 

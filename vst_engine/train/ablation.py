@@ -35,9 +35,10 @@ def variant_name(mode: str, weight: float) -> str:
 
 def variant_config(base: TrainConfig, mode: str, weight: float, base_ckpt: Path, base_step: int, steps: int,
                    root: Path) -> TrainConfig:
-    """The base recipe with one temporal term from the first step of the fine-tune."""
+    """The base recipe with one of the paper's temporal terms (no mirrored items) from the first step
+    of the fine-tune."""
     return TrainConfig(**{**asdict(base), "out": str(root / variant_name(mode, weight)), "temporal": mode,
-                          "w_temporal": weight, "pretrain_steps": 0, "steps": base_step + steps,
+                          "w_temporal": weight, "flip_prob": 0.0, "pretrain_steps": 0, "steps": base_step + steps,
                           "init": str(base_ckpt), "ckpt_every": 50, "sample_every": 10 ** 9,
                           "extra": {"init_step": base_step}})
 
