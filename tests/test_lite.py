@@ -172,6 +172,11 @@ def test_shipped_lite_weights_are_the_distilled_lite_network():
     assert model_path("lite").stat().st_size < 8 * 2**20
 
 
+# The right edge's texture over the middle's: 2.10 at step 2,500 (before the widened teacher frames and
+# mirrored items), 0.92 at step 6,000 (bf16); the default model's is 1.26.
+EDGE_LIMIT = 1.15
+
+
 def test_shipped_lite_weights_leave_the_edges_alone():
     """The default network piles texture along its frames' right edge; the lite network is distilled
     from its frames of a widened crop and trained on mirrored items, and should not (measured on the
@@ -187,5 +192,4 @@ def test_shipped_lite_weights_leave_the_edges_alone():
     styles = engine.load_styles([assets / "starry_night.jpg"])
     outputs = [engine.stylize(np.ascontiguousarray(f), styles) for frame in frames for f in (frame, frame[:, ::-1])]
     ratios = edge_texture(outputs)
-    # Measured at step 2,500 (before the widened teacher frames and mirrored items): right 2.10, left 0.85.
     assert ratios["right"] < EDGE_LIMIT and ratios["left"] > 0.7, ratios
