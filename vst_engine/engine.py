@@ -26,7 +26,7 @@ from .features import FeatureAccumulator, GlobalFeatures, StyleRef
 from .imageops import desaturate, frames_to_tensor, keep_colours, pad_to_multiple, to_tensor, to_uint8
 from .models import LoadedModel, load_model
 from .network import StyleTargets
-from .norms import LocalNorm, RecordNorm, SharedNorm, channel_sums
+from .norms import LocalNorm, RecordNorm, SharedNorm, sums_from_moments
 from .tiling import blend_weights, tile_partition, tile_windows
 from .video import read_image
 from .vgg import VGGEncoder
@@ -304,8 +304,8 @@ class Engine:
         pixel counts of its VGG taps."""
         with self._autocast():
             taps = self.vgg(tile)
-            own = self.net.style_targets(taps)
-            sums = [channel_sums(t) for t in taps]
+            own = self.net.style_targets(taps, fused=True)
+        sums = [sums_from_moments(m, s, t.shape[2] * t.shape[3]) for m, s, t in zip(own.mean, own.std, taps)]
         counts = [t.shape[0] * t.shape[2] * t.shape[3] for t in taps]
         return own.mean, own.std, own.desc, sums, counts
 

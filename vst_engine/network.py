@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .convs import Conv3x3, winograd_conv
-from .norms import LocalNorm, channel_stats
+from .norms import LocalNorm, channel_stats, fused_normalize
 from .vgg import STYLE_CHANNELS
 
 BOTTLENECK = 32
@@ -334,11 +334,17 @@ class StyleNet(nn.Module):
     def predictors(self) -> list[FilterPredictor]:
         return [p for block in self.filters for p in block.predictors]
 
-    def style_targets(self, style_feats: list[torch.Tensor]) -> StyleTargets:
-        """Style statistics of VGG features [relu1_1..relu4_1] (one entry per image)."""
-        stats = [channel_stats(f) for f in style_feats]
-        normalized = (style_feats[3].float() - stats[3][0][:, :, None, None]) / stats[3][1][:, :, None, None]
-        normalized = normalized.to(style_feats[3].dtype)
+    def style_targets(self, style_feats: list[torch.Tensor], fused: bool = False) -> StyleTargets:
+        """Style statistics of VGG features [relu1_1..relu4_1] (one entry per image). `fused` takes
+        them from `norms.fused_normalize` (inference only; faster, rounded in half precision)."""
+        if fused:
+            parts = [fused_normalize(f) for f in style_feats]
+            stats = [(m, s) for _, m, s in parts]
+            normalized = parts[3][0]
+        else:
+            stats = [channel_stats(f) for f in style_feats]
+            normalized = (style_feats[3].float() - stats[3][0][:, :, None, None]) / stats[3][1][:, :, None, None]
+            normalized = normalized.to(style_feats[3].dtype)
         desc = [p.descriptor(normalized) for p in self.predictors]
         return StyleTargets([m for m, _ in stats], [s for _, s in stats], desc)
 
