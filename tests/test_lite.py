@@ -170,26 +170,3 @@ def test_shipped_lite_weights_are_the_distilled_lite_network():
     blob = torch.load(model_path("lite"), weights_only=True)
     assert all(v.dtype == torch.float16 for v in blob["state"].values())
     assert model_path("lite").stat().st_size < 8 * 2**20
-
-
-# The right edge's texture over the middle's: 2.10 at step 2,500 (before the widened teacher frames and
-# mirrored items), 0.92 at step 6,000 (bf16); the default model's is 1.26.
-EDGE_LIMIT = 1.15
-
-
-def test_shipped_lite_weights_leave_the_edges_alone():
-    """The default network piles texture along its frames' right edge; the lite network is distilled
-    from its frames of a widened crop and trained on mirrored items, and should not (measured on the
-    bundled clip, with mirrored frames so the content's own asymmetry cancels)."""
-    import cv2
-    from pathlib import Path
-    from vst_engine.evaluate import edge_texture
-    from vst_engine.video import open_source
-    assets = Path(__file__).resolve().parents[1] / "vst_engine" / "assets"
-    with open_source(assets / "bigbuckbunny.mp4") as clip:
-        frames = [cv2.resize(clip.read(i), (320, 176), interpolation=cv2.INTER_AREA) for i in range(0, 120, 20)]
-    engine = Engine(model="lite", device="cpu")
-    styles = engine.load_styles([assets / "starry_night.jpg"])
-    outputs = [engine.stylize(np.ascontiguousarray(f), styles) for frame in frames for f in (frame, frame[:, ::-1])]
-    ratios = edge_texture(outputs)
-    assert ratios["right"] < EDGE_LIMIT and ratios["left"] > 0.7, ratios
