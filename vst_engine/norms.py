@@ -149,7 +149,7 @@ class LocalNorm:
 class RecordNorm(LocalNorm):
     """Local normalization that records what the analysis needs of one pass: per IN layer the channel
     sums of x and x^2 (float32, N x C), its pixel count and the per-channel range of the normalized
-    activation (all from one `fused_normalize` pass); and each content descriptor. It only appends
+    activation (in half precision all from one `fused_normalize` pass); and each content descriptor. It only appends
     to its own lists, so a compiled pass can run it and return them; `FeatureAccumulator.add_pass`
     folds them into the clip's sums."""
 
@@ -157,7 +157,11 @@ class RecordNorm(LocalNorm):
         self.layers: list[tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.descs: list[torch.Tensor] = []
 
+    # Float32 records the sums it normalizes with (`frame_stats`), and AdaIN stays one multiply-add;
+    # half precision takes statistics and normalized map from one fused pass, then applies AdaIN.
     def normalize(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return super().normalize(layer, x)
         y, mean, std = fused_normalize(x)
         count = x.shape[2] * x.shape[3]
         lo, hi = channel_range(y)
@@ -165,7 +169,18 @@ class RecordNorm(LocalNorm):
         return y
 
     def adain(self, layer: int, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return super().adain(layer, x, mean, std)
         return scale_shift(self.normalize(layer, x), std, mean)
+
+    def frame_stats(self, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s, sq = channel_sums(x)
+        count = x.shape[2] * x.shape[3]
+        mean, std = moments(s, sq, count)
+        # The normalized activation's range follows from x's: normalizing is increasing (std > 0).
+        lo, hi = channel_range(x)
+        self.layers.append((layer, count, s, sq, (lo.float() - mean) / std, (hi.float() - mean) / std))
+        return mean, std
 
     def content_descriptor(self, predictor: int, describe: Callable[[torch.Tensor], torch.Tensor],
                            x: torch.Tensor) -> torch.Tensor:
