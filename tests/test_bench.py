@@ -250,6 +250,12 @@ def test_report_renders_every_section():
                  "no (training style)", "## Notes", "a note", "## Settings",
                  "## Consistency with true optical flow (MPI Sintel)", "frames 1 to 4 at 1024x436"):
         assert part in md, part
+    # Reports say on how many analysed frames the clip's own colours were rendered (every one before
+    # OWN_COLOUR_EVERY; such reports have no entry).
+    res = fake_results()
+    assert "own colours on 1 in" not in bench.render_report(res)
+    res["environment"]["own_colour_every"] = 2
+    assert "for the clip's own colours on 1 in 2 analysed frames" in bench.render_report(res)
 
 
 def test_sintel_table_shows_each_render_and_the_mean():

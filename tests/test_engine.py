@@ -767,6 +767,33 @@ def _tensors(feats: GlobalFeatures) -> list[torch.Tensor]:
             *feats.style.tensors()]
 
 
+def test_own_colours_come_from_every_second_analysed_frame(engine, two_styles, feats_ab, frame_a, frame_b):
+    """The clip's own colours (slot 0) are rendered on analysed frames 0, 2, 4...: over frames a, b
+    their statistics are frame a's alone, while the styles' statistics cover both frames."""
+    assert engine_mod.OWN_COLOUR_EVERY == 2
+    only_a = engine.analyze([frame_a], two_styles, interval=1, sampled=[0], frame_range=(0, 1))
+    both_lean = engine.analyze([frame_a, frame_b], two_styles, interval=1, sampled=[0, 1], frame_range=(0, 2),
+                               own_colours=False)
+    differ = []
+    for stats in ("norm_mean", "norm_std", "norm_min", "norm_max"):
+        for mine, a, lean in zip(getattr(feats_ab, stats), getattr(only_a, stats), getattr(both_lean, stats)):
+            assert torch.allclose(mine[0], a[0], rtol=1e-5, atol=1e-6)
+            assert torch.allclose(mine[1:], lean[1:], rtol=1e-5, atol=1e-6)
+            differ.append(not torch.allclose(mine[1:], a[1:], rtol=1e-3, atol=1e-3))
+    assert sum(differ) > len(differ) // 2  # frame b counts in the styles' statistics
+    for mine, a in zip(feats_ab.style.tensors(), only_a.style.tensors()):
+        assert torch.allclose(mine[0], a[0], rtol=1e-5, atol=1e-6)
+    # Frame b's own colours are never computed, so a third frame's are: a, b, c -> a and c.
+    calls = []
+    real = engine._own_colours
+    engine._own_colours = lambda tile: calls.append(tile.shape) or real(tile)
+    try:
+        engine.analyze([frame_a, frame_b, frame_a], two_styles, interval=1, sampled=[0, 1, 2], frame_range=(0, 3))
+    finally:
+        del engine._own_colours
+    assert len(calls) == 2
+
+
 def test_own_colour_analysis_completes_lean_features(engine, two_styles, feats_ab, frame_a, frame_b, make_frame):
     """Adding the own colours to full-strength-only features gives the complete analysis (every
     statistic, and so every strength), analysing only the skipped slot; other frames are refused."""

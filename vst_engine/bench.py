@@ -761,7 +761,7 @@ def speed_worker(argv: Sequence[str]) -> int:
     a = ap.parse_args(list(argv))
     import torch
 
-    from .engine import Engine
+    from .engine import OWN_COLOUR_EVERY, Engine
     from .features import GlobalFeatures
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -786,14 +786,18 @@ def speed_worker(argv: Sequence[str]) -> int:
         sync()
         (into if keep else first).append(time.perf_counter() - t0)
     if a.what == "analyze":
+        # The clip's own colours are rendered on every OWN_COLOUR_EVERY-th analysed frame (the
+        # untimed first among them): timing whole cycles gives a clip's mean.
+        cycle = OWN_COLOUR_EVERY if a.own_colours or a.add_own_colours else 1
+        count = -(-a.frames // cycle) * cycle + 1
         run = engine.analysis(styles, own_colours=a.own_colours and not a.add_own_colours)
         feats = None
         if a.add_own_colours:  # the full-strength analysis it completes is not timed
-            for _ in range(a.frames + 1):
+            for _ in range(count):
                 run.add(frame)
             feats = run.finish()
             run = engine.own_colour_analysis(feats, styles)
-        for k in range(a.frames + 1):
+        for k in range(count):
             timed(lambda: run.add(frame), times, k > 0)
             if feats is None:
                 feats = run.finish()
@@ -1241,6 +1245,9 @@ def render_report(res: dict) -> str:
 
     s = res.get("speed")
     if s:
+        every = env.get("own_colour_every", 1)  # reports before 2026-11-27 rendered them on every one
+        own_every = ("for the clip's own colours" if every == 1 else
+                     f"for the clip's own colours on 1 in {every} analysed frames, timed over whole such cycles")
         L += ["## Speed and memory", "",
               "Each configuration in a fresh process: one warm-up frame, then "
               f"{s['frames_note']} timed; peak RSS = VmHWM of that process (includes Python, torch "
@@ -1248,7 +1255,7 @@ def render_report(res: dict) -> str:
               "carries the parent's peak over fork and exec on Linux); 'first frame' = the untimed warm-up frame, "
               "which on CUDA includes compiling the passes for that size and capturing their graphs. Frames are a real frame of the bundled "
               "clip resized to each size; one style. Analysis = the first pass per analysed frame (colour and grey "
-              "VGG passes plus the network for the clip's own colours and each style); stylize = one output frame "
+              f"VGG passes plus the network for each style and {own_every}); stylize = one output frame "
               "with stored global features. The peer runs its arbitrary-style network at 384 px and upscales (its "
               "design), on onnxruntime's CPU provider, with the style encoded once.", ""]
         header = ["device", "what", "size", "s/frame", "frames/s", "first frame s", "peak RSS MiB", "loaded RSS MiB",
@@ -1504,12 +1511,13 @@ def environment() -> dict:
     if torch.cuda.is_available():
         cuda = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         cuda += f" (CUDA {torch.version.cuda}, fp16)"
-    from .engine import PRECISION_NAMES, compute_dtype
+    from .engine import OWN_COLOUR_EVERY, PRECISION_NAMES, compute_dtype
     return {"cpu_model": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "cpu_precision": PRECISION_NAMES[compute_dtype(torch.device("cpu"))],
             "loadavg_start": " ".join(f"{v:.2f}" for v in os.getloadavg()), "cuda": cuda,
             "vst_engine": engine_version(), "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "opencv": cv2.__version__, "platform": platform.platform()}
+            "numpy": np.__version__, "opencv": cv2.__version__, "platform": platform.platform(),
+            "own_colour_every": OWN_COLOUR_EVERY}
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:

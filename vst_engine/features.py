@@ -182,7 +182,8 @@ class FeatureAccumulator:
 
     def add_pass(self, slot: int, layers: list[tuple], descs: list[torch.Tensor], primary: bool) -> None:
         """Fold one single-frame pass for style `slot` (the records of a `RecordNorm`) into the sums.
-        Every slot sees the same pixels and content: the `primary` pass of a tile counts them."""
+        Pixels are counted per slot (the clip's own colours are rendered on fewer frames); the
+        content descriptor, the same for every slot, is taken from the tile's `primary` pass."""
         for layer, count, s, sq, lo, hi in layers:
             if layer not in self.sum:
                 shape = (self.slots, s.shape[1])
@@ -190,14 +191,13 @@ class FeatureAccumulator:
                 self.sumsq[layer] = torch.zeros(shape, dtype=torch.float64, device=s.device)
                 self.min[layer] = torch.full(shape, float("inf"), device=s.device)
                 self.max[layer] = torch.full(shape, float("-inf"), device=s.device)
-                self.count[layer] = 0
+                self.count[layer] = [0] * self.slots
             self.sum[layer][slot] += s[0].double()
             self.sumsq[layer][slot] += sq[0].double()
             self.min[layer][slot] = torch.minimum(self.min[layer][slot], lo[0])
             self.max[layer][slot] = torch.maximum(self.max[layer][slot], hi[0])
-            if primary:
-                self.count[layer] += count
-        if primary:  # the content descriptor does not depend on the style slot
+            self.count[layer][slot] += count
+        if primary:
             for p, d in enumerate(descs):
                 self.desc_sum[p] = self.desc_sum.get(p, 0) + d[0].double()
             self.desc_count += 1
@@ -221,8 +221,10 @@ class FeatureAccumulator:
             raise VstError("no frames were analysed")
         mean, std, lo, hi = [], [], [], []
         for layer in range(NUM_NORM_LAYERS):
-            m = self.sum[layer].cpu() / self.count[layer]
-            var = (self.sumsq[layer].cpu() / self.count[layer] - m * m).clamp_min(0.0)
+            # A slot never rendered (slot 0 of a full-strength analysis) divides by 1: zeros, replaced below.
+            count = torch.tensor(self.count[layer], dtype=torch.float64).clamp_min(1.0)[:, None]
+            m = self.sum[layer].cpu() / count
+            var = (self.sumsq[layer].cpu() / count - m * m).clamp_min(0.0)
             mean.append(m.float())
             std.append((var + 1e-5).sqrt().float())
             lo.append(self.min[layer].float().cpu())
