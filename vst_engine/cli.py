@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="compute a clip's global features (the first pass)")
     clip(p)
     p.add_argument("--full-strength", action="store_true",
-                   help="skip the clip's own colours, about half the work: the features then serve strength 1 only")
+                   help="skip the clip's own colours, about a third of the work: the features then serve strength 1 only")
     p.add_argument("--complete", type=Path, default=None, metavar="FEATURES",
                    help="add the clip's own colours to FEATURES analysed with --full-strength (analyses only "
                    "those; its frames, range and size are reused)")

@@ -258,7 +258,7 @@ class Engine:
         """An incremental analysis, for hosts that deliver the sampled frames one at a time.
 
         Without `own_colours` the clip's own colour statistics (what strength below 1 blends
-        towards) are skipped, which saves about half the analysis; the result then serves full
+        towards) are skipped, which saves about a third of the analysis; the result then serves full
         strength only."""
         return Analysis(self, styles, own_colours)
 

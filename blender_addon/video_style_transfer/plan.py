@@ -4,7 +4,7 @@ Cache layout (under the cache root, by default //vst_cache next to the .blend):
 
     <clip key>/global_features.pt     global features of the WHOLE strip (analysed once)...
     <clip key>/global_features_full_strength.pt   ...or, while no frame has a strength below 1,
-                                      those for full strength only (about half the analysis);
+                                      those for full strength only (a third less analysis);
                                       a strength below 1 later adds the clip's own colours to them
     <clip key>/info.json              what the key stands for (for people)
     <clip key>/<look key>/NNNNNN.png  stylized frames, NNNNNN = the engine's input frame number
