@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .convs import Conv3x3, winograd_conv
-from .norms import LocalNorm, channel_stats, fused_normalize
+from .norms import LocalNorm, channel_stats, fused_normalize, inference_stats
 from .vgg import STYLE_CHANNELS
 
 BOTTLENECK = 32
@@ -337,10 +337,9 @@ class StyleNet(nn.Module):
     def style_targets(self, style_feats: list[torch.Tensor], fused: bool = False) -> StyleTargets:
         """Style statistics of VGG features [relu1_1..relu4_1] (one entry per image). `fused` takes
         them from `norms.fused_normalize` (inference only; faster, rounded in half precision)."""
-        if fused:
-            parts = [fused_normalize(f) for f in style_feats]
-            stats = [(m, s) for _, m, s in parts]
-            normalized = parts[3][0]
+        if fused:  # only relu4_1's normalized map is used (the descriptors)
+            normalized, *last = fused_normalize(style_feats[3])
+            stats = [inference_stats(f) for f in style_feats[:3]] + [tuple(last)]
         else:
             stats = [channel_stats(f) for f in style_feats]
             normalized = (style_feats[3].float() - stats[3][0][:, :, None, None]) / stats[3][1][:, :, None, None]
