@@ -256,6 +256,10 @@ def test_report_renders_every_section():
     assert "own colours on 1 in" not in bench.render_report(res)
     res["environment"]["own_colour_every"] = 2
     assert "for the clip's own colours on 1 in 2 analysed frames" in bench.render_report(res)
+    # and whether the CPU passes were compiled (their first frames then include compiling)
+    assert "CPU passes compiled" not in bench.render_report(res)
+    res["environment"]["cpu_compiled"] = True
+    assert "CPU passes compiled (`VST_COMPILE=1`" in bench.render_report(res)
 
 
 def test_sintel_table_shows_each_render_and_the_mean():

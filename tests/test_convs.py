@@ -127,8 +127,9 @@ def test_phase_convolution_equals_the_upsampled_one(layout, monkeypatch):
 
 
 def test_compiled_convolutions_equal_eager_ones():
-    """Compiled (the CUDA default), the phase convolution interleaves its phases by indexing and the
-    reflection border is F.pad's, where eager passes write slices: the same results."""
+    """Compiled, the phase convolution interleaves its phases by a gather (on a CPU, as here, in
+    pixel-major order; on CUDA by indexing, covered in test_cuda.py) and the reflection border is
+    F.pad's, where eager passes write slices: the same results."""
     from vst_engine.network import ReflectConv3x3
 
     torch.manual_seed(11)

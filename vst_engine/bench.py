@@ -1178,7 +1178,9 @@ def render_report(res: dict) -> str:
     L += ["## Environment", "",
           f"- CPU: {env['cpu_model']}, {env['cpu_count']} logical cores; torch threads: {env['torch_threads']}; "
           f"inference precision on the CPU: {env.get('cpu_precision', 'fp32')} (bf16 where the CPU has bf16 units); "
-          f"load average at start {env['loadavg_start']}, at end {env.get('loadavg_end', '-')}"
+          + ("CPU passes compiled (`VST_COMPILE=1`: 'first frame' includes compiling them for that size); "
+             if env.get("cpu_compiled") else "")
+          + f"load average at start {env['loadavg_start']}, at end {env.get('loadavg_end', '-')}"
           " (other work on the machine slows every CPU number down)",
           f"- CUDA: {env['cuda']}",
           f"- Versions: vst_engine {env['vst_engine']}, Python {env['python']}, torch {env['torch']}, "
@@ -1511,9 +1513,10 @@ def environment() -> dict:
     if torch.cuda.is_available():
         cuda = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         cuda += f" (CUDA {torch.version.cuda}, fp16)"
-    from .engine import OWN_COLOUR_EVERY, PRECISION_NAMES, compute_dtype
+    from .engine import OWN_COLOUR_EVERY, PRECISION_NAMES, accelerations, compute_dtype
     return {"cpu_model": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "cpu_precision": PRECISION_NAMES[compute_dtype(torch.device("cpu"))],
+            "cpu_compiled": accelerations(torch.device("cpu"))[0],
             "loadavg_start": " ".join(f"{v:.2f}" for v in os.getloadavg()), "cuda": cuda,
             "vst_engine": engine_version(), "python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "opencv": cv2.__version__, "platform": platform.platform(),

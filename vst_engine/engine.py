@@ -151,11 +151,15 @@ def accelerations(device: torch.device, compile: bool | None = None,
 
     Both by default on CUDA: torch.compile fuses the elementwise work around the convolutions (1080p
     on an H200: 43 -> 86 frames/s) and graphs remove the launch overhead (640x360: 85 -> 272).
-    $VST_COMPILE=0 / $VST_CUDA_GRAPHS=0 turn either off. Neither on a CPU, where compiled passes were
-    slower (2-core AVX2, fp32, 640x360: 2.25 -> 2.77 s a frame) and graphs do not exist."""
+    $VST_COMPILE=0 / $VST_CUDA_GRAPHS=0 turn either off. On a CPU graphs do not exist and compiling
+    is opt-in ($VST_COMPILE=1): with bf16 units it fuses the same work and folds activations into
+    oneDNN's convolutions (2-core AMX, 640x360: stylization 0.27 -> 0.18 s a frame), but the first
+    frame of each size waits about a minute for the C++ compiler (10 s from Inductor's cache), and
+    in fp32 it is slower (it cannot trace NNPACK)."""
     cuda = device.type == "cuda"
     if compile is None:
-        compile = cuda and os.environ.get("VST_COMPILE", "1") != "0"
+        setting = os.environ.get("VST_COMPILE", "1" if cuda else "0")
+        compile = setting != "0" if cuda else setting == "1"
     if cuda_graphs is None:
         cuda_graphs = os.environ.get("VST_CUDA_GRAPHS", "1") != "0"
     return compile, cuda_graphs and cuda

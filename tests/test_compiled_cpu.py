@@ -1,0 +1,56 @@
+"""Passes compiled for a CPU ($VST_COMPILE=1) render what eager passes render.
+
+Compiled CPU passes take their own paths: the phase convolutions' outputs interleaved by a gather
+Inductor vectorizes, and every normalization's statistics from plain float32 reductions (the
+half-precision workarounds are for eager kernels). Both are checked here in float32, where the
+eager engine runs NNPACK and the compiled one oneDNN, so the results may differ only by rounding.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from synthetic import synth_frame
+
+from vst_engine import Engine
+from vst_engine.engine import accelerations
+
+W, H = 96, 64
+
+
+@pytest.fixture(scope="module")
+def engines():
+    return Engine(device="cpu", compile=True), Engine(device="cpu", compile=False)
+
+
+def test_compiling_on_a_cpu_is_opt_in(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("VST_COMPILE", raising=False)
+    assert accelerations(cpu) == (False, False)
+    assert accelerations(torch.device("cuda")) == (True, True)
+    monkeypatch.setenv("VST_COMPILE", "1")
+    assert accelerations(cpu) == (True, False)
+    monkeypatch.setenv("VST_COMPILE", "0")
+    assert accelerations(torch.device("cuda"))[0] is False
+
+
+def test_compiled_cpu_passes_equal_eager_ones(engines, style_paths):
+    compiled, eager = engines
+    clip = [synth_frame(t, W, H) for t in range(3)]
+    results = []
+    for engine in engines:
+        styles = engine.load_styles([style_paths["stripes"], style_paths["dots"]])
+        feats = engine.analyze(clip, styles)
+        frames = [engine.stylize(clip[1], feats, [0.3, 0.7], strength=0.6), engine.stylize(clip[2], styles, [1, 0])]
+        results.append((feats, frames))
+    assert compiled.acceleration == "compiled" and eager.acceleration != "compiled"
+    (feats, frames), (ref_feats, ref_frames) = results
+    for kind in ("norm_mean", "norm_std", "norm_min", "norm_max", "content_desc"):
+        for mine, theirs in zip(getattr(feats, kind), getattr(ref_feats, kind), strict=True):
+            scale = theirs.abs().max().clamp_min(1e-3)
+            assert float((mine - theirs).abs().max() / scale) < 1e-3, kind
+    for mine, theirs in zip(frames, ref_frames, strict=True):
+        d = np.abs(mine.astype(int) - theirs.astype(int))
+        assert mine.shape == theirs.shape == (H, W, 3) and d.max() <= 2, d.max()
+    # the clip's own colours were analysed (strength 0.6 blends towards them), by the compiled engine too
+    assert feats.has_own_colours and len(compiled.compiler._compiled) >= 3
