@@ -13,7 +13,7 @@ import torch
 from synthetic import synth_frame
 
 from vst_engine import Engine
-from vst_engine.engine import accelerations
+from vst_engine.engine import accelerations, compile_pays_off
 
 W, H = 96, 64
 
@@ -32,6 +32,25 @@ def test_compiling_on_a_cpu_is_opt_in(monkeypatch):
     assert accelerations(cpu) == (True, False)
     monkeypatch.setenv("VST_COMPILE", "0")
     assert accelerations(torch.device("cuda"))[0] is False
+
+
+def test_long_bf16_cpu_renders_compile(monkeypatch):
+    """Where no one decided, a render long enough to repay the compilation compiles a bf16 CPU's passes
+    (the CLI asks before stylizing); fp32 passes never (uncompiled they run on NNPACK)."""
+    cpu = torch.device("cpu")
+    assert compile_pays_off(cpu, torch.bfloat16, 869, 640, 360) and compile_pays_off(cpu, torch.bfloat16, 218, 1280, 720)
+    assert not compile_pays_off(cpu, torch.bfloat16, 868, 640, 360)
+    assert not compile_pays_off(cpu, torch.float32, 10**6, 1920, 1080)
+    monkeypatch.delenv("VST_COMPILE", raising=False)
+    undecided, refused = Engine(device="cpu"), Engine(device="cpu", compile=False)
+    monkeypatch.setenv("VST_COMPILE", "0")
+    refused_by_env = Engine(device="cpu")
+    for engine in (undecided, refused, refused_by_env):
+        engine.dtype = torch.bfloat16  # as on a CPU with bf16 units (the decision only; nothing runs)
+    assert not undecided.compile_for_render(100, 640, 360) and not undecided.compiler.enabled
+    assert undecided.compile_for_render(1000, 640, 360) and undecided.compiler.enabled
+    assert not refused.compile_for_render(1000, 640, 360) and not refused.compiler.enabled
+    assert not refused_by_env.compile_for_render(1000, 640, 360) and not refused_by_env.compiler.enabled
 
 
 def test_compiled_cpu_passes_equal_eager_ones(engines, style_paths):

@@ -128,6 +128,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         if args.no_global and args.features:
             raise VstError("--features and --no-global contradict each other")
         batch = args.batch or engine.auto_batch(*size)
+        if engine.compile_for_render(end - start, *size):
+            print("a long render on a bf16 CPU: compiling the passes first (1-2 minutes, about 10 s once cached; "
+                  "VST_COMPILE=0 skips it)", file=sys.stderr)
         plan = GlobalFeatures.load(args.features) if args.features else styles
         if args.features:
             plan.check(engine.model.model_id, styles.refs, size, strength=lowest)

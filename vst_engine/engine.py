@@ -53,6 +53,10 @@ MAX_AUTO_BATCH = 4
 # Batching paid only for small frames (H200, graph replay: 640x360 272 -> 338 frames/s at batch 4;
 # 1280x720 90 -> 93; compiled 1920x1080 86 -> 75): frames are batched up to this many pixels a pass.
 AUTO_BATCH_PIXELS = 1280 * 720
+# Compiled bf16 CPU passes saved 0.5-0.75 us a pixel a frame (2-core AMX: 0.12 s a 640x360 frame,
+# 0.69 s a 1280x720 one) after 60-100 s of compiling when nothing is cached: a render of this many
+# frame pixels repays that (869 frames at 640x360, 218 at 1280x720, 97 at 1920x1080).
+CPU_COMPILE_PIXELS = 200_000_000
 
 
 @dataclass
@@ -165,6 +169,12 @@ def accelerations(device: torch.device, compile: bool | None = None,
     return compile, cuda_graphs and cuda
 
 
+def compile_pays_off(device: torch.device, dtype: torch.dtype, frames: int, width: int, height: int) -> bool:
+    """Whether compiling a CPU's passes repays its wait in a render of `frames` frames at this size:
+    in bf16 (fp32 passes run faster uncompiled), from CPU_COMPILE_PIXELS frame pixels on."""
+    return device.type == "cpu" and dtype != torch.float32 and frames * width * height >= CPU_COMPILE_PIXELS
+
+
 def winograd_convolutions(device: torch.device, dtype: torch.dtype, compile: bool, arch: str = "paper") -> bool:
     """Whether the wide 3x3 convolutions take NNPACK's Winograd kernels: in eager fp32 on a CPU
     (2-core AVX2, 640x360: 2.6 -> 1.6 s a frame) where PyTorch has NNPACK. Not compiled: torch.compile
@@ -184,6 +194,8 @@ class Engine:
             torch.backends.cudnn.benchmark = True  # a clip's frames share one shape: pick the fastest kernels
         self.dtype = compute_dtype(self.device, precision)
         self.model: LoadedModel = load_model(model)
+        # Where neither the caller nor $VST_COMPILE decides, a long CPU render may (`compile_for_render`).
+        self._compile_undecided = compile is None and "VST_COMPILE" not in os.environ
         compile, cuda_graphs = accelerations(self.device, compile, cuda_graphs)
         # NNPACK reads contiguous tensors; otherwise channels-last feeds tensor cores, AMX and oneDNN best.
         self.winograd = winograd_convolutions(self.device, self.dtype, compile, self.model.net.arch)
@@ -221,6 +233,15 @@ class Engine:
         free, _ = torch.cuda.mem_get_info(self.device)
         fits = free // 2 // (CUDA_BYTES_PER_PIXEL * width * height)
         return int(max(1, min(MAX_AUTO_BATCH, fits, AUTO_BATCH_PIXELS // (width * height))))
+
+    def compile_for_render(self, frames: int, width: int, height: int) -> bool:
+        """Compile this CPU engine's passes from here on if a render of `frames` frames at this size
+        repays it (`compile_pays_off`), unless the caller or $VST_COMPILE decided; True if it does."""
+        if not self._compile_undecided or self.compiler.enabled \
+                or not compile_pays_off(self.device, self.dtype, frames, width, height):
+            return False
+        self.compiler.enabled = True
+        return True
 
     @property
     def acceleration(self) -> str:
