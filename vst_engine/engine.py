@@ -155,11 +155,12 @@ def accelerations(device: torch.device, compile: bool | None = None,
 
     Both by default on CUDA: torch.compile fuses the elementwise work around the convolutions (1080p
     on an H200: 43 -> 86 frames/s) and graphs remove the launch overhead (640x360: 85 -> 272).
-    $VST_COMPILE=0 / $VST_CUDA_GRAPHS=0 turn either off. On a CPU graphs do not exist and compiling
-    is opt-in ($VST_COMPILE=1): with bf16 units it fuses the same elementwise work (2-core AMX:
-    stylization 1.6x as fast at 640x360, 1.9x at 1280x720), but the first frame of each size waits
-    one to one and a half minutes for the C++ compiler (about 10 s from Inductor's cache), and in
-    fp32 it is slower (it cannot trace NNPACK)."""
+    $VST_COMPILE=0 / $VST_CUDA_GRAPHS=0 turn either off. On a CPU graphs do not exist, and passes are
+    compiled only with $VST_COMPILE=1 or for a long render (`Engine.compile_for_render`): with bf16
+    units compiling fuses the same elementwise work (2-core AMX: stylization 1.6x as fast at
+    640x360, 1.9x at 1280x720), but the first frame of each size waits one to one and a half minutes
+    for the C++ compiler (about 10 s from Inductor's cache), and in fp32 it is slower (it cannot
+    trace NNPACK)."""
     cuda = device.type == "cuda"
     if compile is None:
         setting = os.environ.get("VST_COMPILE", "1" if cuda else "0")
