@@ -7,6 +7,8 @@ eager engine runs NNPACK and the compiled one oneDNN, so the results may differ 
 """
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -53,6 +55,7 @@ def test_long_bf16_cpu_renders_compile(monkeypatch):
     assert not refused_by_env.compile_for_render(1000, 640, 360) and not refused_by_env.compiler.enabled
 
 
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="Inductor's CPU backend needs a C++ compiler")
 def test_compiled_cpu_passes_equal_eager_ones(engines, style_paths):
     compiled, eager = engines
     clip = [synth_frame(t, W, H) for t in range(3)]
