@@ -50,6 +50,7 @@ def test_long_bf16_cpu_renders_compile(monkeypatch):
     for engine in (undecided, refused, refused_by_env):
         engine.dtype = torch.bfloat16  # as on a CPU with bf16 units (the decision only; nothing runs)
     assert not undecided.compile_for_render(100, 640, 360) and not undecided.compiler.enabled
+    assert not undecided.compile_for_render(1000, 1920, 1080) and not undecided.compiler.enabled  # tiled
     assert undecided.compile_for_render(1000, 640, 360) and undecided.compiler.enabled
     assert not refused.compile_for_render(1000, 640, 360) and not refused.compiler.enabled
     assert not refused_by_env.compile_for_render(1000, 640, 360) and not refused_by_env.compiler.enabled

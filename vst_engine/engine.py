@@ -237,8 +237,10 @@ class Engine:
 
     def compile_for_render(self, frames: int, width: int, height: int) -> bool:
         """Compile this CPU engine's passes from here on if a render of `frames` frames at this size
-        repays it (`compile_pays_off`), unless the caller or $VST_COMPILE decided; True if it does."""
-        if not self._compile_undecided or self.compiler.enabled \
+        repays it (`compile_pays_off`), unless the caller or $VST_COMPILE decided; True if it does.
+        Not for tiled frames: their tiles take several shapes in the analysis, each compiled anew
+        (not measured)."""
+        if not self._compile_undecided or self.compiler.enabled or width * height > self.tile_area \
                 or not compile_pays_off(self.device, self.dtype, frames, width, height):
             return False
         self.compiler.enabled = True
