@@ -459,3 +459,10 @@ def test_info(cli_env):
     assert re.search(rf"^acceleration:\s+{re.escape(expected)}$", text, re.M), text
     off = ok(vst(dict(cli_env, VST_WINOGRAD="0"), "info", "--device", "cpu")).stdout
     assert re.search(r"^acceleration:\s+none \(eager\)$", off, re.M), off
+    # Compiling on a CPU: asked for, or (bf16 units) for long renders, which info mentions.
+    compiled = ok(vst(dict(cli_env, VST_COMPILE="1"), "info", "--device", "cpu")).stdout
+    assert re.search(r"^acceleration:\s+torch\.compile$", compiled, re.M), compiled
+    from vst_engine.hardware import cpu_has_bf16
+    if cpu_has_bf16():
+        bf16 = ok(vst(dict(cli_env, VST_PRECISION="auto"), "info", "--device", "cpu")).stdout
+        assert re.search(r"^acceleration:\s+none \(eager\) \(vst stylize compiles renders of 200 million", bf16, re.M), bf16

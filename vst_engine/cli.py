@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 from pathlib import Path
@@ -177,7 +178,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     import numpy
     import torch
 
-    from .engine import PRECISION_NAMES, accelerations, compute_dtype, resolve_device, winograd_convolutions
+    from .engine import (CPU_COMPILE_PIXELS, PRECISION_NAMES, accelerations, compile_pays_off, compute_dtype,
+                         resolve_device, winograd_convolutions)
     from .models import load_model, model_path
     from .vgg import WEIGHTS_PACKAGE, weights_path
     model = load_model(args.model)
@@ -199,7 +201,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"steps:        {model.meta.get('steps', '-')}",
         f"device:       {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         f"precision:    {PRECISION_NAMES[dtype]}",
-        f"acceleration: {' + '.join(accel) or 'none (eager)'}",
+        f"acceleration: {' + '.join(accel) or 'none (eager)'}"
+        + (f" (vst stylize compiles renders of {CPU_COMPILE_PIXELS / 1e6:.0f} million frame pixels or more)"
+           if not accel and compile_pays_off(device, dtype, 1, CPU_COMPILE_PIXELS, 1) and "VST_COMPILE" not in os.environ
+           else ""),
         f"VGG-19:       {vgg} from {WEIGHTS_PACKAGE}",
         f"versions:     vst_engine {engine_version()}, python {platform.python_version()}, torch {torch.__version__}, "
         f"numpy {numpy.__version__}, opencv {cv2.__version__}",
