@@ -94,8 +94,10 @@ def fused_normalize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     made it 1.24x. The statistics come back rounded to x's dtype (0.2-0.4%), as the half-precision
     stylization rounds its normalization anyway. Float32 keeps `channel_stats`: the fused pass
     gained 3% there, and its std was only within 1e-3 (against 1e-4) for channels whose mean is 8
-    stds, which an untrained network's gain magnified past the one-frame equality tests."""
-    if x.dtype == torch.float32:
+    stds, which an untrained network's gain magnified past the one-frame equality tests. Passes
+    compiled for a CPU take `channel_stats` too (`plain_reductions`: the clip's own colours of a
+    640x360 frame 78 -> 65 ms compiled)."""
+    if plain_reductions(x):
         mean, std = channel_stats(x)
         return scale_shift(x, 1.0 / std, -mean / std), mean, std
     n, c, h, w = x.shape
@@ -106,9 +108,9 @@ def fused_normalize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
 def inference_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean and std of `fused_normalize`, where its normalized map is not needed. In half
     precision the group norm is still the fastest way to them (bf16 on a 2-core AMX CPU, 64 x 360 x
-    640: 4.3 ms against `channel_stats`' 26.8); in float32 the map would be a wasted pass (41.4
-    against 24.5 ms)."""
-    if x.dtype == torch.float32:
+    640: 4.3 ms against `channel_stats`' 26.8); in float32, and compiled for a CPU, the map would be a
+    wasted pass (float32: 41.4 against 24.5 ms)."""
+    if plain_reductions(x):
         return channel_stats(x)
     return fused_normalize(x)[1:]
 
