@@ -202,6 +202,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"device:       {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         f"precision:    {PRECISION_NAMES[dtype]}",
         f"acceleration: {' + '.join(accel) or 'none (eager)'}"
+        # where long renders would compile: a CPU and precision for which a large enough render pays off
         + (f" (vst stylize compiles renders of {CPU_COMPILE_PIXELS / 1e6:.0f} million frame pixels or more)"
            if not accel and compile_pays_off(device, dtype, 1, CPU_COMPILE_PIXELS, 1) and "VST_COMPILE" not in os.environ
            else ""),

@@ -178,8 +178,9 @@ class RecordNorm(LocalNorm):
         self.layers: list[tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.descs: list[torch.Tensor] = []
 
-    # Float32 records the sums it normalizes with (`frame_stats`), and AdaIN stays one multiply-add;
-    # half precision takes statistics and normalized map from one fused pass, then applies AdaIN.
+    # Float32 (and a pass compiled for a CPU) records the sums it normalizes with (`frame_stats`), and
+    # AdaIN stays one multiply-add; eager half precision takes statistics and normalized map from one
+    # fused pass, then applies AdaIN.
     def normalize(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         if plain_reductions(x):
             return super().normalize(layer, x)
