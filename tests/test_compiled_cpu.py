@@ -44,14 +44,14 @@ def test_long_bf16_cpu_renders_compile(monkeypatch):
     assert not compile_pays_off(cpu, torch.bfloat16, 868, 640, 360)
     assert not compile_pays_off(cpu, torch.float32, 10**6, 1920, 1080)
     monkeypatch.delenv("VST_COMPILE", raising=False)
-    undecided, refused = Engine(device="cpu"), Engine(device="cpu", compile=False)
+    undecided, tiled, refused = Engine(device="cpu"), Engine(device="cpu"), Engine(device="cpu", compile=False)
     monkeypatch.setenv("VST_COMPILE", "0")
     refused_by_env = Engine(device="cpu")
-    for engine in (undecided, refused, refused_by_env):
+    for engine in (undecided, tiled, refused, refused_by_env):
         engine.dtype = torch.bfloat16  # as on a CPU with bf16 units (the decision only; nothing runs)
     assert not undecided.compile_for_render(100, 640, 360) and not undecided.compiler.enabled
-    assert not undecided.compile_for_render(1000, 1920, 1080) and not undecided.compiler.enabled  # tiled
     assert undecided.compile_for_render(1000, 640, 360) and undecided.compiler.enabled
+    assert 1920 * 1080 > tiled.tile_area and tiled.compile_for_render(100, 1920, 1080) and tiled.compiler.enabled
     assert not refused.compile_for_render(1000, 640, 360) and not refused.compiler.enabled
     assert not refused_by_env.compile_for_render(1000, 640, 360) and not refused_by_env.compiler.enabled
 

@@ -22,7 +22,7 @@ import vst_engine.engine as engine_mod
 from vst_engine import GlobalFeatures, StyleSet, VstError, sample_indices
 from vst_engine.engine import MULTIPLE, normalize_weights, process_size, slot_weights
 from vst_engine.features import FORMAT, FORMAT_VERSION, StyleRef
-from vst_engine.tiling import tile_windows
+from vst_engine.tiling import analysis_windows, tile_windows
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -566,6 +566,22 @@ def test_tile_windows_cover_the_frame_with_the_overlap_and_little_more(h, w, siz
     if size == 2048:  # CUDA's 4K tiles: 4 of one shape, 1.09x the frame (768-px tiles: 24, 1.39x)
         assert len(windows) == 4 and len({(y1 - y0, x1 - x0) for y0, y1, x0, x1 in windows}) == 1
         assert area <= 1.1 * h * w
+
+
+@pytest.mark.parametrize("h, w", [(1080, 1920), (2160, 3840), (2160, 4096), (1090, 1500), (737, 1281), (97, 64)])
+def test_analysis_windows_cover_the_frame_once_but_for_a_sliver_in_one_shape(h, w):
+    """The analysis adds sums over its tiles: every pixel is counted, neighbours overlap by at most one
+    grid unit, and once padded to the grid every tile has one shape (one compilation)."""
+    windows = analysis_windows(h, w, 768, MULTIPLE)
+    cover = np.zeros((h, w), np.int32)
+    for y0, y1, x0, x1 in windows:
+        assert y0 % MULTIPLE == 0 and x0 % MULTIPLE == 0 and y1 - y0 <= 768 and x1 - x0 <= 768
+        cover[y0:y1, x0:x1] += 1
+    assert cover.min() == 1 and cover.max() <= 4  # 4: where the row and column slivers cross
+    assert cover.sum() <= 1.01 * h * w
+    assert len({(-(-(y1 - y0) // MULTIPLE), -(-(x1 - x0) // MULTIPLE)) for y0, y1, x0, x1 in windows}) == 1
+    if (h, w) == (1080, 1920):  # an exact partition had 4 shapes here
+        assert len(windows) == 6 and (windows[0][1], windows[0][3]) == (544, 640)
 
 
 # Tiles of 64 with 32 overlap on a 128x96 frame: 3 x 2 tiles. (Smaller tiles are dominated by
