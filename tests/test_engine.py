@@ -579,9 +579,24 @@ def test_analysis_windows_cover_the_frame_once_but_for_a_sliver_in_one_shape(h, 
         cover[y0:y1, x0:x1] += 1
     assert cover.min() == 1 and cover.max() <= 4  # 4: where the row and column slivers cross
     assert cover.sum() <= 1.01 * h * w
+    for axis in (0, 1):  # neighbours overlap by at most one grid unit
+        spans = sorted({(win[2 * axis], win[2 * axis + 1]) for win in windows})
+        assert all(0 <= a1 - b0 <= MULTIPLE for (_, a1), (b0, _) in zip(spans, spans[1:]))
     assert len({(-(-(y1 - y0) // MULTIPLE), -(-(x1 - x0) // MULTIPLE)) for y0, y1, x0, x1 in windows}) == 1
     if (h, w) == (1080, 1920):  # an exact partition had 4 shapes here
         assert len(windows) == 6 and (windows[0][1], windows[0][3]) == (544, 640)
+
+
+def test_the_analysis_takes_the_largest_tiles_the_tile_area_allows():
+    """Each analysis tile is normalized on its own: fewer, larger tiles keep a tiled frame's features
+    nearer a whole frame's. A CPU analyses 1920x1080 in 4 tiles of 544x960, CUDA 3840x2160 in 4 of
+    1080x1920."""
+    for device, (h, w), tile in (("cpu", (1080, 1920), (544, 960)), ("cuda", (2160, 3840), (1080, 1920))):
+        area = engine_mod.DEFAULT_TILE_AREA[device]
+        side = engine_mod.Engine(model="untrained", device="cpu", tile_area=area)._largest_tile_side()
+        windows = analysis_windows(h, w, side, MULTIPLE)
+        assert h * w > area and len(windows) == 4
+        assert {(y1 - y0, x1 - x0) for y0, y1, x0, x1 in windows} == {tile} and tile[0] * tile[1] <= area
 
 
 # Tiles of 64 with 32 overlap on a 128x96 frame: 3 x 2 tiles. (Smaller tiles are dominated by
