@@ -4,10 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from vst_engine.train.ablation import VARIANTS, variant_config, variant_name
 from vst_engine.train.gallery import compose
-from vst_engine.train.loop import TEMPORAL_MODES, TrainConfig
+from vst_engine.models import save_model
+from vst_engine.network import StyleNet
+from vst_engine.train.loop import TEMPORAL_MODES, TrainConfig, load_checkpoint
 
 
 def test_variants_differ_only_in_the_temporal_term(tmp_path):
@@ -24,6 +27,19 @@ def test_variants_differ_only_in_the_temporal_term(tmp_path):
         # Everything else is the base recipe.
         same = ("batch", "crop", "lr", "lr_decay", "w_content", "w_style", "w_recon", "w_tv", "seed", "noise_var")
         assert all(getattr(cfg, k) == getattr(base, k) for k in same)
+
+
+def test_a_model_file_is_a_branch_point(tmp_path):
+    """The ablation (and any run's --init) can start from committed half-precision weights: their
+    weights as network and average, their step count as the branch point's step."""
+    net = StyleNet()
+    save_model(net, tmp_path / "baseline.pt", {"steps": 14117})
+    ck = load_checkpoint(tmp_path / "baseline.pt")
+    assert ck["step"] == 14117 and "opt" not in ck
+    for key in ("net", "ema"):
+        assert ck[key].keys() == net.state_dict().keys()
+        w, ref = ck[key]["to_rgb.weight"], net.state_dict()["to_rgb.weight"]
+        assert w.dtype == torch.float32 and torch.allclose(w, ref, atol=1e-3 * float(ref.abs().max()))
 
 
 def test_gallery_grid_layout():

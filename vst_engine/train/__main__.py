@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     a = sub.add_parser("ablation", help="fine-tune the pre-trained checkpoint with each temporal term, then "
                                          "evaluate them (docs/ablation.*)")
     a.add_argument("--base-run", default="runs/default", help="the run whose ckpt_pretrain.pt is the branch point")
+    a.add_argument("--branch-point", default=None, help="the checkpoint or model file the variants start from "
+                   "(default: the base run's ckpt_pretrain.pt), e.g. vst_engine/weights/baseline.pt")
     a.add_argument("--root", default="runs/ablation")
     a.add_argument("--steps", type=int, default=200, help="fine-tuning steps per variant")
     a.add_argument("--variants", default=None, help="comma-separated subset (e.g. none,comp_w60)")
@@ -92,10 +94,12 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         names = args.variants.split(",") if args.variants else None
         if not args.eval_only:
-            ablation.train_variants(Path(args.base_run), Path(args.root), args.steps, names)
+            ablation.train_variants(Path(args.base_run), Path(args.root), args.steps, names,
+                                    Path(args.branch_point) if args.branch_point else None)
         results = ablation.evaluate_variants(Path(args.root), args.clips.split(","), args.styles.split(","),
                                              args.frames, args.max_side, Path(".cache/bench"))
-        ablation.report(results, {"fine-tune steps": args.steps, "clips": args.clips, "styles": args.styles,
+        ablation.report(results, {"branch point": args.branch_point or f"{args.base_run}/ckpt_pretrain.pt",
+                                  "fine-tune steps": args.steps, "clips": args.clips, "styles": args.styles,
                                   "frames": args.frames, "max side": args.max_side}, Path(args.docs))
         return 0
 

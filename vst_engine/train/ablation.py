@@ -19,7 +19,7 @@ import torch
 from ..atomic import atomic_write_text
 from ..models import save_model
 from ..network import StyleNet
-from .loop import TrainConfig, Trainer
+from .loop import TrainConfig, Trainer, load_checkpoint
 
 # (mode, weight): the paper's compound term and its two halves, each at two weights, and a control.
 VARIANTS: tuple[tuple[str, float], ...] = (
@@ -43,13 +43,16 @@ def variant_config(base: TrainConfig, mode: str, weight: float, base_ckpt: Path,
                           "extra": {"init_step": base_step}})
 
 
-def train_variants(base_run: Path, root: Path, steps: int, names: Sequence[str] | None = None) -> list[str]:
-    """Train (or resume) each variant; returns the names trained. Uses the base run's style bank."""
-    base_ckpt = base_run / "ckpt_pretrain.pt"
+def train_variants(base_run: Path, root: Path, steps: int, names: Sequence[str] | None = None,
+                   branch_point: Path | None = None) -> list[str]:
+    """Train (or resume) each variant; returns the names trained. Uses the base run's recipe and
+    style bank. The branch point is the base run's `ckpt_pretrain.pt`, or `branch_point`: another
+    checkpoint, or a model file such as the shipped baseline (pre-trained, no temporal term)."""
+    base_ckpt = branch_point or base_run / "ckpt_pretrain.pt"
     if not base_ckpt.is_file():
         raise SystemExit(f"{base_ckpt} not found: the base run has not finished its pre-training yet")
     base = TrainConfig(**json.loads((base_run / "config.json").read_text()))
-    base_step = int(torch.load(base_ckpt, map_location="cpu", weights_only=True)["step"])
+    base_step = int(load_checkpoint(base_ckpt)["step"])
     done = []
     for mode, weight in VARIANTS:
         name = variant_name(mode, weight)

@@ -160,6 +160,16 @@ class StyleBank:
         return self.feat4.shape[0]
 
 
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A training checkpoint ("net", "ema", "step", perhaps "opt"), or committed half-precision
+    weights (a model file of an earlier period) as one: their weights as both, their step count."""
+    ck = torch.load(path, map_location=device, weights_only=True)
+    if ck.get("format") == "vst-model":
+        state = {k: v.float() for k, v in ck["state"].items()}
+        ck = {"net": state, "ema": state, "step": ck["meta"].get("steps", 0)}
+    return ck
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
@@ -208,10 +218,7 @@ class Trainer:
         source = path if path.is_file() else (Path(self.cfg.init) if self.cfg.init else None)
         if source is None:
             return
-        ck = torch.load(source, map_location=self.device, weights_only=True)
-        if ck.get("format") == "vst-model":  # committed half-precision weights of an earlier period
-            state = {k: v.float() for k, v in ck["state"].items()}
-            ck = {"net": state, "ema": state, "step": ck["meta"].get("steps", 0)}
+        ck = load_checkpoint(source, self.device)
         self.net.load_state_dict(ck["net"])
         self.ema.load_state_dict(ck["ema"])
         if "opt" in ck:  # a branch continues the optimizer state of the run it starts from
