@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vst_engine.train.ablation import VARIANTS, variant_config, variant_name
+from vst_engine.train.ablation import INTERVALS, VARIANTS, report, variant_config, variant_name
 from vst_engine.train.gallery import compose
 from vst_engine.models import save_model
 from vst_engine.network import StyleNet
@@ -40,6 +40,25 @@ def test_a_model_file_is_a_branch_point(tmp_path):
         assert ck[key].keys() == net.state_dict().keys()
         w, ref = ck[key]["to_rgb.weight"], net.state_dict()["to_rgb.weight"]
         assert w.dtype == torch.float32 and torch.allclose(w, ref, atol=1e-3 * float(ref.abs().max()))
+
+
+def test_ablation_report(tmp_path):
+    """The table has a row per variant with its figures; the JSON keeps them; the plot shows the
+    short and the long interval side by side."""
+    import json
+
+    import cv2
+    results = [{"name": variant_name(m, w), "mode": m, "weight": w, "step": 300,
+                "temporal": {str(i): 0.04 + 0.001 * i + k * 1e-4 for i in INTERVALS},
+                "style_loss": 0.6 + 0.05 * k, "style_loss_ratio": 0.2, "content_loss": 1.2 - 0.01 * k}
+               for k, (m, w) in enumerate(VARIANTS)]
+    report(results, {"branch point": "baseline.pt", "fine-tune steps": 300}, tmp_path)
+    md = (tmp_path / "ablation.md").read_text()
+    assert "branch point baseline.pt" in md and md.count("\n| ") == len(VARIANTS) + 1
+    assert "| comp | 60 | 0.0416 |" in md and "| 0.900 | 0.200 | 1.140 |" in md
+    assert json.loads((tmp_path / "ablation.json").read_text())["results"] == results
+    h, w = cv2.imread(str(tmp_path / "ablation.png")).shape[:2]
+    assert w > 2 * h  # two panels: i = 1 and i = 16
 
 
 def test_gallery_grid_layout():
