@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from ..atomic import atomic_write_text
 from ..models import save_model
@@ -50,7 +49,8 @@ def train_variants(base_run: Path, root: Path, steps: int, names: Sequence[str] 
     checkpoint, or a model file such as the shipped baseline (pre-trained, no temporal term)."""
     base_ckpt = branch_point or base_run / "ckpt_pretrain.pt"
     if not base_ckpt.is_file():
-        raise SystemExit(f"{base_ckpt} not found: the base run has not finished its pre-training yet")
+        raise SystemExit(f"{base_ckpt} not found" if branch_point else
+                         f"{base_ckpt} not found: the base run has not finished its pre-training yet")
     base = TrainConfig(**json.loads((base_run / "config.json").read_text()))
     base_step = int(load_checkpoint(base_ckpt)["step"])
     done = []
@@ -73,7 +73,7 @@ def train_variants(base_run: Path, root: Path, steps: int, names: Sequence[str] 
 
 def export_raw(run: Path, path: Path) -> int:
     """The run's raw weights as a model file (a short fine-tune is too short for the EMA); its step."""
-    ck = torch.load(run / "ckpt.pt", map_location="cpu", weights_only=True)
+    ck = load_checkpoint(run / "ckpt.pt")
     net = StyleNet()
     net.load_state_dict(ck["net"])
     save_model(net, path, {"steps": int(ck["step"]), "weights": "raw", "note": f"ablation variant {run.name}"})
