@@ -78,6 +78,18 @@ def test_replay_follows_new_weights_batches_and_features(engines, clip, features
     assert np.abs(differs).mean() > 0.5  # the two clips' features really differ
 
 
+def test_submitted_frames_arrive_intact(engines, clip, features):
+    """Frames submitted back to back, none waited for, come back as the frames stylized one at a time:
+    their copies run on streams of their own, and a missing wait would hand back a stale or torn frame."""
+    graphed, _ = engines
+    expected = [graphed.stylize(f, features[0], [1, 0]) for f in clip]
+    pending = [graphed.submit([f], features[0], [1, 0]) for f in clip]
+    for got, want in zip([p.result()[0] for p in pending], expected, strict=True):
+        assert np.abs(got.astype(int) - want).max() <= 1
+    floats = graphed.submit(clip[:1], features[0], [1, 0], as_float=True).result()[0]
+    assert floats.dtype == np.float32 and np.abs(floats * 255 - expected[0]).max() <= 1.5
+
+
 def test_auto_batch_fits_the_gpu(engines):
     graphed, _ = engines
     assert 1 <= graphed.auto_batch(1920, 1080) <= 4

@@ -207,6 +207,20 @@ def test_stylize_batch_equals_frame_by_frame(engine, feats_ab, frame_a, frame_b)
         engine.stylize_batch([frame_a, frame_a[:-8]], feats_ab)
 
 
+def test_submitted_frames_come_back_in_order(engine, feats_ab, frame_a, frame_b):
+    """`submit` leaves frames in flight (what `vst stylize` does); each result is its own batch's frames."""
+    first = engine.submit([frame_a], feats_ab, [1, 0])
+    second = engine.submit([frame_b, frame_a], feats_ab, [1, 0])
+    assert engine.submit([], feats_ab).result() == []
+    b, a = second.result()
+    assert np.array_equal(first.result()[0], engine.stylize(frame_a, feats_ab, [1, 0]))
+    for got, want in ((a, first.result()[0]), (b, engine.stylize(frame_b, feats_ab, [1, 0]))):
+        assert np.abs(got.astype(int) - want).max() <= 1  # a batch of two rounds a little differently
+    floats = engine.submit([frame_a], feats_ab, [1, 0], as_float=True).result()[0]
+    assert floats.dtype == np.float32 and floats.shape == frame_a.shape and floats.flags.c_contiguous
+    assert np.abs(floats * 255 - first.result()[0]).max() <= 0.5 + 1e-3
+
+
 def test_batched_forward_equals_frame_by_frame(engine, feats_ab, frame_a, frame_b):
     """A batch of frames with the clip's features (what the throughput benchmark times) renders
     each frame as a single-frame pass does."""

@@ -753,6 +753,8 @@ def speed_worker(argv: Sequence[str]) -> int:
     ap.add_argument("--style", default=str(ASSETS / "starry_night.jpg"))
     ap.add_argument("--features", required=True, help="written by analyze, read by stylize")
     ap.add_argument("--batch", type=int, default=0, help="frames per stylize pass (0: the engine's automatic choice)")
+    ap.add_argument("--no-overlap", action="store_true", help="wait for each stylized batch before submitting "
+                    "the next (`vst stylize` keeps one in flight, which overlaps a GPU's copies with its passes)")
     ap.add_argument("--own-colours", action="store_true", help="analyse the clip's own colours too (what strength "
                     "below 1 needs; `vst analyze` does, `vst stylize` at full strength does not)")
     ap.add_argument("--add-own-colours", action="store_true", help="time only adding the own colours to a "
@@ -810,11 +812,24 @@ def speed_worker(argv: Sequence[str]) -> int:
     else:
         feats = GlobalFeatures.load(a.features)
         batch = a.batch or engine.auto_batch(w, h)
-        with torch.no_grad():
-            for k in range(a.frames + 1):
+        frames = [frame] * batch
+        timed(lambda: engine.stylize_batch(frames, feats), [], False)
+        if a.no_overlap:  # each batch waited for before the next is submitted
+            for _ in range(a.frames):
                 passes = []
-                timed(lambda: engine.stylize_batch([frame] * batch, feats), passes, k > 0)
+                timed(lambda: engine.stylize_batch(frames, feats), passes, True)
                 times += [t / batch for t in passes] * batch  # per frame
+        else:  # as `vst stylize` renders: one batch in flight; the time between two batches' results
+            pending, following = engine.submit(frames, feats), engine.submit(frames, feats)
+            pending.result()
+            t0 = time.perf_counter()
+            for _ in range(a.frames):
+                pending, following = following, engine.submit(frames, feats)
+                pending.result()
+                t = time.perf_counter()
+                times += [(t - t0) / batch] * batch
+                t0 = t
+            following.result()
     out = {"what": a.what, "size": [w, h], "device": str(engine.device), "threads": torch.get_num_threads(),
            "seconds": times, "fps": len(times) / sum(times), "rss_loaded_mib": rss_loaded,
            "rss_peak_mib": peak_rss_mib(), "first_frame_s": first[0],
@@ -824,8 +839,10 @@ def speed_worker(argv: Sequence[str]) -> int:
         out.update(own_colours=a.own_colours or a.add_own_colours, added=a.add_own_colours,
                    default=not (a.own_colours or a.add_own_colours), stylize_seconds=stylize_times)
     if a.what == "stylize":
-        # `default`: the batch the CLI would choose; `acceleration`: compiled, replayed, or why not.
-        out.update(batch=batch, default=a.batch == 0, acceleration=engine.acceleration)
+        # `default`: the batch the CLI would choose, one batch in flight as it renders; `acceleration`: compiled,
+        # replayed, or why not.
+        out.update(batch=batch, default=a.batch == 0 and not a.no_overlap, acceleration=engine.acceleration,
+                   overlap=not a.no_overlap)
     if cuda:
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
         out["device_name"] = torch.cuda.get_device_name(engine.device)
@@ -995,6 +1012,8 @@ def speed(args, status: dict) -> dict:
                                                        ("analyze", 0, ["--add-own-colours"])]
                 runs += [("analyze", 0, []), ("stylize", 0, [])]
                 runs += [("stylize", 1, [])] if batches else []
+                # what overlapping a GPU's copies with its passes gains: each batch waited for
+                runs += [("stylize", 0, ["--no-overlap"])] if dev == "cuda" else []
                 runs = [(what, batch, extra, args.model) for what, batch, extra in runs]
                 if dev == "cpu" and status.get("lite", {}).get("available"):  # the network made for CPUs
                     runs += [(what, 0, [], "lite") for what in ("analyze", "stylize")]
@@ -1157,6 +1176,9 @@ def _what_label(row: dict) -> str:
         parts.append(f"batch {row['batch']}" + (" (CLI default)" if row.get("default") and row["device"] != "cpu" else ""))
     if row.get("acceleration") and row["device"] != "cpu":
         parts.append(row["acceleration"][:120])
+    if row.get("overlap") is not None and row["device"] != "cpu":
+        parts.append("next batch submitted before this one's result (as `vst stylize`)" if row["overlap"]
+                     else "each batch waited for")
     return ", ".join(parts)
 
 

@@ -6,9 +6,14 @@ import os
 import platform
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import VstError
 from . import engine_version
+
+if TYPE_CHECKING:  # imported lazily below: `vst --help` stays fast
+    from .pipeline import WriteBehind
+    from .transfer import Pending
 
 UNTRAINED_BANNER = ("WARNING: no trained weights for model '{name}': using an UNTRAINED network. "
                     "Output is NOT a stylization (train with `python3 build.py train`).")
@@ -95,6 +100,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_group(out: WriteBehind, group: list, results: Pending, bar) -> None:
+    """Hand a submitted group's stylized frames to the writer."""
+    for (index, _), result in zip(group, results.result()):
+        out.write(index, result)
+    bar.update(len(group))
+
+
 def cmd_stylize(args: argparse.Namespace) -> int:
     from .engine import normalize_weights, process_size, resize_frame
     from .features import GlobalFeatures
@@ -155,13 +167,17 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                 with WriteBehind(write) as out:
                     # Frames with the same weights and strength share a pass (several at a time on a GPU).
                     pose = lambda item: (tuple(keys.at(item[0])), keys.strength_at(item[0], default_strength))  # noqa: E731
+                    # One group stays in flight: on a GPU its copies overlap with the next group's pass.
+                    pending = None
                     for group in batched(zip(range(start, end), frames), batch, pose):
                         weights, strength = pose(group[0])
-                        results = engine.stylize_batch([f for _, f in group], plan, weights, strength,
-                                                       args.preserve_color)
-                        for (index, _), result in zip(group, results):
-                            out.write(index, result)
-                        bar.update(len(group))
+                        submitted = group, engine.submit([f for _, f in group], plan, weights, strength,
+                                                         args.preserve_color)
+                        if pending:
+                            _write_group(out, *pending, bar)
+                        pending = submitted
+                    if pending:
+                        _write_group(out, *pending, bar)
             finally:
                 frames.close()
                 bar.close()

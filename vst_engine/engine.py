@@ -23,11 +23,12 @@ from .convs import use_winograd, winograd_available
 from .errors import VstError
 from .hardware import cpu_has_bf16, reuse_large_allocations
 from .features import FeatureAccumulator, GlobalFeatures, StyleRef
-from .imageops import desaturate, frames_to_tensor, keep_colours, pad_to_multiple, to_tensor, to_uint8
+from .imageops import desaturate, keep_colours, pad_to_multiple, to_tensor
 from .models import LoadedModel, load_model
 from .network import StyleTargets
 from .norms import LocalNorm, RecordNorm, SharedNorm, sums_from_moments
 from .tiling import analysis_windows, blend_weights, tile_windows
+from .transfer import Pending, Transfers
 from .video import read_image
 from .vgg import VGGEncoder
 
@@ -209,6 +210,7 @@ class Engine:
         self.style_size = style_size
         self.graphs = GraphCache(enabled=cuda_graphs)
         self.compiler = Compiler(enabled=compile)
+        self.transfers = Transfers(self.device)
         self._shared: _SharedInputs | None = None
 
     @property
@@ -366,29 +368,35 @@ class Engine:
         asks for float32 in [0, 1] (for hosts that work in float, such as OpenFX)."""
         return self.stylize_batch([frame], source, weights, strength, preserve_color, as_float)[0]
 
-    @torch.no_grad()
     def stylize_batch(self, frames: Sequence[np.ndarray], source: GlobalFeatures | StyleSet,
                       weights: Sequence[float] | None = None, strength: float = 1.0, preserve_color: bool = False,
                       as_float: bool = False) -> list[np.ndarray]:
         """`stylize` for frames of one size that share weights and strength, in one pass where the
         statistics are the clip's (the same result as frame by frame, faster on a GPU)."""
+        return self.submit(frames, source, weights, strength, preserve_color, as_float).result()
+
+    @torch.no_grad()
+    def submit(self, frames: Sequence[np.ndarray], source: GlobalFeatures | StyleSet,
+               weights: Sequence[float] | None = None, strength: float = 1.0, preserve_color: bool = False,
+               as_float: bool = False) -> Pending:
+        """`stylize_batch` without waiting for the frames: `result()` gives them. On a GPU, submitting
+        the next frames before taking the last ones' result overlaps their copies with the passes."""
         if not frames:
-            return []
+            return Pending(torch.empty(0))
         if len({f.shape for f in frames}) != 1:
             raise VstError("frames stylized together must have the same size")
         count = len(source.refs) if isinstance(source, StyleSet) else len(source.styles)
         alpha = slot_weights(weights, count, strength)
-        x = frames_to_tensor(frames, self.device)
         if isinstance(source, GlobalFeatures):
             source.check(self.model.model_id, process_size=(frames[0].shape[1], frames[0].shape[0]), strength=strength)
+        x = self.transfers.upload(frames)
+        if isinstance(source, GlobalFeatures):
             out = self._render_shared(x, source, alpha)
         else:
             out = torch.cat([self._render_local(f, source, alpha) for f in frames])
         if preserve_color:
             out = keep_colours(out, x)
-        if as_float:
-            return list(out.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
-        return list(to_uint8(out))
+        return self.transfers.download(out, as_float)
 
     def _shared_inputs(self, feats: GlobalFeatures, alpha: torch.Tensor) -> tuple[StyleTargets, SharedNorm]:
         """Style targets and clip statistics on the device for these weights, reused across frames."""

@@ -32,8 +32,13 @@ def frames_to_tensor(frames: Sequence[np.ndarray], device: torch.device | str = 
     """H x W x 3 RGB frames of one size, uint8 or float32 in [0, 1] -> N x 3 x H x W float32 in
     [0, 1], in one copy to the device."""
     stacked = np.ascontiguousarray(frames[0][None] if len(frames) == 1 else np.stack(frames))
-    x = torch.from_numpy(stacked).to(device).permute(0, 3, 1, 2)
-    return x.float() / 255.0 if stacked.dtype == np.uint8 else x.float().clamp(0.0, 1.0)
+    return unit_nchw(torch.from_numpy(stacked).to(device))
+
+
+def unit_nchw(frames: torch.Tensor) -> torch.Tensor:
+    """N x H x W x 3 frames, uint8 or float -> N x 3 x H x W float32 in [0, 1]."""
+    x = frames.permute(0, 3, 1, 2)
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float().clamp(0.0, 1.0)
 
 
 def to_tensor(frame: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -41,9 +46,9 @@ def to_tensor(frame: np.ndarray, device: torch.device | str = "cpu") -> torch.Te
     return frames_to_tensor([frame], device)
 
 
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """N x 3 x H x W float -> N x H x W x 3 uint8 RGB (rounded, clamped), in one copy from the device."""
-    return (img.float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+def quantize(img: torch.Tensor) -> torch.Tensor:
+    """N x 3 x H x W float in [0, 1] -> N x H x W x 3 uint8 (rounded, clamped), contiguous, on img's device."""
+    return (img.float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def pad_to_multiple(img: torch.Tensor, multiple: int, minimum: int = 0) -> tuple[torch.Tensor, tuple[int, int]]:
