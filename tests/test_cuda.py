@@ -113,6 +113,21 @@ def test_phase_convolution_equals_the_upsampled_one_on_cuda(monkeypatch):
         assert torch.equal(conv.forward_upsampled(x), ref)
 
 
+def test_fused_normalization_takes_channels_last_maps():
+    """The eager half-precision normalization (CUDA's fallback when compiling fails, and every eager
+    test engine here) of the channels-last maps the networks make: the group norm it calls reads only
+    contiguous maps on CUDA."""
+    from vst_engine.norms import channel_stats, fused_normalize
+    torch.manual_seed(3)
+    x = (torch.randn(2, 64, 20, 36, device="cuda") * 3 + 1).half().contiguous(memory_format=torch.channels_last)
+    y, mean, std = fused_normalize(x)
+    ref_mean, ref_std = channel_stats(x.float())
+    assert y.is_contiguous(memory_format=torch.channels_last) and y.dtype == torch.float16
+    assert torch.allclose(mean, ref_mean, atol=5e-3) and torch.allclose(std, ref_std, rtol=5e-3)
+    ref = (x.float() - ref_mean[..., None, None]) / ref_std[..., None, None]
+    assert float((y.float() - ref).abs().max()) < 0.02
+
+
 def test_tiles_are_compiled_and_replayed(monkeypatch, clip, style_paths):
     """A frame above the tile area renders tile by tile through one compiled, replayed graph (the tiles
     share a shape), as the eager tiles do."""

@@ -101,7 +101,12 @@ def fused_normalize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
         mean, std = channel_stats(x)
         return scale_shift(x, 1.0 / std, -mean / std), mean, std
     n, c, h, w = x.shape
-    y, mean, rstd = torch.native_group_norm(x, None, None, n, c, h * w, c, EPS)
+    # CUDA's eager group norm reads only contiguous maps (a CPU's takes channels-last too; compiled,
+    # Inductor's decomposition takes either): a copy there and back, on the eager fallback only.
+    relayout = x.is_cuda and not x.is_contiguous() and not torch.compiler.is_compiling()
+    y, mean, rstd = torch.native_group_norm(x.contiguous() if relayout else x, None, None, n, c, h * w, c, EPS)
+    if relayout:
+        y = y.contiguous(memory_format=torch.channels_last)
     return y, mean.float().view(n, c), 1.0 / rstd.float().view(n, c)
 
 
