@@ -10,8 +10,11 @@
 # afresh (640x360: analysis 94 s, stylization 46 s, batch-1 stylization 30 s), so a 4-size bench needs
 # BENCH_S near 600: give it its own call, with --no-own-colours and --no-throughput in BENCH_EXTRA.
 # A measuring lease in one call (about 560 s of a 15-minute budget):
-#   OUT=$OUT PRE_S=0 TESTS_S=130 AB="- VST_PHASE_CONV=0" AB_S=60 BENCH_S=330 SPEED_FRAMES=10 \
+#   OUT=$OUT PRE_S=0 TESTS_S=150 BENCH_S=330 SPEED_FRAMES=30 AB_LATE="-" AB_LATE_S=90 DEADLINE=565 \
 #   BENCH_EXTRA='--no-throughput --no-own-colours --sizes 1920x1080,3840x2160' bash tools/gpu_lease.sh
+# Timing on an H200 (2026-11-27): the CUDA tests 138 s (8 tests); that bench 252 s (6 worker processes,
+# the 1920x1080 analysis process compiling for 63 s); the network alone (compile, compile + graph) 60 s.
+# Where an analysed frame's time goes: `python3 tools/profile_analysis.py 1920x1080 cuda $OUT` (90 s).
 # Without training the small logs come back packed in $OUT/logs.tgz (a call brings back at most 8 files).
 # Knobs (seconds): BENCH_S, COMPILE_S, PRE_S (0: no training), FT_S; DEV=cpu with small values is a
 # dry run of the flow. AB / AB_LATE: variants of the network alone at AB_SIZE (default 1920x1080; compiled, batch 1), each a
