@@ -387,13 +387,12 @@ class Engine:
             raise VstError("frames stylized together must have the same size")
         count = len(source.refs) if isinstance(source, StyleSet) else len(source.styles)
         alpha = slot_weights(weights, count, strength)
-        if isinstance(source, GlobalFeatures):
+        shared = isinstance(source, GlobalFeatures)
+        if shared:  # before the upload: a mismatch is refused without touching the device
             source.check(self.model.model_id, process_size=(frames[0].shape[1], frames[0].shape[0]), strength=strength)
         x = self.transfers.upload(frames)
-        if isinstance(source, GlobalFeatures):
-            out = self._render_shared(x, source, alpha)
-        else:
-            out = torch.cat([self._render_local(f, source, alpha) for f in frames])
+        out = self._render_shared(x, source, alpha) if shared else \
+            torch.cat([self._render_local(f, source, alpha) for f in frames])
         if preserve_color:
             out = keep_colours(out, x)
         return self.transfers.download(out, as_float)
