@@ -397,6 +397,13 @@ def test_analysis_overheads_use_the_lean_analysis_and_show_the_full_one():
     bench.analysis_overheads(s, [(640, 360)])
     assert s["overhead_values"][0][2] == pytest.approx(bench.analysis_fraction(2.0, 1.0, 132))
     assert s["overhead_rows"][0][5] == f"{bench.analysis_fraction(2.0, 1.0, 132) * 100:.1f}%"
+    # On CUDA the stylize row, timed as `vst stylize` renders (one frame in flight), is the reference.
+    for r in s["rows"]:
+        r["device"] = "cuda:0"
+    s["devices"] = ["cuda"]
+    bench.analysis_overheads(s, [(640, 360)])
+    assert s["overhead_values"][0][2] == pytest.approx(bench.analysis_fraction(2.0 / 4.0, 1.0, 132))
+    s["devices"] = ["cpu"]
     s["rows"] = [row("analyze", 4.0), row("stylize", 2.0)]  # a report from before the lean analysis
     bench.analysis_overheads(s, [(640, 360)])
     assert s["overhead_rows"][0][2] == s["overhead_rows"][0][5] and s["overhead_rows"][0][6] == "-"
