@@ -221,6 +221,25 @@ def test_submitted_frames_come_back_in_order(engine, feats_ab, frame_a, frame_b)
     assert np.abs(floats * 255 - first.result()[0]).max() <= 0.5 + 1e-3
 
 
+def test_a_stats_only_pass_records_what_a_full_pass_records(engine, feats_ab, frame_a):
+    """The analysis's record pass stops after the last IN layer's statistics: the same records as a
+    pass that renders the frame, and no frame."""
+    from vst_engine.engine import slot_weights
+    from vst_engine.imageops import desaturate, pad_to_multiple, to_tensor
+    from vst_engine.norms import RecordNorm
+
+    targets = feats_ab.style.blend(slot_weights([1, 0], 2, 1.0))
+    x, _ = pad_to_multiple(to_tensor(frame_a, engine.device), 8, 16)
+    full, stats = RecordNorm(), RecordNorm()
+    with torch.no_grad():
+        grey4 = engine.net.content(desaturate(x), engine.vgg)
+        assert engine.net(grey4, targets, full).shape == x.shape
+        assert engine.net(grey4, targets, stats, stats_only=True) is None
+        assert [r[:2] for r in stats.layers] == [r[:2] for r in full.layers] and len(full.layers) > 5
+        for a, b in zip(full.layers, stats.layers):
+            assert all(torch.equal(u, v) for u, v in zip(a[2:], b[2:]))
+
+
 def test_batched_forward_equals_frame_by_frame(engine, feats_ab, frame_a, frame_b):
     """A batch of frames with the clip's features (what the throughput benchmark times) renders
     each frame as a single-frame pass does."""

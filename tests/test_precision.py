@@ -118,6 +118,25 @@ def test_fused_normalize_gives_the_statistics_it_normalizes_by(dtype):
     assert torch.allclose(back_mean, mean, rtol=1e-5, atol=1e-6) and torch.allclose(back_std, std, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_observing_a_layer_records_what_normalizing_it_records(dtype):
+    """`RecordNorm.observe` (a stats-only pass's last layer) records the sums and the normalized range
+    that normalizing the same map records, without making the normalized map."""
+    from vst_engine.norms import RecordNorm
+    gen = torch.Generator().manual_seed(4)
+    offset = torch.linspace(-3.0, 3.0, 16)[None, :, None, None]
+    x = (torch.randn(1, 16, 24, 40, generator=gen) * 0.7 + offset).to(dtype).contiguous(memory_format=torch.channels_last)
+    normalized, observed = RecordNorm(), RecordNorm()
+    normalized.normalize(7, x)
+    assert observed.observe(7, x) is None
+    (layer, count, *made), = normalized.layers
+    (layer2, count2, *seen), = observed.layers
+    assert (layer2, count2) == (layer, count) == (7, 24 * 40)
+    tol = 1e-5 if dtype == torch.float32 else 2 ** -7  # bf16: the rounding of the normalized map's range
+    for a, b in zip(made, seen):
+        assert float((a - b).abs().max()) <= tol * float(a.abs().max()), (a, b)
+
+
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_float32_channel_stats_match_float64(layout):
     """fp32 statistics come from sums of x and x^2: at a mean of 8 stds and a million pixels per

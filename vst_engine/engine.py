@@ -356,7 +356,7 @@ class Engine:
         """One pass of the network for one style slot, returning what a `RecordNorm` recorded."""
         rec = RecordNorm()
         with self._autocast():
-            self.net(grey4, targets, rec)
+            self.net(grey4, targets, rec, stats_only=True)
         return rec.layers, rec.descs
 
     # ----- stylization ---------------------------------------------------------------------

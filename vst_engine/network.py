@@ -353,7 +353,10 @@ class StyleNet(nn.Module):
         desc = [p.descriptor(normalized) for p in self.predictors]
         return StyleTargets([m for m, _ in stats], [s for _, s in stats], desc)
 
-    def forward(self, content4: torch.Tensor, style: StyleTargets, norm: LocalNorm | None = None) -> torch.Tensor:
+    def forward(self, content4: torch.Tensor, style: StyleTargets, norm: LocalNorm | None = None,
+                stats_only: bool = False) -> torch.Tensor | None:
+        """The stylized frame; with `stats_only`, the pass stops once `norm` has taken the last IN layer's
+        statistics (all an analysis records): the last AdaIN and the RGB convolution are not run."""
         norm = norm or LocalNorm()
         x = norm.normalize(0, content4)
         predictors = self.predictors
@@ -371,7 +374,11 @@ class StyleNet(nn.Module):
             mean, std = style.mean[layer], style.std[layer]
             if self.style_proj is not None:
                 mean, std = self.style_proj[b](mean, std)
-            x = norm.adain(4 + 3 * b, up(x, norm, 2 + 3 * b), mean, std)
+            x = up(x, norm, 2 + 3 * b)
+            if stats_only and b == len(self.ups) - 1:
+                norm.observe(4 + 3 * b, x)
+                return None
+            x = norm.adain(4 + 3 * b, x, mean, std)
         return self.to_rgb(x)
 
 

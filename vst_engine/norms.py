@@ -158,6 +158,11 @@ class LocalNorm:
         mean, std = self.frame_stats(layer, x)
         return scale_shift(x, 1.0 / std, -mean / std)
 
+    def observe(self, layer: int, x: torch.Tensor) -> None:
+        """IN layer `layer`'s statistics of x, taken without normalizing x (the last layer of a pass run
+        only for its statistics)."""
+        self.frame_stats(layer, x)
+
     def adain(self, layer: int, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         """AdaIN: x normalized as layer `layer`, then given the style's channel mean and std (N x C),
         as one multiply-add over x."""
@@ -175,8 +180,8 @@ class LocalNorm:
 class RecordNorm(LocalNorm):
     """Local normalization that records what the analysis needs of one pass: per IN layer the channel
     sums of x and x^2 (float32, N x C), its pixel count and the per-channel range of the normalized
-    activation (in half precision all from one `fused_normalize` pass); and each content
-    descriptor. It only appends to its own lists, so a compiled pass can run it and return them;
+    activation (in half precision all from one `fused_normalize` pass; the last layer, which the
+    analysis only observes, from its statistics and x's range); and each content descriptor. It only appends to its own lists, so a compiled pass can run it and return them;
     `FeatureAccumulator.add_pass` folds them into the clip's sums."""
 
     def __init__(self) -> None:
@@ -204,10 +209,22 @@ class RecordNorm(LocalNorm):
         s, sq = channel_sums(x)
         count = x.shape[2] * x.shape[3]
         mean, std = moments(s, sq, count)
+        self._append(layer, count, s, sq, mean, std, x)
+        return mean, std
+
+    def observe(self, layer: int, x: torch.Tensor) -> None:
+        if plain_reductions(x):
+            self.frame_stats(layer, x)
+            return
+        mean, std = inference_stats(x)  # half precision: the group norm's statistics, as `normalize` takes
+        count = x.shape[2] * x.shape[3]
+        self._append(layer, count, *sums_from_moments(mean, std, count), mean, std, x)
+
+    def _append(self, layer: int, count: int, s: torch.Tensor, sq: torch.Tensor, mean: torch.Tensor,
+                std: torch.Tensor, x: torch.Tensor) -> None:
         # The normalized activation's range follows from x's: normalizing is increasing (std > 0).
         lo, hi = channel_range(x)
         self.layers.append((layer, count, s, sq, (lo.float() - mean) / std, (hi.float() - mean) / std))
-        return mean, std
 
     def content_descriptor(self, predictor: int, describe: Callable[[torch.Tensor], torch.Tensor],
                            x: torch.Tensor) -> torch.Tensor:
