@@ -181,7 +181,8 @@ class RecordNorm(LocalNorm):
     """Local normalization that records what the analysis needs of one pass: per IN layer the channel
     sums of x and x^2 (float32, N x C), its pixel count and the per-channel range of the normalized
     activation (in half precision all from one `fused_normalize` pass; the last layer, which the
-    analysis only observes, from its statistics and x's range); and each content descriptor. It only appends to its own lists, so a compiled pass can run it and return them;
+    analysis only observes, from its statistics and x's range); and each content descriptor. It
+    only appends to its own lists, so a compiled pass can run it and return them;
     `FeatureAccumulator.add_pass` folds them into the clip's sums."""
 
     def __init__(self) -> None:
