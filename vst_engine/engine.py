@@ -392,7 +392,7 @@ class Engine:
             source.check(self.model.model_id, process_size=(frames[0].shape[1], frames[0].shape[0]), strength=strength)
         x = self.transfers.upload(frames)
         out = self._render_shared(x, source, alpha) if shared else \
-            torch.cat([self._render_local(f, source, alpha) for f in frames])
+            torch.cat([self._render_local(f, x[i:i + 1], source, alpha) for i, f in enumerate(frames)])
         if preserve_color:
             out = keep_colours(out, x)
         return self.transfers.download(out, as_float)
@@ -453,13 +453,13 @@ class Engine:
         earlier 768-px tiles 3.5-7.9)."""
         return max(TILE_SIZE, math.isqrt(self.tile_area) // MULTIPLE * MULTIPLE)
 
-    def _render_local(self, frame: np.ndarray, styles: StyleSet, alpha: torch.Tensor) -> torch.Tensor:
+    def _render_local(self, frame: np.ndarray, x: torch.Tensor, styles: StyleSet, alpha: torch.Tensor) -> torch.Tensor:
+        """One frame with its own statistics; `x` is the frame already on the device."""
         h, w = frame.shape[:2]
         if h * w > self.tile_area:
             # Per-frame statistics of a frame too large for one pass: analyse it alone, then tile.
             feats = self.analyze([frame], styles, interval=1, sampled=[0])
-            return self._render_shared(to_tensor(frame, self.device), feats, alpha)
-        x = to_tensor(frame, self.device)
+            return self._render_shared(x, feats, alpha)
         if float(alpha[0, 0]) > 0:  # strength < 1 blends towards the frame's own colours
             with self._autocast():
                 padded, _ = pad_to_multiple(x, MULTIPLE, MIN_PADDED)
