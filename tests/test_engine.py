@@ -238,6 +238,14 @@ def test_a_stats_only_pass_records_what_a_full_pass_records(engine, feats_ab, fr
         assert [r[:2] for r in stats.layers] == [r[:2] for r in full.layers] and len(full.layers) > 5
         for a, b in zip(full.layers, stats.layers):
             assert all(torch.equal(u, v) for u, v in zip(a[2:], b[2:]))
+    # packed for the analysis: every layer's sums and range side by side, then the descriptors
+    layout, packed, descs = stats.packed()
+    assert [r[:2] for r in layout.layers] == [r[:2] for r in stats.layers]
+    channels = [c for *_, c in layout.layers]
+    for k in range(4):
+        for part, record in zip(packed[:, k].split(channels, dim=1), stats.layers, strict=True):
+            assert torch.equal(part, record[2 + k].float())
+    assert torch.equal(descs, torch.cat(stats.descs, dim=1)) and layout.desc_sizes == tuple(d.shape[1] for d in stats.descs)
 
 
 def test_batched_forward_equals_frame_by_frame(engine, feats_ab, frame_a, frame_b):

@@ -127,14 +127,17 @@ def test_observing_a_layer_records_what_normalizing_it_records(dtype):
     offset = torch.linspace(-3.0, 3.0, 16)[None, :, None, None]
     x = (torch.randn(1, 16, 24, 40, generator=gen) * 0.7 + offset).to(dtype).contiguous(memory_format=torch.channels_last)
     normalized, observed = RecordNorm(), RecordNorm()
-    normalized.normalize(7, x)
+    y = normalized.normalize(7, x).float()
     assert observed.observe(7, x) is None
     (layer, count, *made), = normalized.layers
     (layer2, count2, *seen), = observed.layers
     assert (layer2, count2) == (layer, count) == (7, 24 * 40)
-    tol = 1e-5 if dtype == torch.float32 else 2 ** -7  # bf16: the rounding of the normalized map's range
+    tol = 1e-5 if dtype == torch.float32 else 2 ** -7  # bf16: the rounding of the normalized map
     for a, b in zip(made, seen):
         assert float((a - b).abs().max()) <= tol * float(a.abs().max()), (a, b)
+    # the recorded range (taken from x's) is the normalized map's
+    for recorded, actual in zip(made[2:], (y.amin(dim=(2, 3)), y.amax(dim=(2, 3)))):
+        assert float((recorded - actual).abs().max()) <= 2 * tol * float(actual.abs().max()), (recorded, actual)
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])

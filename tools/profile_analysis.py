@@ -1,9 +1,13 @@
 """Where a full-strength analysed frame's time goes, per phase and per kernel: a device-lease tool.
 
-`python3 tools/profile_analysis.py WxH DEVICE OUT_DIR [--eager]` times 10 analysed frames (after
-warm-up) as a whole and by phase (upload, content pass, record pass, folding the records into the
-clip's sums), each phase synchronized, then writes torch.profiler's table of three frames to
-OUT_DIR/profile_analysis_<mode>_<size>.txt and prints one JSON line.
+`python3 tools/profile_analysis.py WxH DEVICE OUT_DIR [--eager] [--no-graphs] [--own-colours]
+[--stats plain]` times 10 analysed frames (after warm-up) as a whole (on CUDA replayed from graphs
+unless --no-graphs; with --own-colours every 2nd also renders the clip's own colours) and by phase
+(upload, content pass, record pass, folding the records into the clip's sums; compiled or eager,
+never replayed), each phase synchronized, then writes torch.profiler's table of three frames to
+OUT_DIR/profile_analysis_<mode>_<size>.txt and prints one JSON line. `--stats plain` takes
+half-precision statistics as compiled CPU passes take them (`norms.plain_reductions`: float32 sums
+and the range of x in one reduction) instead of the group norm: an A/B of the two on a GPU.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from vst_engine import norms  # noqa: E402
 from vst_engine.bench import ASSETS, bench_frame, parse_size, profile_table  # noqa: E402
 from vst_engine.engine import MIN_PADDED, MULTIPLE, Engine  # noqa: E402
 from vst_engine.imageops import pad_to_multiple  # noqa: E402
@@ -29,14 +34,19 @@ def main() -> int:
     ap.add_argument("device")
     ap.add_argument("out", type=Path)
     ap.add_argument("--eager", action="store_true")
+    ap.add_argument("--no-graphs", action="store_true")
+    ap.add_argument("--own-colours", action="store_true", help="the whole frames also render the clip's own colours")
+    ap.add_argument("--stats", choices=("fused", "plain"), default="fused")
     ap.add_argument("--frames", type=int, default=10)
     a = ap.parse_args()
     w, h = parse_size(a.size)
     frame = bench_frame(w, h)
-    engine = Engine(device=a.device, compile=not a.eager, cuda_graphs=False)
+    if a.stats == "plain":
+        norms.plain_reductions = lambda x: x.dtype == torch.float32 or torch.compiler.is_compiling()
+    engine = Engine(device=a.device, compile=not a.eager, cuda_graphs=not a.no_graphs)
     cuda = engine.device.type == "cuda"
     styles = engine.load_styles([ASSETS / "starry_night.jpg"])
-    run = engine.analysis(styles, own_colours=False)
+    run = engine.analysis(styles, own_colours=a.own_colours)
 
     def sync() -> None:
         if cuda:
@@ -63,12 +73,13 @@ def main() -> int:
                 r=engine.compiler(engine._record_pass, box["g"], slot_targets))))
             phases["fold"].append(clock(lambda: run.acc.add_pass(1, *box["r"], primary=True)))
     med = {k: float(np.median(v)) * 1e3 for k, v in phases.items()}
-    mode = "eager" if a.eager else "compiled"
+    mode = ("eager" if a.eager else "compiled") + ("_graphs" if engine.analysis_graphs.active else "") + f"_{a.stats}"
     a.out.mkdir(parents=True, exist_ok=True)
     table = profile_table(lambda: run.add(frame), cuda)
     (a.out / f"profile_analysis_{mode}_{w}x{h}.txt").write_text(table)
     print(json.dumps({"size": [w, h], "mode": mode, "acceleration": engine.acceleration, "first_s": first,
-                      "frame_ms_median": float(np.median(whole)) * 1e3, "phase_ms_median": med}), flush=True)
+                      "frame_ms_median": float(np.median(whole)) * 1e3, "phase_ms_median": med,
+                      "peak_mib": torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None}), flush=True)
     return 0
 
 

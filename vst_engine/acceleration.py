@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Hashable
+from typing import Any, Callable, Hashable
 
 import torch
 
@@ -68,11 +68,15 @@ class Compiler:
 
 
 class CapturedPass:
-    """fn(x) captured for one input shape; calling it copies x in, replays, copies the result out."""
+    """fn(x) captured for one input shape; calling it copies x in, replays, and copies the result (a
+    tensor) out, or with `copy_out=False` returns the graph's own outputs (any structure of tensors),
+    which the next replay overwrites: for callers that only queue more GPU work on them."""
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor, keep: object) -> None:
+    def __init__(self, fn: Callable[[torch.Tensor], Any], example: torch.Tensor, keep: object,
+                 copy_out: bool = True) -> None:
         self.input = example.clone()
         self.keep = keep  # whatever the graph reads besides the input: kept alive with it
+        self.copy_out = copy_out
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
@@ -83,10 +87,10 @@ class CapturedPass:
         with torch.cuda.graph(self.graph):
             self.output = fn(self.input)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor) -> Any:
         self.input.copy_(x)
         self.graph.replay()
-        return self.output.clone()  # the next replay overwrites the static output
+        return self.output.clone() if self.copy_out else self.output
 
 
 class GraphCache:
@@ -112,17 +116,17 @@ class GraphCache:
         """The largest batch captured for inputs of this shape (batch aside) and tag; 0 if none."""
         return max([s[0] for s, t in self._passes if s[1:] == tuple(shape[1:]) and t == tag], default=0)
 
-    def run(self, tag: Hashable, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-            keep: object = None) -> torch.Tensor:
+    def run(self, tag: Hashable, fn: Callable[[torch.Tensor], Any], x: torch.Tensor,
+            keep: object = None, copy_out: bool = True) -> Any:
         """fn(x), replayed from a graph when possible, else eager. Graphs are kept per input shape
-        and `tag` (the identity of the tensors fn reads besides x)."""
+        and `tag` (the identity of the tensors fn reads besides x); `copy_out` as `CapturedPass`."""
         key = (tuple(x.shape), tag)
         if not self.active:
             return fn(x)
         captured = self._passes.get(key)
         if captured is None:
             try:
-                captured = CapturedPass(fn, x, keep)
+                captured = CapturedPass(fn, x, keep, copy_out)
             except RuntimeError as exc:  # e.g. an op that cannot be captured: eager from now on
                 self.failure = _reason(exc)
                 torch.cuda.synchronize()

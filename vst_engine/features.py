@@ -17,7 +17,7 @@ import torch
 from .errors import VstError
 from .atomic import atomic_write_bytes
 from .network import StyleTargets
-from .norms import NUM_NORM_LAYERS, NUM_PREDICTORS, SharedNorm
+from .norms import NUM_NORM_LAYERS, NUM_PREDICTORS, RecordLayout, SharedNorm
 
 FORMAT = "vst-global-features"
 FORMAT_VERSION = 1
@@ -166,12 +166,14 @@ class FeatureAccumulator:
     def __init__(self, slots: int, own_colours: bool = True) -> None:
         self.slots = slots
         self.own_colours = own_colours
-        self.sum: dict[int, torch.Tensor] = {}
-        self.sumsq: dict[int, torch.Tensor] = {}
-        self.count: dict[int, int] = {}
-        self.min: dict[int, torch.Tensor] = {}
-        self.max: dict[int, torch.Tensor] = {}
-        self.desc_sum: dict[int, torch.Tensor] = {}
+        # The network's records, packed as `RecordNorm.packed` gives them (channels of every layer side
+        # by side): sums of x and x^2 (slots x 2 x C), normalized minimum and maximum (slots x C each).
+        self.layout: tuple | None = None  # ((layer, channels) per record, descriptor sizes)
+        self.sums: torch.Tensor | None = None
+        self.min: torch.Tensor | None = None
+        self.max: torch.Tensor | None = None
+        self.count: dict[int, list[int]] = {}  # pixels per layer and slot
+        self.desc_sum: torch.Tensor | None = None
         self.desc_count = 0
         self.own_sum: list[torch.Tensor | None] = [None] * 4
         self.own_sumsq: list[torch.Tensor | None] = [None] * 4
@@ -180,26 +182,31 @@ class FeatureAccumulator:
         self.own_desc_count = 0
         self.frames = 0
 
-    def add_pass(self, slot: int, layers: list[tuple], descs: list[torch.Tensor], primary: bool) -> None:
-        """Fold one single-frame pass for style `slot` (the records of a `RecordNorm`) into the sums.
+    def add_pass(self, slot: int, layout: RecordLayout, stats: torch.Tensor, descs: torch.Tensor,
+                 primary: bool) -> None:
+        """Fold one single-frame pass for style `slot` (a `RecordNorm`'s packed records) into the sums.
         Pixels are counted per slot (the clip's own colours are rendered on fewer frames); the
-        content descriptor, the same for every slot, is taken from the tile's `primary` pass."""
-        for layer, count, s, sq, lo, hi in layers:
-            if layer not in self.sum:
-                shape = (self.slots, s.shape[1])
-                self.sum[layer] = torch.zeros(shape, dtype=torch.float64, device=s.device)
-                self.sumsq[layer] = torch.zeros(shape, dtype=torch.float64, device=s.device)
-                self.min[layer] = torch.full(shape, float("inf"), device=s.device)
-                self.max[layer] = torch.full(shape, float("-inf"), device=s.device)
-                self.count[layer] = [0] * self.slots
-            self.sum[layer][slot] += s[0].double()
-            self.sumsq[layer][slot] += sq[0].double()
-            self.min[layer][slot] = torch.minimum(self.min[layer][slot], lo[0])
-            self.max[layer][slot] = torch.maximum(self.max[layer][slot], hi[0])
+        content descriptor, the same for every slot, is taken from the tile's `primary` pass. Nothing
+        here keeps `stats` or `descs`: a replayed graph overwrites them."""
+        key = (tuple((layer, channels) for layer, _, channels in layout.layers), layout.desc_sizes)
+        if self.layout is None:
+            self.layout = key
+            channels, device = stats.shape[2], stats.device
+            self.sums = torch.zeros((self.slots, 2, channels), dtype=torch.float64, device=device)
+            self.min = torch.full((self.slots, channels), float("inf"), device=device)
+            self.max = torch.full((self.slots, channels), float("-inf"), device=device)
+            self.count = {layer: [0] * self.slots for layer, _ in key[0]}
+            self.desc_sum = torch.zeros(descs.shape[1], dtype=torch.float64, device=device)
+        elif key != self.layout:
+            raise RuntimeError(f"analysis passes recorded different layers: {key} after {self.layout}")
+        stats = stats[0]
+        self.sums[slot] += stats[:2]
+        torch.minimum(self.min[slot], stats[2], out=self.min[slot])
+        torch.maximum(self.max[slot], stats[3], out=self.max[slot])
+        for layer, count, _ in layout.layers:
             self.count[layer][slot] += count
         if primary:
-            for p, d in enumerate(descs):
-                self.desc_sum[p] = self.desc_sum.get(p, 0) + d[0].double()
+            self.desc_sum += descs[0]
             self.desc_count += 1
 
     def add_own_colours(self, sums: list[tuple[torch.Tensor, torch.Tensor]], counts: list[int],
@@ -219,17 +226,25 @@ class FeatureAccumulator:
     def finish(self, style_targets: StyleTargets, **meta) -> GlobalFeatures:
         if not self.count:
             raise VstError("no frames were analysed")
+        layers, desc_sizes = self.layout
+        if sorted(layer for layer, _ in layers) != list(range(NUM_NORM_LAYERS)) or len(desc_sizes) != NUM_PREDICTORS:
+            raise RuntimeError(f"the analysis recorded layers {layers} and descriptors {desc_sizes}")
+        channels = [c for _, c in layers]
+        sums, sumsq = (t.split(channels, dim=1) for t in self.sums.cpu().unbind(1))
+        mins, maxs = self.min.cpu().split(channels, dim=1), self.max.cpu().split(channels, dim=1)
+        at = {layer: i for i, (layer, _) in enumerate(layers)}
         mean, std, lo, hi = [], [], [], []
         for layer in range(NUM_NORM_LAYERS):
+            i = at[layer]
             # A slot never rendered (slot 0 of a full-strength analysis) divides by 1: zeros, replaced below.
             count = torch.tensor(self.count[layer], dtype=torch.float64).clamp_min(1.0)[:, None]
-            m = self.sum[layer].cpu() / count
-            var = (self.sumsq[layer].cpu() / count - m * m).clamp_min(0.0)
+            m = sums[i] / count
+            var = (sumsq[i] / count - m * m).clamp_min(0.0)
             mean.append(m.float())
             std.append((var + 1e-5).sqrt().float())
-            lo.append(self.min[layer].float().cpu())
-            hi.append(self.max[layer].float().cpu())
-        content_desc = [(self.desc_sum[p].cpu() / self.desc_count).float() for p in range(NUM_PREDICTORS)]
+            lo.append(mins[i].clone())
+            hi.append(maxs[i].clone())
+        content_desc = [d.float() for d in (self.desc_sum.cpu() / self.desc_count).split(desc_sizes)]
         styles = style_targets.map(lambda t: t.float().cpu())
         if not self.own_colours:
             # Analysed for full strength only: slot 0 (never weighted) repeats slot 1, so that

@@ -16,13 +16,20 @@ rounds its mean and 1 / std to the pass's precision at the end).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
 EPS = 1e-5
 NUM_NORM_LAYERS = 11
 NUM_PREDICTORS = 6
+
+
+class RecordLayout(NamedTuple):
+    """What a `RecordNorm`'s packed records hold, in order: (IN layer, pixel count, channels) per
+    record, and each content descriptor's size."""
+    layers: tuple[tuple[int, int, int], ...]
+    desc_sizes: tuple[int, ...]
 
 
 def plain_reductions(x: torch.Tensor) -> bool:
@@ -59,9 +66,9 @@ def channel_sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def channel_range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel minimum and maximum over the spatial dims, N x C."""
-    if plain_reductions(x):
+    if plain_reductions(x) or x.is_cuda:
         return x.amin(dim=(2, 3)), x.amax(dim=(2, 3))
-    # Half precision: PyTorch's bf16 min and max over the pixels of channels-last x were slow with
+    # Half precision on a CPU: PyTorch's bf16 min and max over the pixels of channels-last x were slow with
     # few channels a pixel (32 x 360 x 640: 36 ms on a 2-core AMX CPU, a fifth of the lite
     # network's analysis). Viewed as rows of k pixels' channels, about 512 values, then reduced over
     # the k pixels, they took 7 ms; exact either way.
@@ -180,14 +187,25 @@ class LocalNorm:
 class RecordNorm(LocalNorm):
     """Local normalization that records what the analysis needs of one pass: per IN layer the channel
     sums of x and x^2 (float32, N x C), its pixel count and the per-channel range of the normalized
-    activation (in half precision all from one `fused_normalize` pass; the last layer, which the
-    analysis only observes, from its statistics and x's range); and each content descriptor. It
-    only appends to its own lists, so a compiled pass can run it and return them;
-    `FeatureAccumulator.add_pass` folds them into the clip's sums."""
+    activation, taken from x's range (normalizing is increasing); and each content descriptor. In
+    half precision the sums come from the `fused_normalize` pass (the last layer, which the analysis
+    only observes, from its statistics alone). It only appends to its own lists; `packed` gives them
+    as two tensors, which a compiled (and graph-replayed) pass returns and
+    `FeatureAccumulator.add_pass` folds into the clip's sums."""
 
     def __init__(self) -> None:
         self.layers: list[tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.descs: list[torch.Tensor] = []
+
+    def packed(self) -> tuple[RecordLayout, torch.Tensor, torch.Tensor]:
+        """The records as (layout, stats, descs): stats N x 4 x C float32, the layers' sums of x and x^2
+        and normalized minimum and maximum, channels of every layer side by side in recording order;
+        descs N x D float32, the descriptors side by side. Two tensors instead of 50: each is a copy
+        and a fold on the GPU, and the fold's launches were a tenth of an analysed frame."""
+        layout = RecordLayout(tuple((layer, count, s.shape[1]) for layer, count, s, *_ in self.layers),
+                              tuple(d.shape[1] for d in self.descs))
+        stats = torch.stack([torch.cat([r[k].float() for r in self.layers], dim=1) for k in range(2, 6)], dim=1)
+        return layout, stats, torch.cat([d.float() for d in self.descs], dim=1)
 
     # Float32 (and a pass compiled for a CPU) records the sums it normalizes with (`frame_stats`), and
     # AdaIN stays one multiply-add; eager half precision takes statistics and normalized map from one
@@ -197,8 +215,7 @@ class RecordNorm(LocalNorm):
             return super().normalize(layer, x)
         y, mean, std = fused_normalize(x)
         count = x.shape[2] * x.shape[3]
-        lo, hi = channel_range(y)
-        self.layers.append((layer, count, *sums_from_moments(mean, std, count), lo.float(), hi.float()))
+        self._append(layer, count, *sums_from_moments(mean, std, count), mean, std, x)
         return y
 
     def adain(self, layer: int, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
