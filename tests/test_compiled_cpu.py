@@ -56,6 +56,24 @@ def test_long_bf16_cpu_renders_compile(monkeypatch):
     assert not refused_by_env.compile_for_render(1000, 640, 360) and not refused_by_env.compiler.enabled
 
 
+def test_short_cuda_renders_run_uncompiled(monkeypatch):
+    """On CUDA, where compiling is the default, a render too short to repay the compilation (20-90 s
+    at 1920x1080) runs uncompiled; a long one, the caller's or $VST_COMPILE's choice stay compiled."""
+    cuda = torch.device("cuda")
+    assert compile_pays_off(cuda, torch.float16, 1000, 1920, 1080) and compile_pays_off(cuda, torch.float16, 9000, 640, 360)
+    assert not compile_pays_off(cuda, torch.float16, 900, 1920, 1080)
+    monkeypatch.delenv("VST_COMPILE", raising=False)
+    short, long, asked = Engine(device="cpu"), Engine(device="cpu"), Engine(device="cpu", compile=True)
+    monkeypatch.setenv("VST_COMPILE", "1")
+    asked_by_env = Engine(device="cpu")
+    for engine in (short, long, asked, asked_by_env):  # as a CUDA engine (the decision only; nothing runs)
+        engine.device, engine.dtype, engine.compiler.enabled = cuda, torch.float16, True
+    assert "uncompiled" in short.compile_for_render(100, 1920, 1080) and not short.compiler.enabled
+    assert long.compile_for_render(1000, 1920, 1080) is None and long.compiler.enabled
+    assert asked.compile_for_render(100, 1920, 1080) is None and asked.compiler.enabled
+    assert asked_by_env.compile_for_render(100, 1920, 1080) is None and asked_by_env.compiler.enabled
+
+
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="Inductor's CPU backend needs a C++ compiler")
 def test_compiled_cpu_passes_equal_eager_ones(engines, style_paths):
     compiled, eager = engines

@@ -44,7 +44,7 @@ def test_compiled_analysis_equals_eager(engines, clip, style_paths, features):
         for mine, theirs in zip(getattr(feats, kind), getattr(ref, kind), strict=True):
             scale = theirs.abs().max().clamp_min(1e-3)
             assert float((mine - theirs).abs().max() / scale) < 0.02, kind
-    assert graphed.acceleration == "compiled + CUDA graphs"
+    assert graphed.acceleration == "compiled + CUDA graphs" and graphed.analysis_graphs.keys()
 
 
 def close(a: np.ndarray, b: np.ndarray) -> None:
@@ -145,3 +145,19 @@ def test_tiles_are_compiled_and_replayed(monkeypatch, clip, style_paths):
     (shape, _), = graphed.graphs.keys()
     assert shape[0] == 1 and shape[2:] != (H, W)
     assert graphed.acceleration == "compiled + CUDA graphs"
+
+
+def test_uncompiled_passes_replay_from_graphs(engines, clip, style_paths, features):
+    """What short `vst stylize` renders run on CUDA: uncompiled passes, analysis and stylization
+    replayed from graphs, as plain eager passes render them."""
+    from vst_engine import Engine
+    _, eager = engines
+    replayed = Engine(device="cuda", precision="auto", compile=False)
+    feats = replayed.analyze(clip[:3], replayed.load_styles([style_paths["stripes"], style_paths["dots"]]))
+    assert replayed.analysis_graphs.keys()
+    for kind in ("norm_mean", "norm_std", "norm_min", "norm_max", "content_desc"):
+        for mine, theirs in zip(getattr(feats, kind), getattr(features[0], kind), strict=True):
+            assert float((mine - theirs).abs().max() / theirs.abs().max().clamp_min(1e-3)) < 0.02, kind
+    for frame in clip[:2]:
+        close(replayed.stylize(frame, features[0], [1, 0]), eager.stylize(frame, features[0], [1, 0]))
+    assert replayed.acceleration == "eager + CUDA graphs"

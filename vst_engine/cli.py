@@ -141,9 +141,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         if args.no_global and args.features:
             raise VstError("--features and --no-global contradict each other")
         batch = args.batch or engine.auto_batch(*size)
-        if engine.compile_for_render(end - start, *size):
-            print("a long render on a bf16 CPU: compiling the passes first (1-2 minutes, about 10 s once cached; "
-                  "VST_COMPILE=0 skips it)", file=sys.stderr)
+        decided = engine.compile_for_render(end - start, *size)
+        if decided:
+            print(decided, file=sys.stderr)
         plan = GlobalFeatures.load(args.features) if args.features else styles
         if args.features:
             plan.check(engine.model.model_id, styles.refs, size, strength=lowest)
@@ -194,8 +194,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     import numpy
     import torch
 
-    from .engine import (CPU_COMPILE_PIXELS, PRECISION_NAMES, accelerations, compile_pays_off, compute_dtype,
-                         resolve_device, winograd_convolutions)
+    from .engine import (CPU_COMPILE_PIXELS, CUDA_COMPILE_PIXELS, PRECISION_NAMES, accelerations, compile_pays_off,
+                         compute_dtype, resolve_device, winograd_convolutions)
     from .models import load_model, model_path
     from .vgg import WEIGHTS_PACKAGE, weights_path
     model = load_model(args.model)
@@ -206,6 +206,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         vgg = f"MISSING: {exc}"
     dtype = compute_dtype(device, args.precision)
     compile, graphs = accelerations(device)
+    threshold = CUDA_COMPILE_PIXELS if device.type == "cuda" else CPU_COMPILE_PIXELS
     winograd = winograd_convolutions(device, dtype, compile, model.net.arch)
     accel = [name for name, on in (("torch.compile", compile), ("CUDA graphs", graphs),
                                    ("Winograd convolutions (NNPACK)", winograd)) if on]
@@ -218,10 +219,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"device:       {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         f"precision:    {PRECISION_NAMES[dtype]}",
         f"acceleration: {' + '.join(accel) or 'none (eager)'}"
-        # where long renders would compile: a CPU and precision for which a large enough render pays off
-        + (f" (vst stylize compiles renders of {CPU_COMPILE_PIXELS / 1e6:.0f} million frame pixels or more)"
-           if not accel and compile_pays_off(device, dtype, 1, CPU_COMPILE_PIXELS, 1) and "VST_COMPILE" not in os.environ
-           else ""),
+        # what `vst stylize` decides by the render's length where no one else did
+        + (f" (vst stylize compiles renders of {threshold / 1e6:,.0f} million frame pixels or more"
+           + ("; shorter ones run uncompiled)" if compile else ")")
+           if compile_pays_off(device, dtype, 1, threshold, 1) and "VST_COMPILE" not in os.environ else ""),
         f"VGG-19:       {vgg} from {WEIGHTS_PACKAGE}",
         f"versions:     vst_engine {engine_version()}, python {platform.python_version()}, torch {torch.__version__}, "
         f"numpy {numpy.__version__}, opencv {cv2.__version__}",

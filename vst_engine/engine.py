@@ -58,6 +58,11 @@ AUTO_BATCH_PIXELS = 1280 * 720
 # 0.69 s a 1280x720 one) after 60-100 s of compiling when nothing is cached: a render of this many
 # frame pixels repays that (869 frames at 640x360, 218 at 1280x720, 97 at 1920x1080).
 CPU_COMPILE_PIXELS = 200_000_000
+# On CUDA, compiled passes saved about 20 ms a 1920x1080 frame (H200: stylization 22.4 ms uncompiled,
+# replayed from a graph, against 7.8 compiled; analysis 54 against 9.3 ms an analysed frame, every 8th)
+# after 21 s of compiling from Inductor's cache (85 s with nothing cached): `vst stylize` compiles from
+# the cached break-even on, about 1,000 frames at 1920x1080 or 9,000 at 640x360.
+CUDA_COMPILE_PIXELS = 2_000_000_000
 
 
 @dataclass
@@ -172,8 +177,11 @@ def accelerations(device: torch.device, compile: bool | None = None,
 
 
 def compile_pays_off(device: torch.device, dtype: torch.dtype, frames: int, width: int, height: int) -> bool:
-    """Whether compiling a CPU's passes repays its wait in a render of `frames` frames at this size:
-    in bf16 (fp32 passes run faster uncompiled), from CPU_COMPILE_PIXELS frame pixels on."""
+    """Whether compiling the passes repays its wait in a render of `frames` frames at this size: on
+    CUDA from CUDA_COMPILE_PIXELS frame pixels on; on a CPU in bf16 (fp32 passes run faster
+    uncompiled) from CPU_COMPILE_PIXELS."""
+    if device.type == "cuda":
+        return frames * width * height >= CUDA_COMPILE_PIXELS
     return device.type == "cpu" and dtype != torch.float32 and frames * width * height >= CPU_COMPILE_PIXELS
 
 
@@ -238,15 +246,20 @@ class Engine:
         fits = free // 2 // (CUDA_BYTES_PER_PIXEL * width * height)
         return int(max(1, min(MAX_AUTO_BATCH, fits, AUTO_BATCH_PIXELS // (width * height))))
 
-    def compile_for_render(self, frames: int, width: int, height: int) -> bool:
-        """Compile this CPU engine's passes from here on if a render of `frames` frames at this size
-        repays it (`compile_pays_off`), unless the caller or $VST_COMPILE decided; True if it does.
-        Tiled frames compile two tile shapes: one for the analysis, one for the stylization."""
-        if not self._compile_undecided or self.compiler.enabled \
-                or not compile_pays_off(self.device, self.dtype, frames, width, height):
-            return False
-        self.compiler.enabled = True
-        return True
+    def compile_for_render(self, frames: int, width: int, height: int) -> str | None:
+        """Compile this engine's passes from here on exactly if a render of `frames` frames at this size
+        repays it (`compile_pays_off`), unless the caller or $VST_COMPILE decided: a CPU's long renders
+        compile, CUDA's short ones do not (still replayed from CUDA graphs). Returns a line for the
+        user where that changed the engine's default, else None. Tiled frames compile two tile shapes:
+        one for the analysis, one for the stylization."""
+        pays = compile_pays_off(self.device, self.dtype, frames, width, height)
+        if not self._compile_undecided or pays == self.compiler.enabled:
+            return None
+        self.compiler.enabled = pays
+        if pays:
+            return ("a long render on a bf16 CPU: compiling the passes first (1-2 minutes, about 10 s once cached; "
+                    "VST_COMPILE=0 skips it)")
+        return "a short render: the passes run uncompiled (compiling would wait 20-90 s; VST_COMPILE=1 compiles)"
 
     @property
     def acceleration(self) -> str:
