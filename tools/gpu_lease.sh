@@ -15,6 +15,10 @@
 # Timing on an H200 (2026-11-27): the CUDA tests 138 s (8 tests); that bench 252 s (6 worker processes,
 # the 1920x1080 analysis process compiling for 63 s); the network alone (compile, compile + graph) 60 s.
 # Where an analysed frame's time goes: `python3 tools/profile_analysis.py 1920x1080 cuda $OUT` (90 s).
+# H200, 2026-11-27 16:53: the CUDA tests 115 s; profile_analysis 1920x1080 59 s cold, --stats plain 58 s,
+# --own-colours 39 s, 3840x2160 --own-colours 78 s (the tiles' kernels cached); that bench 177 s with
+# the kernels cached. On a fresh machine `bench _speed analyze 1920x1080 cuda --frames 30` took 72 s
+# and `_speed stylize` 35 s: two workers fit a 200 s call, start included.
 # Without training the small logs come back packed in $OUT/logs.tgz (a call brings back at most 8 files).
 # Knobs (seconds): BENCH_S, COMPILE_S, PRE_S (0: no training), FT_S; DEV=cpu with small values is a
 # dry run of the flow. AB / AB_LATE: variants of the network alone at AB_SIZE (default 1920x1080; compiled, batch 1), each a
