@@ -217,7 +217,8 @@ class Engine:
         self.tile_area = tile_area or DEFAULT_TILE_AREA[self.device.type]
         self.style_size = style_size
         self.graphs = GraphCache(enabled=cuda_graphs)
-        self.analysis_graphs = GraphCache(enabled=cuda_graphs)  # its own: a failed capture there leaves stylization's on
+        # The analysis's own graphs: a capture failing there leaves stylization's on.
+        self.analysis_graphs = GraphCache(enabled=cuda_graphs)
         self.compiler = Compiler(enabled=compile)
         self.transfers = Transfers(self.device)
         self._shared: _SharedInputs | None = None
@@ -378,7 +379,8 @@ class Engine:
         with self._autocast():
             return self.net.content(desaturate(tile), self.vgg).contiguous(memory_format=self.layout)
 
-    def _record_pass(self, grey4: torch.Tensor, targets: StyleTargets) -> tuple[RecordLayout, torch.Tensor, torch.Tensor]:
+    def _record_pass(self, grey4: torch.Tensor,
+                     targets: StyleTargets) -> tuple[RecordLayout, torch.Tensor, torch.Tensor]:
         """One pass of the network for one style slot, returning what a `RecordNorm` recorded, packed."""
         rec = RecordNorm()
         with self._autocast():
