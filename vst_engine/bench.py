@@ -805,15 +805,16 @@ def speed_worker(argv: Sequence[str]) -> int:
             timed(lambda: run.add(frame), [], False)
             timed(lambda: [run.add(frame) for _ in range(count - 1)], times, True)
             times = [times[0] / (count - 1)] * (count - 1)  # the mean: frames overlap
-        for k in range(0 if cuda else count):
-            timed(lambda: run.add(frame), times, k > 0)
-            if feats is None:
-                feats = run.finish()
-            # On a CPU each analysed frame is followed by the frame's stylization, timed in the same
-            # process and minute: the analysis share compares the two, and this shared machine's speed
-            # moved by 20-50% between processes (the same 640x360 stylization: 1.24 and 1.98 s a frame).
-            with torch.no_grad():
-                timed(lambda: engine.stylize_batch([frame], feats), stylize_times, k > 0)
+        else:
+            for k in range(count):
+                timed(lambda: run.add(frame), times, k > 0)
+                if feats is None:
+                    feats = run.finish()
+                # Each analysed frame is followed by the frame's stylization, timed in the same process
+                # and minute: the analysis share compares the two, and this shared machine's speed moved
+                # by 20-50% between processes (the same 640x360 stylization: 1.24 and 1.98 s a frame).
+                with torch.no_grad():
+                    timed(lambda: engine.stylize_batch([frame], feats), stylize_times, k > 0)
         run.finish().save(a.features)
     else:
         feats = GlobalFeatures.load(a.features)

@@ -194,8 +194,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     import numpy
     import torch
 
-    from .engine import (CPU_COMPILE_PIXELS, CUDA_COMPILE_PIXELS, PRECISION_NAMES, accelerations, compile_pays_off,
-                         compute_dtype, resolve_device, winograd_convolutions)
+    from .engine import (PRECISION_NAMES, accelerations, compile_pays_off, compile_threshold, compute_dtype,
+                         resolve_device, winograd_convolutions)
     from .models import load_model, model_path
     from .vgg import WEIGHTS_PACKAGE, weights_path
     model = load_model(args.model)
@@ -206,7 +206,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         vgg = f"MISSING: {exc}"
     dtype = compute_dtype(device, args.precision)
     compile, graphs = accelerations(device)
-    threshold = CUDA_COMPILE_PIXELS if device.type == "cuda" else CPU_COMPILE_PIXELS
+    threshold = compile_threshold(device)
     winograd = winograd_convolutions(device, dtype, compile, model.net.arch)
     accel = [name for name, on in (("torch.compile", compile), ("CUDA graphs", graphs),
                                    ("Winograd convolutions (NNPACK)", winograd)) if on]

@@ -176,13 +176,17 @@ def accelerations(device: torch.device, compile: bool | None = None,
     return compile, cuda_graphs and cuda
 
 
+def compile_threshold(device: torch.device) -> int:
+    """The frame pixels of a render from which compiling repays its wait on this kind of device."""
+    return CUDA_COMPILE_PIXELS if device.type == "cuda" else CPU_COMPILE_PIXELS
+
+
 def compile_pays_off(device: torch.device, dtype: torch.dtype, frames: int, width: int, height: int) -> bool:
-    """Whether compiling the passes repays its wait in a render of `frames` frames at this size: on
-    CUDA from CUDA_COMPILE_PIXELS frame pixels on; on a CPU in bf16 (fp32 passes run faster
-    uncompiled) from CPU_COMPILE_PIXELS."""
-    if device.type == "cuda":
-        return frames * width * height >= CUDA_COMPILE_PIXELS
-    return device.type == "cpu" and dtype != torch.float32 and frames * width * height >= CPU_COMPILE_PIXELS
+    """Whether compiling the passes repays its wait in a render of `frames` frames at this size: from
+    `compile_threshold` frame pixels on, on CUDA and on a CPU in bf16 (fp32 passes run faster
+    uncompiled there)."""
+    compiles = device.type == "cuda" or (device.type == "cpu" and dtype != torch.float32)
+    return compiles and frames * width * height >= compile_threshold(device)
 
 
 def winograd_convolutions(device: torch.device, dtype: torch.dtype, compile: bool, arch: str = "paper") -> bool:

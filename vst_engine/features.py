@@ -17,7 +17,7 @@ import torch
 from .errors import VstError
 from .atomic import atomic_write_bytes
 from .network import StyleTargets
-from .norms import NUM_NORM_LAYERS, NUM_PREDICTORS, RecordLayout, SharedNorm
+from .norms import NUM_NORM_LAYERS, NUM_PREDICTORS, RecordLayout, SharedNorm, moments
 
 FORMAT = "vst-global-features"
 FORMAT_VERSION = 1
@@ -238,10 +238,9 @@ class FeatureAccumulator:
             i = at[layer]
             # A slot never rendered (slot 0 of a full-strength analysis) divides by 1: zeros, replaced below.
             count = torch.tensor(self.count[layer], dtype=torch.float64).clamp_min(1.0)[:, None]
-            m = sums[i] / count
-            var = (sumsq[i] / count - m * m).clamp_min(0.0)
+            m, s = moments(sums[i], sumsq[i], count)
             mean.append(m.float())
-            std.append((var + 1e-5).sqrt().float())
+            std.append(s.float())
             lo.append(mins[i].clone())
             hi.append(maxs[i].clone())
         content_desc = [d.float() for d in (self.desc_sum.cpu() / self.desc_count).split(desc_sizes)]
@@ -256,10 +255,9 @@ class FeatureAccumulator:
                                   style=StyleTargets.cat([styles.pick(0), styles]), **meta)
         own_mean, own_std = [], []
         for i in range(4):
-            m = self.own_sum[i].cpu() / self.own_count[i]
-            var = (self.own_sumsq[i].cpu() / self.own_count[i] - m * m).clamp_min(0.0)
+            m, s = moments(self.own_sum[i].cpu(), self.own_sumsq[i].cpu(), self.own_count[i])
             own_mean.append(m.float()[None])
-            own_std.append((var + 1e-5).sqrt().float()[None])
+            own_std.append(s.float()[None])
         own_desc = [(d.cpu() / self.own_desc_count).float()[None] for d in self.own_desc]
         style = StyleTargets.cat([StyleTargets(own_mean, own_std, own_desc), styles])
         return GlobalFeatures(norm_mean=mean, norm_std=std, norm_min=lo, norm_max=hi,

@@ -80,8 +80,8 @@ def channel_range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rows.amin(dim=1).view(n, k, c).amin(dim=1), rows.amax(dim=1).view(n, k, c).amax(dim=1)
 
 
-def moments(s: torch.Tensor, sq: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and std (with EPS) from sums of x and x^2 over `count` values."""
+def moments(s: torch.Tensor, sq: torch.Tensor, count: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std (with EPS) from sums of x and x^2 over `count` values (or a count per row)."""
     mean = s / count
     var = (sq / count - mean * mean).clamp_min(0.0)
     return mean, (var + EPS).sqrt()
@@ -214,8 +214,7 @@ class RecordNorm(LocalNorm):
         if plain_reductions(x):
             return super().normalize(layer, x)
         y, mean, std = fused_normalize(x)
-        count = x.shape[2] * x.shape[3]
-        self._append(layer, count, *sums_from_moments(mean, std, count), mean, std, x)
+        self._append_moments(layer, x, mean, std)
         return y
 
     def adain(self, layer: int, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -225,24 +224,26 @@ class RecordNorm(LocalNorm):
 
     def frame_stats(self, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s, sq = channel_sums(x)
-        count = x.shape[2] * x.shape[3]
-        mean, std = moments(s, sq, count)
-        self._append(layer, count, s, sq, mean, std, x)
+        mean, std = moments(s, sq, x.shape[2] * x.shape[3])
+        self._append(layer, x, s, sq, mean, std)
         return mean, std
 
     def observe(self, layer: int, x: torch.Tensor) -> None:
         if plain_reductions(x):
             self.frame_stats(layer, x)
             return
-        mean, std = inference_stats(x)  # half precision: the group norm's statistics, as `normalize` takes
-        count = x.shape[2] * x.shape[3]
-        self._append(layer, count, *sums_from_moments(mean, std, count), mean, std, x)
+        self._append_moments(layer, x, *inference_stats(x))  # half precision: as `normalize` takes them
 
-    def _append(self, layer: int, count: int, s: torch.Tensor, sq: torch.Tensor, mean: torch.Tensor,
-                std: torch.Tensor, x: torch.Tensor) -> None:
+    def _append_moments(self, layer: int, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Record layer `layer` of x from its mean and std (the group norm's, in half precision)."""
+        self._append(layer, x, *sums_from_moments(mean, std, x.shape[2] * x.shape[3]), mean, std)
+
+    def _append(self, layer: int, x: torch.Tensor, s: torch.Tensor, sq: torch.Tensor, mean: torch.Tensor,
+                std: torch.Tensor) -> None:
         # The normalized activation's range follows from x's: normalizing is increasing (std > 0).
         lo, hi = channel_range(x)
-        self.layers.append((layer, count, s, sq, (lo.float() - mean) / std, (hi.float() - mean) / std))
+        lo, hi = (lo.float() - mean) / std, (hi.float() - mean) / std
+        self.layers.append((layer, x.shape[2] * x.shape[3], s, sq, lo, hi))
 
     def content_descriptor(self, predictor: int, describe: Callable[[torch.Tensor], torch.Tensor],
                            x: torch.Tensor) -> torch.Tensor:
