@@ -39,12 +39,16 @@ def features(engines, clip, style_paths):
 def test_compiled_analysis_equals_eager(engines, clip, style_paths, features):
     graphed, _ = engines
     feats = graphed.analyze(clip[:3], graphed.load_styles([style_paths["stripes"], style_paths["dots"]]))
-    ref = features[0]
+    close_features(feats, features[0])
+    assert graphed.acceleration == "compiled + CUDA graphs" and graphed.analysis_graphs.keys()
+
+
+def close_features(feats, ref) -> None:
+    """Half-precision features against eager ones: within 2% of each statistic's largest value."""
     for kind in ("norm_mean", "norm_std", "norm_min", "norm_max", "content_desc"):
         for mine, theirs in zip(getattr(feats, kind), getattr(ref, kind), strict=True):
             scale = theirs.abs().max().clamp_min(1e-3)
             assert float((mine - theirs).abs().max() / scale) < 0.02, kind
-    assert graphed.acceleration == "compiled + CUDA graphs" and graphed.analysis_graphs.keys()
 
 
 def close(a: np.ndarray, b: np.ndarray) -> None:
@@ -155,9 +159,29 @@ def test_uncompiled_passes_replay_from_graphs(engines, clip, style_paths, featur
     replayed = Engine(device="cuda", precision="auto", compile=False)
     feats = replayed.analyze(clip[:3], replayed.load_styles([style_paths["stripes"], style_paths["dots"]]))
     assert replayed.analysis_graphs.keys()
-    for kind in ("norm_mean", "norm_std", "norm_min", "norm_max", "content_desc"):
-        for mine, theirs in zip(getattr(feats, kind), getattr(features[0], kind), strict=True):
-            assert float((mine - theirs).abs().max() / theirs.abs().max().clamp_min(1e-3)) < 0.02, kind
+    close_features(feats, features[0])
     for frame in clip[:2]:
         close(replayed.stylize(frame, features[0], [1, 0]), eager.stylize(frame, features[0], [1, 0]))
     assert replayed.acceleration == "eager + CUDA graphs"
+
+
+def test_background_compilation_then_graphs(engines, clip, style_paths, features):
+    """The engine service's mode on CUDA: passes run eager (never captured) while a thread compiles
+    them on a stream of its own, then compiled and replayed; the analysis keeps feeding frames while
+    its passes compile."""
+    from vst_engine import Engine
+    _, eager = engines
+    engine = Engine(device="cuda", precision="auto", compile_in_background=True)
+    run = engine.analysis(engine.load_styles([style_paths["stripes"], style_paths["dots"]]))
+    for frame in clip[:3]:  # not waited for: the eager passes run beside the compiling thread's
+        run.add(frame)
+    assert engine.compiler.eager_runs >= 3
+    engine.compiler.wait()
+    close_features(run.finish(), features[0])
+    first = engine.stylize(clip[1], features[0], [1, 0])
+    assert not engine.graphs.keys()  # an eager pass is never captured
+    for _ in range(2):  # the stylization compiles; then a compiled run, captured
+        engine.compiler.wait()
+        close(engine.stylize(clip[1], features[0], [1, 0]), eager.stylize(clip[1], features[0], [1, 0]))
+    close(first, eager.stylize(clip[1], features[0], [1, 0]))
+    assert engine.graphs.keys() and engine.acceleration == "compiled + CUDA graphs"

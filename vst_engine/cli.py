@@ -27,9 +27,10 @@ def _progress(total: int, desc: str):
                 mininterval=0.1 if interactive else 3.0)
 
 
-def _engine(args: argparse.Namespace):
+def _engine(args: argparse.Namespace, compile_in_background: bool = False):
     from .engine import Engine
-    engine = Engine(model=args.model, device=args.device, precision=args.precision)
+    engine = Engine(model=args.model, device=args.device, precision=args.precision,
+                    compile_in_background=compile_in_background)
     if not engine.trained:
         print(UNTRAINED_BANNER.format(name=args.model), file=sys.stderr)
     return engine
@@ -78,6 +79,7 @@ def _complete(engine, source, styles, lean_path: Path):
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .engine import process_size
+    from .features import sample_indices
     from .video import parse_frame_range
     engine = _engine(args)
     styles = engine.load_styles(args.style)
@@ -92,6 +94,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             info = source.info
             start, end = parse_frame_range(args.frames, info.count) if args.frames else (0, info.count)
             size = process_size(info.width, info.height, args.max_side)
+            decided = engine.compile_for_render(0, *size, analysed=len(sample_indices(start, end, args.interval)))
+            if decided:
+                print(decided, file=sys.stderr)
             feats = _analysis(engine, source, styles, args, size, start, end, own_colours=not args.full_strength)
     feats.save(args.output)
     (start, end), (w, h) = feats.frame_range, feats.process_size
@@ -237,7 +242,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .service.server import default_socket_path, serve
     if args.idle_timeout <= 0:
         raise VstError("--idle-timeout must be positive")
-    engine = _engine(args)
+    engine = _engine(args, compile_in_background=True)  # a host's first frames must not wait for a compile
     handlers = Handlers(engine, args.features_dir or default_features_dir())
     return serve(args.socket or default_socket_path(), handlers, args.idle_timeout)
 

@@ -63,6 +63,9 @@ CPU_COMPILE_PIXELS = 200_000_000
 # after 21 s of compiling from Inductor's cache (85 s with nothing cached): `vst stylize` compiles from
 # the cached break-even on, about 1,000 frames at 1920x1080 or 9,000 at 640x360.
 CUDA_COMPILE_PIXELS = 2_000_000_000
+# Compiling saved an analysed frame about 3x what it saved a stylized one (H200, 1920x1080: 45 against
+# 14.6 ms): an analysis counts this many stylized frames a frame towards the thresholds above.
+ANALYSED_FRAME_WEIGHT = 3
 
 
 @dataclass
@@ -201,7 +204,10 @@ def winograd_convolutions(device: torch.device, dtype: torch.dtype, compile: boo
 class Engine:
     def __init__(self, model: str = "default", device: str = "auto", tile_area: int | None = None,
                  style_size: int = DEFAULT_STYLE_SIZE, precision: str | None = None,
-                 cuda_graphs: bool | None = None, compile: bool | None = None) -> None:
+                 cuda_graphs: bool | None = None, compile: bool | None = None,
+                 compile_in_background: bool = False) -> None:
+        """`compile_in_background`: passes run eager while a thread compiles them, for long-lived
+        callers that cannot make a user wait a minute for a frame (the engine service)."""
         reuse_large_allocations()
         self.device = resolve_device(device)
         if self.device.type == "cuda":
@@ -220,10 +226,10 @@ class Engine:
             use_winograd(module, self.winograd)
         self.tile_area = tile_area or DEFAULT_TILE_AREA[self.device.type]
         self.style_size = style_size
-        self.graphs = GraphCache(enabled=cuda_graphs)
+        self.compiler = Compiler(enabled=compile, background=compile_in_background)
+        self.graphs = GraphCache(enabled=cuda_graphs, compiler=self.compiler)
         # The analysis's own graphs: a capture failing there leaves stylization's on.
-        self.analysis_graphs = GraphCache(enabled=cuda_graphs)
-        self.compiler = Compiler(enabled=compile)
+        self.analysis_graphs = GraphCache(enabled=cuda_graphs, compiler=self.compiler)
         self.transfers = Transfers(self.device)
         self._shared: _SharedInputs | None = None
 
@@ -251,25 +257,29 @@ class Engine:
         fits = free // 2 // (CUDA_BYTES_PER_PIXEL * width * height)
         return int(max(1, min(MAX_AUTO_BATCH, fits, AUTO_BATCH_PIXELS // (width * height))))
 
-    def compile_for_render(self, frames: int, width: int, height: int) -> str | None:
-        """Compile this engine's passes from here on exactly if a render of `frames` frames at this size
-        repays it (`compile_pays_off`), unless the caller or $VST_COMPILE decided: a CPU's long renders
-        compile, CUDA's short ones do not (still replayed from CUDA graphs). Returns a line for the
-        user where that changed the engine's default, else None. Tiled frames compile two tile shapes:
-        one for the analysis, one for the stylization."""
-        pays = compile_pays_off(self.device, self.dtype, frames, width, height)
+    def compile_for_render(self, frames: int, width: int, height: int, analysed: int = 0) -> str | None:
+        """Compile this engine's passes from here on exactly if stylizing `frames` frames and analysing
+        `analysed` at this size repays it (`compile_pays_off`, an analysed frame counting as
+        ANALYSED_FRAME_WEIGHT stylized ones), unless the caller or $VST_COMPILE decided: a CPU's long
+        renders compile, CUDA's short ones do not (still replayed from CUDA graphs). Returns a line for
+        the user where that changed the engine's default, else None. Tiled frames compile two tile
+        shapes: one for the analysis, one for the stylization."""
+        pays = compile_pays_off(self.device, self.dtype, frames + ANALYSED_FRAME_WEIGHT * analysed, width, height)
         if not self._compile_undecided or pays == self.compiler.enabled:
             return None
         self.compiler.enabled = pays
+        job = "render" if frames else "analysis"
         if pays:
-            return ("a long render on a bf16 CPU: compiling the passes first (1-2 minutes, about 10 s once cached; "
+            return (f"a long {job} on a bf16 CPU: compiling the passes first (1-2 minutes, about 10 s once cached; "
                     "VST_COMPILE=0 skips it)")
-        return "a short render: the passes run uncompiled (compiling would wait 20-90 s; VST_COMPILE=1 compiles)"
+        return f"a short {job}: the passes run uncompiled (compiling would wait 20-90 s; VST_COMPILE=1 compiles)"
 
     @property
     def acceleration(self) -> str:
         """How whole-frame passes run: for `vst info` and the benchmark report."""
-        parts = ["compiled" if self.compiler.active else "eager"]
+        compiling = self.compiler.active and self.compiler.compiling
+        parts = ["compiling in the background (eager meanwhile)" if compiling
+                 else "compiled" if self.compiler.active else "eager"]
         if self.winograd:
             parts.append("Winograd convolutions (NNPACK)")
         if self.graphs.active:
