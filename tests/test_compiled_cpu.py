@@ -12,7 +12,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from torch._dynamo.utils import counters
 from synthetic import synth_frame
 
 from vst_engine import Engine
@@ -103,37 +102,3 @@ def test_compiled_cpu_passes_equal_eager_ones(engines, style_paths):
     # the clip's own colours were analysed (strength 0.6 blends towards them), by the compiled engine too
     assert feats.has_own_colours and len(compiled.compiler._compiled) >= 3
 
-
-@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="Inductor's CPU backend needs a C++ compiler")
-def test_background_compilation_serves_eager_passes_until_compiled(engines, style_paths):
-    """The engine service's mode: a pass not compiled yet runs eager while a thread compiles it, then
-    compiled; the results match eager ones throughout."""
-    _, eager = engines
-    engine = Engine(device="cpu", compile=True, compile_in_background=True)
-    compiler = engine.compiler
-    clip = [synth_frame(t, W, H) for t in range(4)]
-    paths = [style_paths["stripes"], style_paths["dots"]]
-    styles = engine.load_styles(paths)
-    run = engine.analysis(styles)
-    run.add(clip[0])  # the own colours, content and record passes: all eager, the first compiling
-    assert compiler.eager_runs >= 3 and compiler._thread is not None
-    for frame in clip[1:]:  # one pass compiles at a time: the analysis's three, frame by frame
-        compiler.wait()
-        run.add(frame)
-    compiler.wait()
-    assert len(compiler._ready) == 3 and compiler.failure is None
-    feats, ref = run.finish(), eager.analyze(clip, eager.load_styles(paths))
-    for kind in ("norm_mean", "norm_std", "norm_min", "norm_max", "content_desc"):
-        for mine, theirs in zip(getattr(feats, kind), getattr(ref, kind), strict=True):
-            scale = theirs.abs().max().clamp_min(1e-3)
-            assert float((mine - theirs).abs().max() / scale) < 1e-3, kind
-    frames = [engine.stylize(clip[1], feats, [0.3, 0.7], strength=0.6)]  # eager: the stylization compiles
-    compiler.wait()
-    runs, compiles = compiler.eager_runs, counters["frames"]["total"]
-    frames.append(engine.stylize(clip[1], feats, [0.3, 0.7], strength=0.6))
-    # compiled now, by the thread: Dynamo's guards hold in the caller's thread, which does not compile again
-    assert compiler.eager_runs == runs and counters["frames"]["total"] == compiles
-    assert len(compiler._ready) == 4 and engine.acceleration == "compiled"
-    expected = eager.stylize(clip[1], feats, [0.3, 0.7], strength=0.6)
-    for frame in frames:
-        assert np.abs(frame.astype(int) - expected.astype(int)).max() <= 2

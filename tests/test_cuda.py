@@ -164,24 +164,3 @@ def test_uncompiled_passes_replay_from_graphs(engines, clip, style_paths, featur
         close(replayed.stylize(frame, features[0], [1, 0]), eager.stylize(frame, features[0], [1, 0]))
     assert replayed.acceleration == "eager + CUDA graphs"
 
-
-def test_background_compilation_then_graphs(engines, clip, style_paths, features):
-    """The engine service's mode on CUDA: passes run eager (never captured) while a thread compiles
-    them on a stream of its own, then compiled and replayed; the analysis keeps feeding frames while
-    its passes compile."""
-    from vst_engine import Engine
-    _, eager = engines
-    engine = Engine(device="cuda", precision="auto", compile_in_background=True)
-    run = engine.analysis(engine.load_styles([style_paths["stripes"], style_paths["dots"]]))
-    for frame in clip[:3]:  # not waited for: the eager passes run beside the compiling thread's
-        run.add(frame)
-    assert engine.compiler.eager_runs >= 3
-    engine.compiler.wait()
-    close_features(run.finish(), features[0])
-    first = engine.stylize(clip[1], features[0], [1, 0])
-    assert not engine.graphs.keys()  # an eager pass is never captured
-    for _ in range(2):  # the stylization compiles; then a compiled run, captured
-        engine.compiler.wait()
-        close(engine.stylize(clip[1], features[0], [1, 0]), eager.stylize(clip[1], features[0], [1, 0]))
-    close(first, eager.stylize(clip[1], features[0], [1, 0]))
-    assert engine.graphs.keys() and engine.acceleration == "compiled + CUDA graphs"

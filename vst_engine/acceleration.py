@@ -10,9 +10,7 @@ static input, and the statistics are updated in place (`SharedNorm.set_alpha`).
 from __future__ import annotations
 
 import os
-import threading
 from collections import OrderedDict
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Hashable
 
@@ -45,34 +43,16 @@ def _reason(exc: Exception) -> str:
 
 class Compiler:
     """Runs functions compiled with torch.compile when enabled, eager from the first failure on
-    (no C compiler for Triton, an op inductor cannot lower), keeping the reason in `failure`.
+    (no C compiler for Triton, an op inductor cannot lower), keeping the reason in `failure`."""
 
-    With `background`, a pass whose argument shapes have not been compiled yet runs eager while a
-    thread compiles it, one pass at a time, and compiled once that is done: the engine service's
-    hosts then never wait 20-90 s for a frame of a new size."""
-
-    def __init__(self, enabled: bool, background: bool = False) -> None:
+    def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self.background = background
         self.failure: str | None = None
-        self.eager_runs = 0  # passes that ran eager while their compilation was not ready
         self._compiled: dict[Callable, Callable] = {}
-        self._ready: set[Hashable] = set()
-        self._thread: threading.Thread | None = None
 
     @property
     def active(self) -> bool:
         return self.enabled and self.failure is None
-
-    @property
-    def compiling(self) -> bool:
-        """Whether a background compilation is under way."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait for a background compilation under way (tests, benchmarks)."""
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     def __call__(self, fn: Callable, *args):
         """fn(*args), compiled where that works."""
@@ -80,52 +60,11 @@ class Compiler:
             compiled = self._compiled.get(fn)
             if compiled is None:
                 compiled = self._compiled[fn] = compile_pass(fn)
-            key = (fn, _signature(args))
-            if not self.background or key in self._ready:
-                try:
-                    return compiled(*args)
-                except Exception as exc:  # any compilation error: the eager pass below is the same maths
-                    self.failure = _reason(exc)
-            else:
-                self.eager_runs += 1
-                if not self.compiling:
-                    self._start(compiled, key, args)
-        return fn(*args)
-
-    def _start(self, compiled: Callable, key: Hashable, args: tuple) -> None:
-        """Compile (and run once) `compiled` for these arguments in a thread, on a stream of its own
-        on CUDA after the caller's stream has made them; the result is dropped. The thread takes the
-        caller's grad mode: Dynamo guards on it."""
-        tensor = next((a for a in args if isinstance(a, torch.Tensor)), None)
-        made = None
-        if tensor is not None and tensor.is_cuda:
-            made = torch.cuda.Event()
-            made.record()
-        grad = torch.is_grad_enabled()
-
-        def work() -> None:
             try:
-                stream = torch.cuda.Stream(tensor.device) if made is not None else None
-                with torch.set_grad_enabled(grad), torch.cuda.stream(stream) if stream else nullcontext():
-                    if stream:
-                        stream.wait_event(made)
-                    compiled(*args)
-                if stream:
-                    stream.synchronize()  # before the arguments' memory can go back to the caller's stream
-                    # The blocks this stream freed would serve only its own later allocations.
-                    torch.cuda.empty_cache()
-                self._ready.add(key)
-            except Exception as exc:  # as in __call__: eager from now on, with the reason
+                return compiled(*args)
+            except Exception as exc:  # any compilation error: the eager pass below is the same maths
                 self.failure = _reason(exc)
-
-        self._thread = threading.Thread(target=work, name="vst-compile", daemon=True)
-        self._thread.start()
-
-
-def _signature(args: tuple) -> tuple:
-    """What a fixed-shape compilation is specialised on, as far as the engine's passes vary: the
-    shapes, dtypes and devices of the tensor arguments (the others are the same objects' kinds)."""
-    return tuple((tuple(a.shape), a.dtype, a.device) if isinstance(a, torch.Tensor) else type(a) for a in args)
+        return fn(*args)
 
 
 class CapturedPass:
@@ -158,10 +97,9 @@ class GraphCache:
     """Captured passes by key (input shape and the identity of what they read), least recently
     used first out. After a failed capture it stays off and says why in `failure`."""
 
-    def __init__(self, enabled: bool, compiler: Compiler | None = None) -> None:
+    def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.failure: str | None = None
-        self.compiler = compiler  # whose passes the graphs capture
         self._passes: OrderedDict[Hashable, CapturedPass] = OrderedDict()
 
     @property
@@ -186,15 +124,6 @@ class GraphCache:
         if not self.active:
             return fn(x)
         captured = self._passes.get(key)
-        compiler = self.compiler
-        if captured is None and compiler is not None and compiler.background and compiler.active:
-            # A graph would keep a pass that still compiles in the background eager for good: it is
-            # captured only after a run that was compiled throughout, and not beside the compiling
-            # thread's own GPU work (capture forbids some of its calls, such as new allocations).
-            runs = compiler.eager_runs
-            out = fn(x)
-            if compiler.eager_runs != runs or compiler.compiling:  # nor while a compilation runs
-                return out
         if captured is None:
             try:
                 captured = CapturedPass(fn, x, keep, copy_out)

@@ -27,10 +27,9 @@ def _progress(total: int, desc: str):
                 mininterval=0.1 if interactive else 3.0)
 
 
-def _engine(args: argparse.Namespace, compile_in_background: bool = False):
+def _engine(args: argparse.Namespace):
     from .engine import Engine
-    engine = Engine(model=args.model, device=args.device, precision=args.precision,
-                    compile_in_background=compile_in_background)
+    engine = Engine(model=args.model, device=args.device, precision=args.precision)
     if not engine.trained:
         print(UNTRAINED_BANNER.format(name=args.model), file=sys.stderr)
     return engine
@@ -114,7 +113,7 @@ def _write_group(out: WriteBehind, group: list, results: Pending, bar) -> None:
 
 def cmd_stylize(args: argparse.Namespace) -> int:
     from .engine import normalize_weights, process_size, resize_frame
-    from .features import GlobalFeatures
+    from .features import GlobalFeatures, sample_indices
     from .keys import WeightKeys, parse_weights
     from .pipeline import WriteBehind, batched, prefetch
     from .video import open_sink, parse_frame_range
@@ -146,7 +145,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         if args.no_global and args.features:
             raise VstError("--features and --no-global contradict each other")
         batch = args.batch or engine.auto_batch(*size)
-        decided = engine.compile_for_render(end - start, *size)
+        analysed = 0 if args.no_global or args.features else len(sample_indices(0, info.count, args.interval))
+        decided = engine.compile_for_render(end - start, *size, analysed=analysed)
         if decided:
             print(decided, file=sys.stderr)
         plan = GlobalFeatures.load(args.features) if args.features else styles
@@ -242,7 +242,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .service.server import default_socket_path, serve
     if args.idle_timeout <= 0:
         raise VstError("--idle-timeout must be positive")
-    engine = _engine(args, compile_in_background=True)  # a host's first frames must not wait for a compile
+    engine = _engine(args)
     handlers = Handlers(engine, args.features_dir or default_features_dir())
     return serve(args.socket or default_socket_path(), handlers, args.idle_timeout)
 

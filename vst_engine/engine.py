@@ -204,10 +204,7 @@ def winograd_convolutions(device: torch.device, dtype: torch.dtype, compile: boo
 class Engine:
     def __init__(self, model: str = "default", device: str = "auto", tile_area: int | None = None,
                  style_size: int = DEFAULT_STYLE_SIZE, precision: str | None = None,
-                 cuda_graphs: bool | None = None, compile: bool | None = None,
-                 compile_in_background: bool = False) -> None:
-        """`compile_in_background`: passes run eager while a thread compiles them, for long-lived
-        callers that cannot make a user wait a minute for a frame (the engine service)."""
+                 cuda_graphs: bool | None = None, compile: bool | None = None) -> None:
         reuse_large_allocations()
         self.device = resolve_device(device)
         if self.device.type == "cuda":
@@ -226,10 +223,10 @@ class Engine:
             use_winograd(module, self.winograd)
         self.tile_area = tile_area or DEFAULT_TILE_AREA[self.device.type]
         self.style_size = style_size
-        self.compiler = Compiler(enabled=compile, background=compile_in_background)
-        self.graphs = GraphCache(enabled=cuda_graphs, compiler=self.compiler)
+        self.graphs = GraphCache(enabled=cuda_graphs)
         # The analysis's own graphs: a capture failing there leaves stylization's on.
-        self.analysis_graphs = GraphCache(enabled=cuda_graphs, compiler=self.compiler)
+        self.analysis_graphs = GraphCache(enabled=cuda_graphs)
+        self.compiler = Compiler(enabled=compile)
         self.transfers = Transfers(self.device)
         self._shared: _SharedInputs | None = None
 
@@ -277,9 +274,7 @@ class Engine:
     @property
     def acceleration(self) -> str:
         """How whole-frame passes run: for `vst info` and the benchmark report."""
-        compiling = self.compiler.active and self.compiler.compiling
-        parts = ["compiling in the background (eager meanwhile)" if compiling
-                 else "compiled" if self.compiler.active else "eager"]
+        parts = ["compiled" if self.compiler.active else "eager"]
         if self.winograd:
             parts.append("Winograd convolutions (NNPACK)")
         if self.graphs.active:
