@@ -19,6 +19,9 @@
 # --own-colours 39 s, 3840x2160 --own-colours 78 s (the tiles' kernels cached); that bench 177 s with
 # the kernels cached. On a fresh machine `bench _speed analyze 1920x1080 cuda --frames 30` took 72 s
 # and `_speed stylize` 35 s: two workers fit a 200 s call, start included.
+# H200, 2026-11-27 20:05: the CUDA tests 146 s (10 tests); on a warm machine the bench at 640x360 and 1280x720
+# (TESTS_S=1 BENCH_S=370 SPEED_FRAMES=30 BENCH_EXTRA='--no-throughput --no-own-colours --sizes 640x360,1280x720')
+# took 281 s, each analyze worker compiling for about 50 s.
 # Without training the small logs come back packed in $OUT/logs.tgz (a call brings back at most 8 files).
 # Knobs (seconds): BENCH_S, COMPILE_S, PRE_S (0: no training), FT_S; DEV=cpu with small values is a
 # dry run of the flow. AB / AB_LATE: variants of the network alone at AB_SIZE (default 1920x1080; compiled, batch 1), each a
