@@ -330,3 +330,26 @@ def test_second_service_and_idle_exit(service, tmp_path, cli_env):
     proc = start_service(tmp_path / "idle" / "s.sock", tmp_path / "f", cli_env, "--idle-timeout", "1")
     assert proc.wait(timeout=30) == 0
     assert not (tmp_path / "idle" / "s.sock").exists()
+
+
+def test_each_analysed_clip_decides_whether_passes_compile(tmp_path, style_paths, monkeypatch):
+    """The service asks the engine, at a clip's first analysed frame (its size known then), whether
+    that clip's frames and analysis repay compiling, as `vst stylize` does for a render."""
+    from vst_engine.engine import Engine
+    from vst_engine.service.handlers import Handlers
+    engine = Engine(model="untrained", device="cpu")
+    asked = []
+    monkeypatch.setattr(engine, "compile_for_render", lambda *args, **kw: asked.append((args, kw)))
+    handlers = Handlers(engine, tmp_path)
+    begin = P.analyze_begin(10, 109, 8, 32, [str(style_paths["dots"])], "clip")
+    session = P.Reader(handlers.handle(P.ANALYZE_BEGIN, begin, None)[1]).u32()
+    plan = handlers._plan(10, 109, 8)
+    for n in plan:
+        fd, desc = shared_image(rgba(n))
+        try:
+            mtype, _ = handlers.handle(P.ANALYZE_FRAME, desc.write(P.Writer().pack("<Ii", session, n)).bytes(), fd)
+        finally:
+            os.close(fd)
+        assert mtype == P.ANALYZE_FRAME | P.REPLY
+    # 100 frames of the clip at the processing size (64x48 within a longest side of 32: 32x24)
+    assert asked == [((100, 32, 24), {"analysed": len(plan)})] and len(plan) == 14

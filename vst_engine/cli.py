@@ -243,6 +243,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.idle_timeout <= 0:
         raise VstError("--idle-timeout must be positive")
     engine = _engine(args)
+    # Uncompiled until a host analyses a clip long enough to repay compiling (`Handlers.analyze_frame`).
+    engine.compile_for_render(0, 0, 0)
     handlers = Handlers(engine, args.features_dir or default_features_dir())
     return serve(args.socket or default_socket_path(), handlers, args.idle_timeout)
 

@@ -258,17 +258,20 @@ class Engine:
         """Compile this engine's passes from here on exactly if stylizing `frames` frames and analysing
         `analysed` at this size repays it (`compile_pays_off`, an analysed frame counting as
         ANALYSED_FRAME_WEIGHT stylized ones), unless the caller or $VST_COMPILE decided: a CPU's long
-        renders compile, CUDA's short ones do not (still replayed from CUDA graphs). Returns a line for
-        the user where that changed the engine's default, else None. Tiled frames compile two tile
-        shapes: one for the analysis, one for the stylization."""
+        renders compile, CUDA's short ones do not (still replayed from CUDA graphs); the engine service
+        asks for each clip a host analyses. Returns a line for the user where that changed the engine's
+        setting, else None. Tiled frames compile two tile shapes: one for the analysis, one for the
+        stylization."""
         pays = compile_pays_off(self.device, self.dtype, frames + ANALYSED_FRAME_WEIGHT * analysed, width, height)
         if not self._compile_undecided or pays == self.compiler.enabled:
             return None
         self.compiler.enabled = pays
+        self.graphs.clear()  # they replay the other kind of passes
+        self.analysis_graphs.clear()
         job = "render" if frames else "analysis"
         if pays:
-            return (f"a long {job} on a bf16 CPU: compiling the passes first (1-2 minutes, about 10 s once cached; "
-                    "VST_COMPILE=0 skips it)")
+            wait = "20-90 s" if self.device.type == "cuda" else "1-2 minutes, about 10 s once cached"
+            return f"a long {job}: compiling the passes first ({wait}; VST_COMPILE=0 skips it)"
         return f"a short {job}: the passes run uncompiled (compiling would wait 20-90 s; VST_COMPILE=1 compiles)"
 
     @property

@@ -203,6 +203,8 @@ class Handlers:
         finally:
             image.close()
         size = process_size(desc.width, desc.height, session.max_side or None)
+        if session.received == 0:  # the clip's size is known now: compile if its length repays the wait
+            self.engine.compile_for_render(session.last - session.first + 1, *size, analysed=len(session.plan))
         session.run.add(resize_frame(rgb, size))
         session.received += 1
         session.touched = time.monotonic()
