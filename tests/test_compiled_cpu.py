@@ -101,4 +101,3 @@ def test_compiled_cpu_passes_equal_eager_ones(engines, style_paths):
         assert mine.shape == theirs.shape == (H, W, 3) and d.max() <= 2, d.max()
     # the clip's own colours were analysed (strength 0.6 blends towards them), by the compiled engine too
     assert feats.has_own_colours and len(compiled.compiler._compiled) >= 3
-

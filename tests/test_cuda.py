@@ -163,4 +163,3 @@ def test_uncompiled_passes_replay_from_graphs(engines, clip, style_paths, featur
     for frame in clip[:2]:
         close(replayed.stylize(frame, features[0], [1, 0]), eager.stylize(frame, features[0], [1, 0]))
     assert replayed.acceleration == "eager + CUDA graphs"
-
