@@ -465,4 +465,5 @@ def test_info(cli_env):
     from vst_engine.hardware import cpu_has_bf16
     if cpu_has_bf16():
         bf16 = ok(vst(dict(cli_env, VST_PRECISION="auto"), "info", "--device", "cpu")).stdout
-        assert re.search(r"^acceleration:\s+none \(eager\) \(vst stylize compiles renders of 200 million", bf16, re.M), bf16
+        assert re.search(r"^acceleration:\s+none \(eager\) \(long jobs compile: renders of 200 million frame pixels "
+                         r"or more, an analysed frame counting 3", bf16, re.M), bf16

@@ -68,7 +68,8 @@ def test_short_cuda_renders_run_uncompiled(monkeypatch):
     short_analysis, long_analysis = Engine(device="cpu"), Engine(device="cpu")
     monkeypatch.setenv("VST_COMPILE", "1")
     asked_by_env = Engine(device="cpu")
-    for engine in (short, long, asked, asked_by_env, short_analysis, long_analysis):  # as CUDA engines (nothing runs)
+    # as CUDA engines (the decision only; nothing runs)
+    for engine in (short, long, asked, asked_by_env, short_analysis, long_analysis):
         engine.device, engine.dtype, engine.compiler.enabled = cuda, torch.float16, True
     assert "uncompiled" in short.compile_for_render(100, 1920, 1080) and not short.compiler.enabled
     assert long.compile_for_render(1000, 1920, 1080) is None and long.compiler.enabled

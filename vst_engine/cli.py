@@ -199,7 +199,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     import numpy
     import torch
 
-    from .engine import (PRECISION_NAMES, accelerations, compile_pays_off, compile_threshold, compute_dtype,
+    from .engine import (ANALYSED_FRAME_WEIGHT, PRECISION_NAMES, accelerations, compile_pays_off, compile_threshold,
+                         compute_dtype,
                          resolve_device, winograd_convolutions)
     from .models import load_model, model_path
     from .vgg import WEIGHTS_PACKAGE, weights_path
@@ -224,8 +225,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"device:       {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         f"precision:    {PRECISION_NAMES[dtype]}",
         f"acceleration: {' + '.join(accel) or 'none (eager)'}"
-        # what `vst stylize` decides by the render's length where no one else did
-        + (f" (vst stylize compiles renders of {threshold / 1e6:,.0f} million frame pixels or more"
+        # what `vst stylize`, `vst analyze` and the service decide by a job's length where no one else did
+        + (f" (long jobs compile: renders of {threshold / 1e6:,.0f} million frame pixels or more, an analysed "
+           f"frame counting {ANALYSED_FRAME_WEIGHT}, in vst stylize, vst analyze and the engine service"
            + ("; shorter ones run uncompiled)" if compile else ")")
            if compile_pays_off(device, dtype, 1, threshold, 1) and "VST_COMPILE" not in os.environ else ""),
         f"VGG-19:       {vgg} from {WEIGHTS_PACKAGE}",
