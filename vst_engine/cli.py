@@ -35,6 +35,13 @@ def _engine(args: argparse.Namespace):
     return engine
 
 
+def _compile_for(engine, frames: int, size: tuple[int, int], analysed: int) -> None:
+    """Let the engine decide whether this job is long enough to compile for; say so where that changed."""
+    decided = engine.compile_for_render(frames, *size, analysed=analysed)
+    if decided:
+        print(decided, file=sys.stderr)
+
+
 def _open_input(args: argparse.Namespace):
     from .video import open_source
     return open_source(args.input)
@@ -93,9 +100,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             info = source.info
             start, end = parse_frame_range(args.frames, info.count) if args.frames else (0, info.count)
             size = process_size(info.width, info.height, args.max_side)
-            decided = engine.compile_for_render(0, *size, analysed=len(sample_indices(start, end, args.interval)))
-            if decided:
-                print(decided, file=sys.stderr)
+            _compile_for(engine, 0, size, len(sample_indices(start, end, args.interval)))
             feats = _analysis(engine, source, styles, args, size, start, end, own_colours=not args.full_strength)
     feats.save(args.output)
     (start, end), (w, h) = feats.frame_range, feats.process_size
@@ -146,9 +151,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             raise VstError("--features and --no-global contradict each other")
         batch = args.batch or engine.auto_batch(*size)
         analysed = 0 if args.no_global or args.features else len(sample_indices(0, info.count, args.interval))
-        decided = engine.compile_for_render(end - start, *size, analysed=analysed)
-        if decided:
-            print(decided, file=sys.stderr)
+        _compile_for(engine, end - start, size, analysed)
         plan = GlobalFeatures.load(args.features) if args.features else styles
         if args.features:
             plan.check(engine.model.model_id, styles.refs, size, strength=lowest)
