@@ -40,7 +40,19 @@ def test_compiled_analysis_equals_eager(engines, clip, style_paths, features):
     graphed, _ = engines
     feats = graphed.analyze(clip[:3], graphed.load_styles([style_paths["stripes"], style_paths["dots"]]))
     close_features(feats, features[0])
-    assert graphed.acceleration == "compiled + CUDA graphs" and graphed.analysis_graphs.keys()
+    assert graphed.acceleration == "compiled + CUDA graphs"
+    assert {shape[0] for shape, _ in graphed.analysis_graphs.keys()} == {4}  # three frames, a padded batch
+
+
+def test_small_frames_are_analysed_in_batches(engines, clip, style_paths, features):
+    """At small sizes the analysis takes four frames a pass, as the stylization does (one frame a pass
+    left a GPU idle between launches): the features of a frame a pass."""
+    _, eager = engines
+    assert eager.auto_batch(W, H) == 4
+    run = eager.analysis(eager.load_styles([style_paths["stripes"], style_paths["dots"]]), batch=1)
+    for frame in clip[:3]:
+        run.add(frame)
+    close_features(run.finish(), features[0])
 
 
 def close_features(feats, ref) -> None:

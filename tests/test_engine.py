@@ -875,7 +875,7 @@ def test_own_colour_analysis_completes_lean_features(engine, two_styles, feats_a
     complete = engine.analyze([frame_a, flat, frame_b], two_styles, interval=1, sampled=[0, 1, 2],
                               frame_range=(0, 3))
     run = engine.own_colour_analysis(lean, two_styles)
-    assert list(run.slots) == [0]
+    assert run.styled == 0 and run.own_colours  # renders slot 0 alone
     for f in (frame_a, flat, frame_b):
         run.add(f)
     done = run.finish()
@@ -895,6 +895,45 @@ def test_own_colour_analysis_completes_lean_features(engine, two_styles, feats_a
     swapped = StyleSet(two_styles.refs[::-1], two_styles.targets)
     with pytest.raises(VstError, match="other styles"):
         engine.own_colour_analysis(lean, swapped)
+
+
+def test_batched_analysis_equals_frame_by_frame(engine, two_styles, frame_a, make_frame):
+    """Frames analysed three a pass (as a GPU does at small sizes) give the features of one frame a
+    pass: seven textured frames and a flat one make batches of 3, 3 and a padded 1, and the own
+    colours come from the same frames (0, 2, 4, 6: rows 0 and 2, then 1, then 0). The frames are
+    fed through one reused buffer, as a decoder may hand them over. Completing full-strength
+    features in batches gives the same as well."""
+    frames = [make_frame(5 * i) for i in range(4)] + [np.full_like(frame_a, 40)] + \
+        [np.ascontiguousarray(255 - make_frame(7 * i)[::-1]) for i in range(1, 4)]
+
+    def analysed(batch: int, own_colours: bool = True, lean: GlobalFeatures | None = None,
+                 calls: list | None = None) -> GlobalFeatures:
+        run = engine.analysis(two_styles, own_colours, batch=batch) if lean is None else \
+            engine.own_colour_analysis(lean, two_styles, batch=batch)
+        if calls is not None:
+            real = engine._own_colours
+            engine._own_colours = lambda tile: calls.append(tile.shape[0]) or real(tile)
+        buffer = np.empty_like(frame_a)
+        try:
+            for f in frames:
+                buffer[:] = f
+                run.add(buffer)
+            return run.finish(interval=1)
+        finally:
+            engine.__dict__.pop("_own_colours", None)
+
+    calls: list[int] = []
+    single, batched = analysed(1), analysed(3, calls=calls)
+    assert calls == [2, 1, 2]  # own-colour rows a batch; the last, padded to 3 rows, counts its row 0 only
+    assert batched.extra == single.extra == {"frames_analysed": 7, "flat_frames_skipped": 1, "own_colours": True}
+    for mine, ref in zip(_tensors(batched), _tensors(single), strict=True):
+        assert torch.allclose(mine, ref, rtol=1e-4, atol=1e-5)
+    lean = analysed(3, own_colours=False)
+    completed = analysed(3, lean=lean)
+    for mine, ref in zip(_tensors(completed), _tensors(single), strict=True):
+        assert torch.allclose(mine, ref, rtol=1e-4, atol=1e-5)
+    assert maxdiff(engine.stylize(frame_a, completed, [0.3, 0.7], strength=0.4),
+                   engine.stylize(frame_a, single, [0.3, 0.7], strength=0.4)) <= 1
 
 
 def test_frames_styles_and_tiles_below_two_pooling_cells(engine, two_styles, make_frame, small_tiles, tmp_path):

@@ -46,7 +46,7 @@ def main() -> int:
     engine = Engine(device=a.device, compile=not a.eager, cuda_graphs=not a.no_graphs)
     cuda = engine.device.type == "cuda"
     styles = engine.load_styles([ASSETS / "starry_night.jpg"])
-    run = engine.analysis(styles, own_colours=a.own_colours)
+    run = engine.analysis(styles, own_colours=a.own_colours, batch=1)  # a frame a pass: each add is timed
 
     def sync() -> None:
         if cuda:
@@ -61,11 +61,11 @@ def main() -> int:
     first = clock(lambda: run.add(frame))
     whole = [clock(lambda: run.add(frame)) for _ in range(a.frames)]
     phases: dict[str, list[float]] = {"upload": [], "content": [], "record": [], "fold": []}
-    slot_targets = StyleTargets.cat([styles.targets.pick(0), styles.targets]).pick(1)  # as `_analyze_frame`
+    slot_targets = StyleTargets.cat([styles.targets.pick(0), styles.targets]).pick(1)  # as `_analyze_frames`
     with torch.no_grad():
         for _ in range(a.frames):
             box: dict = {}
-            # the upload as `_analyze_frame` makes it (pinned and asynchronous on CUDA)
+            # the upload as `_analyze_frames` makes it (pinned and asynchronous on CUDA)
             phases["upload"].append(clock(lambda: box.update(
                 x=pad_to_multiple(engine.transfers.upload([frame]), MULTIPLE, MIN_PADDED)[0])))
             phases["content"].append(clock(lambda: box.update(g=engine.compiler(engine._content, box["x"]))))

@@ -752,7 +752,8 @@ def speed_worker(argv: Sequence[str]) -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--style", default=str(ASSETS / "starry_night.jpg"))
     ap.add_argument("--features", required=True, help="written by analyze, read by stylize")
-    ap.add_argument("--batch", type=int, default=0, help="frames per stylize pass (0: the engine's automatic choice)")
+    ap.add_argument("--batch", type=int, default=0, help="frames per pass, stylized or analysed (0: the engine's "
+                    "automatic choice)")
     ap.add_argument("--no-overlap", action="store_true", help="wait for each stylized batch before submitting "
                     "the next (`vst stylize` keeps one in flight, which overlaps a GPU's copies with its passes)")
     ap.add_argument("--own-colours", action="store_true", help="analyse the clip's own colours too (what strength "
@@ -788,33 +789,35 @@ def speed_worker(argv: Sequence[str]) -> int:
         sync()
         (into if keep else first).append(time.perf_counter() - t0)
     if a.what == "analyze":
-        # The clip's own colours are rendered on every OWN_COLOUR_EVERY-th analysed frame (the
-        # untimed first among them): timing whole cycles gives a clip's mean.
-        cycle = OWN_COLOUR_EVERY if a.own_colours or a.add_own_colours else 1
-        count = -(-a.frames // cycle) * cycle + 1
-        run = engine.analysis(styles, own_colours=a.own_colours and not a.add_own_colours)
+        # The clip's own colours are rendered on every OWN_COLOUR_EVERY-th analysed frame, and frames go
+        # in batches (on a GPU at small sizes): timing whole cycles of both, after one untimed batch,
+        # gives a clip's mean.
+        batch = a.batch or engine.auto_batch(w, h)
+        cycle = math.lcm(OWN_COLOUR_EVERY if a.own_colours or a.add_own_colours else 1, batch)
+        timed_count = -(-a.frames // cycle) * cycle
+        run = engine.analysis(styles, own_colours=a.own_colours and not a.add_own_colours, batch=batch)
         feats = None
         if a.add_own_colours:  # the full-strength analysis it completes is not timed
-            for _ in range(count):
+            for _ in range(batch + timed_count):
                 run.add(frame)
             feats = run.finish()
-            run = engine.own_colour_analysis(feats, styles)
+            run = engine.own_colour_analysis(feats, styles, batch=batch)
         if cuda:
             # As an analysis runs: frames back to back, the host's work on one (the flat-frame check,
             # the upload) overlapping the GPU's on the last; the share compares the stylize row.
-            timed(lambda: run.add(frame), [], False)
-            timed(lambda: [run.add(frame) for _ in range(count - 1)], times, True)
-            times = [times[0] / (count - 1)] * (count - 1)  # the mean: frames overlap
+            timed(lambda: [run.add(frame) for _ in range(batch)], [], False)
+            timed(lambda: [run.add(frame) for _ in range(timed_count)], times, True)
+            times = [times[0] / timed_count] * timed_count  # the mean: frames overlap
         else:
-            for k in range(count):
-                timed(lambda: run.add(frame), times, k > 0)
-                if feats is None:
+            for k in range(batch + timed_count):
+                timed(lambda: run.add(frame), times, k >= batch)
+                if feats is None and not run.pending:
                     feats = run.finish()
                 # Each analysed frame is followed by the frame's stylization, timed in the same process
                 # and minute: the analysis share compares the two, and this shared machine's speed moved
                 # by 20-50% between processes (the same 640x360 stylization: 1.24 and 1.98 s a frame).
                 with torch.no_grad():
-                    timed(lambda: engine.stylize_batch([frame], feats), stylize_times, k > 0)
+                    timed(lambda: engine.stylize_batch([frame], feats), stylize_times, k >= batch)
         run.finish().save(a.features)
     else:
         feats = GlobalFeatures.load(a.features)
@@ -843,7 +846,7 @@ def speed_worker(argv: Sequence[str]) -> int:
            "model_id": engine.model.model_id, "arch": engine.net.arch, "precision": engine.precision,
            "tiled": w * h > engine.tile_area}
     if a.what == "analyze":  # `default`: what `vst stylize` and the hosts analyse at full strength
-        out.update(own_colours=a.own_colours or a.add_own_colours, added=a.add_own_colours,
+        out.update(batch=batch, own_colours=a.own_colours or a.add_own_colours, added=a.add_own_colours,
                    default=not (a.own_colours or a.add_own_colours), stylize_seconds=stylize_times,
                    back_to_back=cuda)
     if a.what == "stylize":

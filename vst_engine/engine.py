@@ -311,22 +311,22 @@ class Engine:
         return StyleSet(refs, cat.map(lambda t: t.float()))
 
     # ----- analysis ------------------------------------------------------------------------
-    def analysis(self, styles: StyleSet, own_colours: bool = True) -> "Analysis":
+    def analysis(self, styles: StyleSet, own_colours: bool = True, batch: int | None = None) -> "Analysis":
         """An incremental analysis, for hosts that deliver the sampled frames one at a time.
 
         Without `own_colours` the clip's own colour statistics (what strength below 1 blends
         towards) are skipped, which saves about a third of the analysis; the result then serves full
-        strength only."""
-        return Analysis(self, styles, own_colours)
+        strength only. `batch`: frames a pass (default `auto_batch` at the frames' size)."""
+        return Analysis(self, styles, own_colours, batch=batch)
 
-    def own_colour_analysis(self, lean: GlobalFeatures, styles: StyleSet) -> "Analysis":
+    def own_colour_analysis(self, lean: GlobalFeatures, styles: StyleSet, batch: int | None = None) -> "Analysis":
         """An analysis of only the clip's own colours, completing `lean` features (analysed with
         `own_colours=False`, for the same `styles`). Fed the same frames, its `finish` gives the
         features a complete analysis gives, for the cost of the part that was skipped."""
         lean.check(self.model.model_id, styles.refs)
         if lean.has_own_colours:
             raise VstError("these global features already include the clip's own colours")
-        return Analysis(self, styles, own_colours=True, lean=lean)
+        return Analysis(self, styles, own_colours=True, lean=lean, batch=batch)
 
     def analyze(self, frames: Iterable[np.ndarray], styles: StyleSet, *, source: str = "",
                 frame_range: tuple[int, int] = (0, 0), interval: int = 8, sampled: Sequence[int] = (),
@@ -339,51 +339,56 @@ class Engine:
         return run.finish(source=source, frame_range=frame_range, interval=interval, sampled=sampled,
                           settings=settings)
 
-    def _analyze_frame(self, frame: np.ndarray, styles: StyleSet, acc: FeatureAccumulator, slots: range) -> None:
-        """Fold one frame into `acc`, rendering the style `slots` (0: the clip's own colours)."""
-        if not slots:
-            return
-        x = self.transfers.upload([frame])  # pinned on CUDA: a pageable copy would wait for the last frame's work
+    def _analyze_frames(self, frames: list[np.ndarray], styles: StyleSet, acc: FeatureAccumulator,
+                        own: slice | None, styled: int, valid: int) -> None:
+        """Fold a batch of frames into `acc`: the clip's own colours (slot 0) on the rows `own` selects,
+        the first `styled` styles on every row. Rows from `valid` on repeat the last frame to fill the
+        batch (a new batch size would mean a new compilation or graph) and are left out of the sums."""
+        x = self.transfers.upload(frames)  # pinned on CUDA: a pageable copy would wait for the last frame's work
         h, w = x.shape[-2:]
-        # Large frames are analysed tile by tile: the sums are additive over pixels, so the tiles
-        # barely overlap (`analysis_windows`).
+        # Large frames are analysed tile by tile (only ever one frame a batch): the sums are additive
+        # over pixels, so the tiles barely overlap (`analysis_windows`).
         windows = analysis_windows(h, w, self._largest_tile_side(), MULTIPLE) if h * w > self.tile_area \
             else [(0, h, 0, w)]
-        own, styled = slots.start == 0, len(slots) - (slots.start == 0)
+        own_rows = len(range(valid)[own]) if own is not None else 0
+        slots = ([0] if own is not None else []) + list(range(1, styled + 1))
         for y0, y1, x0, x1 in windows:
             tile, _ = pad_to_multiple(x[..., y0:y1, x0:x1], MULTIPLE, MIN_PADDED)
             # A tile's passes read only the tile and the styles' targets, so on CUDA they replay
             # from one graph: launching them took the CPU longer than the GPU took to run them
             # (1920x1080 on an H200: 18.9 against 10.3 ms).
+            own_key = None if own is None else (own.start, own.step)
             own_stats, records = self.analysis_graphs.run(
-                (id(styles), own, styled), lambda t: self._tile_records(t, styles.targets, own, styled), tile,
+                (id(styles), own_key, styled), lambda t: self._tile_records(t, styles.targets, own, styled), tile,
                 keep=styles, copy_out=False)
             if own_stats is not None:
                 _, _, desc, sums, counts = own_stats
-                acc.add_own_colours(sums, counts, desc)
-            for i, (slot, record) in enumerate(zip(slots, records, strict=True)):
-                acc.add_pass(slot, *record, primary=i == 0)  # the content descriptor: the tile's first pass
+                acc.add_own_colours(sums, counts, desc, rows=own_rows)
+            for slot, record in zip(slots, records, strict=True):
+                # The content descriptor (the same in every slot's pass) from the first pass of all rows.
+                acc.add_pass(slot, *record, rows=own_rows if slot == 0 else valid, primary=slot == min(styled, 1))
 
-    def _tile_records(self, tile: torch.Tensor, targets: StyleTargets, own: bool, count: int) -> tuple:
-        """The analysis of one tile: its own colours (`_own_colours`, if `own`), and the records of one
-        pass of the network per slot rendered: the own colours' first (if `own`), then the first
-        `count` styles of `targets`. One slot at a time: on a 2-core CPU at 1280x720 with two slots
-        this was faster than one batch of all slots (15.7 s against 18.0 s) at less than half the
-        peak memory (3.2 GiB against 7.3 GiB)."""
-        own_stats = self.compiler(self._own_colours, tile) if own else None
-        grey4 = self.compiler(self._content, tile)
-        slot_targets = [StyleTargets(*own_stats[:3])] if own else []
-        slot_targets += [targets.pick(i) for i in range(count)]
-        return own_stats, [self.compiler(self._record_pass, grey4, t) for t in slot_targets]
+    def _tile_records(self, tile: torch.Tensor, targets: StyleTargets, own: slice | None, count: int) -> tuple:
+        """The analysis of a batch of tiles: the own colours (`_own_colours`) of the rows `own`
+        selects, and the records of one pass of the network per slot rendered: the own colours'
+        first (those rows), then the first `count` styles of `targets` (all rows). One slot at a
+        time: on a 2-core CPU at 1280x720 with two slots this was faster than one batch of all slots
+        (15.7 s against 18.0 s) at less than half the peak memory (3.2 GiB against 7.3 GiB)."""
+        own_stats = self.compiler(self._own_colours, tile[own]) if own is not None else None
+        grey4 = self.compiler(self._content, tile if count else tile[own])
+        passes = [(grey4[own] if count else grey4, StyleTargets(*own_stats[:3]))] if own is not None else []
+        rows = grey4.shape[0]  # a style's targets, one row, are repeated for each frame of the batch
+        passes += [(grey4, targets.pick(i).map(lambda t: t.expand(rows, -1))) for i in range(count)]
+        return own_stats, [self.compiler(self._record_pass, g, t) for g, t in passes]
 
     def _own_colours(self, tile: torch.Tensor) -> tuple:
-        """A tile's own colours as a style: mean, std and descriptors, and the channel sums and
-        pixel counts of its VGG taps."""
+        """Tiles' own colours as styles: mean, std and descriptors, and the channel sums and
+        pixel counts (a tile's) of their VGG taps."""
         with self._autocast():
             taps = self.vgg(tile)
             own = self.net.style_targets(taps, fused=True)
         sums = [sums_from_moments(m, s, t.shape[2] * t.shape[3]) for m, s, t in zip(own.mean, own.std, taps)]
-        counts = [t.shape[0] * t.shape[2] * t.shape[3] for t in taps]
+        counts = [t.shape[2] * t.shape[3] for t in taps]
         return own.mean, own.std, own.desc, sums, counts
 
     def _content(self, tile: torch.Tensor) -> torch.Tensor:
@@ -531,16 +536,23 @@ def is_flat(frame: np.ndarray) -> bool:
 
 
 class Analysis:
-    """Global features accumulated frame by frame (the first pass); `finish` gives the result."""
+    """Global features accumulated frame by frame (the first pass); `finish` gives the result.
+
+    Frames are analysed in batches of `batch` (default: `Engine.auto_batch` at their size, several
+    only for small frames on a GPU, where one frame a pass left the tensor cores idle); `flush`
+    analyses a partial batch."""
 
     def __init__(self, engine: Engine, styles: StyleSet, own_colours: bool = True,
-                 lean: GlobalFeatures | None = None) -> None:
+                 lean: GlobalFeatures | None = None, batch: int | None = None) -> None:
         self.engine, self.styles, self.lean = engine, styles, lean
         # Completing `lean` features renders only slot 0, the clip's own colours.
         count = 1 if lean is not None else 1 + len(styles.refs)
-        self.slots = range(0 if own_colours else 1, count)
+        self.own_colours = own_colours
+        self.styled = count - 1
         self.acc = FeatureAccumulator(slots=count, own_colours=own_colours)
         self.size: tuple[int, int] | None = None
+        self.batch = batch
+        self.pending: list[np.ndarray] = []  # frames waiting for a full batch
         self.flat_skipped = 0
         self._flat_fallback: np.ndarray | None = None  # used only if every frame is flat
 
@@ -549,6 +561,7 @@ class Analysis:
         size = (frame.shape[1], frame.shape[0])
         if self.size is None:
             self.size = size
+            self.batch = self.batch or self.engine.auto_batch(*size)
         elif size != self.size:
             raise VstError("all analysed frames must have the same size")
         if is_flat(frame):
@@ -559,25 +572,37 @@ class Analysis:
             if self._flat_fallback is None:
                 self._flat_fallback = frame.copy()
             return
-        self.engine._analyze_frame(frame, self.styles, self.acc, self._slots_of_next_frame())
-        self.acc.frames += 1
+        # A copy when it waits for a batch: callers may reuse their frame buffer.
+        self.pending.append(frame if self.batch == 1 else frame.copy())
+        if len(self.pending) >= self.batch:
+            self.flush()
 
-    def _slots_of_next_frame(self) -> range:
-        """The slots rendered for the next analysed frame: the clip's own colours only on every
-        OWN_COLOUR_EVERY-th (from the first)."""
-        if self.slots.start == 0 and self.acc.frames % OWN_COLOUR_EVERY:
-            return range(1, self.slots.stop)
-        return self.slots
+    @torch.no_grad()
+    def flush(self) -> None:
+        """Analyse the frames waiting for a full batch. The clip's own colours are rendered on every
+        OWN_COLOUR_EVERY-th analysed frame (from the first)."""
+        n = len(self.pending)
+        if not n:
+            return
+        own = None
+        if self.own_colours:
+            first = (-self.acc.frames) % OWN_COLOUR_EVERY
+            own = slice(first, None, OWN_COLOUR_EVERY) if first < n else None
+        if own is not None or self.styled:
+            frames = self.pending + [self.pending[-1]] * (self.batch - n)
+            self.engine._analyze_frames(frames, self.styles, self.acc, own, self.styled, n)
+        self.acc.frames += n
+        self.pending = []
 
     def finish(self, *, source: str = "", frame_range: tuple[int, int] = (0, 0), interval: int = 8,
                sampled: Sequence[int] = (), settings: dict | None = None) -> GlobalFeatures:
         if self.size is None:
             raise VstError("no frames to analyse (empty clip or range)")
         eng = self.engine
+        self.flush()
         if self.acc.frames == 0:  # only flat frames: their statistics are all there is
-            with torch.no_grad():
-                eng._analyze_frame(self._flat_fallback, self.styles, self.acc, self._slots_of_next_frame())
-            self.acc.frames = 1
+            self.pending = [self._flat_fallback]
+            self.flush()
         if self.lean is not None:
             return self._complete(self.lean)
         return self.acc.finish(self.styles.targets, model_id=eng.model.model_id, styles=list(self.styles.refs),

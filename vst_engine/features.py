@@ -183,11 +183,11 @@ class FeatureAccumulator:
         self.frames = 0
 
     def add_pass(self, slot: int, layout: RecordLayout, stats: torch.Tensor, descs: torch.Tensor,
-                 primary: bool) -> None:
-        """Fold one single-frame pass for style `slot` (a `RecordNorm`'s packed records) into the sums.
-        Pixels are counted per slot (the clip's own colours are rendered on fewer frames); the
-        content descriptor, the same for every slot, is taken from the tile's `primary` pass. Nothing
-        here keeps `stats` or `descs`: a replayed graph overwrites them."""
+                 primary: bool, rows: int = 1) -> None:
+        """Fold the first `rows` frames of a pass for style `slot` (a `RecordNorm`'s packed records) into
+        the sums. Pixels are counted per slot (the clip's own colours are rendered on fewer frames);
+        the content descriptor, the same for every slot, is taken from the tile's `primary` pass.
+        Nothing here keeps `stats` or `descs`: a replayed graph overwrites them."""
         key = (tuple((layer, channels) for layer, _, channels in layout.layers), layout.desc_sizes)
         if self.layout is None:
             self.layout = key
@@ -199,29 +199,30 @@ class FeatureAccumulator:
             self.desc_sum = torch.zeros(descs.shape[1], dtype=torch.float64, device=device)
         elif key != self.layout:
             raise RuntimeError(f"analysis passes recorded different layers: {key} after {self.layout}")
-        stats = stats[0]
-        self.sums[slot] += stats[:2]
-        torch.minimum(self.min[slot], stats[2], out=self.min[slot])
-        torch.maximum(self.max[slot], stats[3], out=self.max[slot])
+        stats = stats[:rows]
+        self.sums[slot] += stats[:, :2].double().sum(0)
+        torch.minimum(self.min[slot], stats[:, 2].amin(0), out=self.min[slot])
+        torch.maximum(self.max[slot], stats[:, 3].amax(0), out=self.max[slot])
         for layer, count, _ in layout.layers:
-            self.count[layer][slot] += count
+            self.count[layer][slot] += count * rows
         if primary:
-            self.desc_sum += descs[0]
-            self.desc_count += 1
+            self.desc_sum += descs[:rows].double().sum(0)
+            self.desc_count += rows
 
     def add_own_colours(self, sums: list[tuple[torch.Tensor, torch.Tensor]], counts: list[int],
-                        descs: list[torch.Tensor]) -> None:
-        """Record the clip's own colour statistics: channel sums of the colour frame's VGG taps
-        (`channel_sums`, with their pixel counts) and its style descriptors."""
+                        descs: list[torch.Tensor], rows: int = 1) -> None:
+        """Record the clip's own colour statistics of the first `rows` frames: channel sums of the
+        colour frames' VGG taps (`channel_sums`, with a frame's pixel count per tap) and their style
+        descriptors."""
         for i, (s, sq) in enumerate(sums):
-            s, sq = s.sum(0).double(), sq.sum(0).double()  # kept on the device until finish
+            s, sq = s[:rows].double().sum(0), sq[:rows].double().sum(0)  # kept on the device until finish
             self.own_sum[i] = s if self.own_sum[i] is None else self.own_sum[i] + s
             self.own_sumsq[i] = sq if self.own_sumsq[i] is None else self.own_sumsq[i] + sq
-            self.own_count[i] += counts[i]
+            self.own_count[i] += counts[i] * rows
         for i, d in enumerate(descs):
-            d = d.double().sum(0)
+            d = d[:rows].double().sum(0)
             self.own_desc[i] = d if self.own_desc[i] is None else self.own_desc[i] + d
-        self.own_desc_count += descs[0].shape[0]
+        self.own_desc_count += rows
 
     def finish(self, style_targets: StyleTargets, **meta) -> GlobalFeatures:
         if not self.count:
