@@ -204,9 +204,9 @@ def test_shared_content_descriptors_skip_the_embedding():
 
     def never(x):
         raise AssertionError("descriptor computed")
-    desc = shared.content_descriptor(0, never, torch.zeros(2, 5, 1, 1))
-    assert torch.equal(desc, torch.arange(3.0).expand(2, 3))
-    assert torch.equal(LocalNorm().content_descriptor(0, lambda x: x * 2, torch.ones(2)), torch.full((2,), 2.0))
+    desc = shared.content_descriptors(never, torch.zeros(2, 5, 1, 1))
+    assert len(desc) == 1 and torch.equal(desc[0], torch.arange(3.0).expand(2, 3))
+    assert torch.equal(LocalNorm().content_descriptors(lambda x: [x * 2], torch.ones(2))[0], torch.full((2,), 2.0))
 
 
 @pytest.mark.parametrize("shape", [(2, 512, 12, 20), (1, 512, 2, 2), (1, 512, 3, 7)])

@@ -35,6 +35,7 @@ def main() -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--eager", action="store_true")
     ap.add_argument("--no-graphs", action="store_true")
+    ap.add_argument("--model", default="default")
     ap.add_argument("--own-colours", action="store_true", help="the whole frames also render the clip's own colours")
     ap.add_argument("--stats", choices=("fused", "plain"), default="fused")
     ap.add_argument("--frames", type=int, default=10)
@@ -43,7 +44,7 @@ def main() -> int:
     frame = bench_frame(w, h)
     if a.stats == "plain":
         norms.plain_reductions = lambda x: x.dtype == torch.float32 or torch.compiler.is_compiling()
-    engine = Engine(device=a.device, compile=not a.eager, cuda_graphs=not a.no_graphs)
+    engine = Engine(model=a.model, device=a.device, compile=not a.eager, cuda_graphs=not a.no_graphs)
     cuda = engine.device.type == "cuda"
     styles = engine.load_styles([ASSETS / "starry_night.jpg"])
     run = engine.analysis(styles, own_colours=a.own_colours, batch=1)  # a frame a pass: each add is timed

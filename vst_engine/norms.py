@@ -177,10 +177,10 @@ class LocalNorm:
         scale = std / own_std
         return scale_shift(x, scale, mean - own_mean * scale)
 
-    def content_descriptor(self, predictor: int, describe: Callable[[torch.Tensor], torch.Tensor],
-                           x: torch.Tensor) -> torch.Tensor:
-        """Filter Predictor `predictor`'s content descriptor of the normalized relu4_1 `x`: `describe(x)`,
-        or the clip's where it is shared (then `describe`'s convolution is not run at all)."""
+    def content_descriptors(self, describe: Callable[[torch.Tensor], list[torch.Tensor]],
+                            x: torch.Tensor) -> list[torch.Tensor]:
+        """The Filter Predictors' content descriptors of the normalized relu4_1 `x`: `describe(x)`,
+        or the clip's where they are shared (then `describe` is not run at all)."""
         return describe(x)
 
 
@@ -245,11 +245,11 @@ class RecordNorm(LocalNorm):
         lo, hi = (lo.float() - mean) / std, (hi.float() - mean) / std
         self.layers.append((layer, x.shape[2] * x.shape[3], s, sq, lo, hi))
 
-    def content_descriptor(self, predictor: int, describe: Callable[[torch.Tensor], torch.Tensor],
-                           x: torch.Tensor) -> torch.Tensor:
-        desc = describe(x)
-        self.descs.append(desc)
-        return desc
+    def content_descriptors(self, describe: Callable[[torch.Tensor], list[torch.Tensor]],
+                            x: torch.Tensor) -> list[torch.Tensor]:
+        descs = describe(x)
+        self.descs.extend(descs)
+        return descs
 
 
 class SharedNorm(LocalNorm):
@@ -298,6 +298,6 @@ class SharedNorm(LocalNorm):
         std, mean = std[:, :, None, None], mean[:, :, None, None]
         return _affine_clamp(x, scale * std, shift * std + mean, lo * std + mean, hi * std + mean)
 
-    def content_descriptor(self, predictor: int, describe: Callable[[torch.Tensor], torch.Tensor],
-                           x: torch.Tensor) -> torch.Tensor:
-        return self.content_desc[predictor].expand(x.shape[0], -1)
+    def content_descriptors(self, describe: Callable[[torch.Tensor], list[torch.Tensor]],
+                            x: torch.Tensor) -> list[torch.Tensor]:
+        return [d.expand(x.shape[0], -1) for d in self.content_desc]

@@ -285,8 +285,8 @@ class Trainer:
             style_feat4 = self.bank.feat4[pick[1:]].to(self.device).float()
 
             def targets_of(net: StyleNet) -> StyleTargets:
-                return StyleTargets(mean, std, [torch.cat([p.descriptor(own_norm4), p.descriptor(style_feat4)])
-                                                for p in net.predictors])
+                return StyleTargets(mean, std, [torch.cat(pair) for pair in zip(net.descriptors(own_norm4),
+                                                                                 net.descriptors(style_feat4))])
             targets = targets_of(self.net)
             if self.teacher is None:
                 out = self.net(c4, targets)
