@@ -86,9 +86,14 @@ def test_compiled_cpu_passes_equal_eager_ones(engines, style_paths):
     compiled, eager = engines
     clip = [synth_frame(t, W, H) for t in range(3)]
     results = []
-    for engine in engines:
+    for engine, batch in zip(engines, (2, 1)):
         styles = engine.load_styles([style_paths["stripes"], style_paths["dots"]])
-        feats = engine.analyze(clip, styles)
+        # Compiled, two frames a pass (as a GPU analyses small frames; the last batch padded), the
+        # own colours on the first row of each: the same features as eager frame by frame.
+        run = engine.analysis(styles, batch=batch)
+        for frame in clip:
+            run.add(frame)
+        feats = run.finish()
         frames = [engine.stylize(clip[1], feats, [0.3, 0.7], strength=0.6), engine.stylize(clip[2], styles, [1, 0])]
         results.append((feats, frames))
     assert compiled.acceleration == "compiled" and eager.acceleration != "compiled"
