@@ -936,6 +936,15 @@ def test_batched_analysis_equals_frame_by_frame(engine, two_styles, frame_a, mak
                    engine.stylize(frame_a, single, [0.3, 0.7], strength=0.4)) <= 1
 
 
+def test_analysis_batches_keep_the_own_colours_on_the_same_rows(engine, monkeypatch):
+    """Analysed with the clip's own colours, a batch is a multiple of OWN_COLOUR_EVERY (2): batches of
+    3 would alternate rows 0, 2 and row 1, two compiled passes."""
+    assert engine.analysis_batch(640, 360, True) == engine.auto_batch(640, 360) == 1  # a CPU
+    for auto, own, lean in ((1, 1, 1), (2, 2, 2), (3, 2, 3), (4, 4, 4)):
+        monkeypatch.setattr(engine, "auto_batch", lambda w, h, n=auto: n)
+        assert (engine.analysis_batch(640, 360, True), engine.analysis_batch(640, 360, False)) == (own, lean)
+
+
 def test_frames_styles_and_tiles_below_two_pooling_cells(engine, two_styles, make_frame, small_tiles, tmp_path):
     # Padded sides under 16 px left relu4_1 maps of one pixel, which a reflection border cannot
     # take: such frames failed, and such analysis tiles read uninitialised memory.

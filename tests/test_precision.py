@@ -189,3 +189,23 @@ def test_fp16_sums_do_not_overflow():
     s, sq = channel_sums(x.contiguous(memory_format=torch.channels_last))
     assert torch.isfinite(sq).all()
     assert torch.allclose(sq, torch.full((1, 4), 900.0 * 8 * 2048)) and torch.allclose(s, torch.zeros(1, 4), atol=1.0)
+
+
+@needs_bf16
+def test_bf16_batched_analysis_is_close_to_frame_by_frame():
+    """bf16 analysis takes the fused normalization, which reads maps only in the pass's layout: a batch's
+    own-colour rows (every second frame) must be copied so. Five frames four a pass (the second batch
+    padded) give the features of a frame a pass, within bf16's rounding."""
+    frames = [synth_frame(t, 96, 64) for t in range(5)]
+    engine = Engine(device="cpu", precision="auto")
+    styles = engine.load_styles([STYLE])
+    feats = []
+    for batch in (1, 4):
+        run = engine.analysis(styles, batch=batch)
+        for frame in frames:
+            run.add(frame)
+        feats.append(run.finish())
+    assert engine.precision == "bf16" and feats[1].has_own_colours
+    for kind in ("norm_mean", "norm_std", "norm_min", "norm_max", "content_desc"):
+        for mine, ref in zip(getattr(feats[1], kind), getattr(feats[0], kind), strict=True):
+            assert float((mine - ref).abs().max() / ref.abs().max().clamp_min(1e-3)) < 2e-2, kind

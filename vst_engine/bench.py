@@ -792,7 +792,7 @@ def speed_worker(argv: Sequence[str]) -> int:
         # The clip's own colours are rendered on every OWN_COLOUR_EVERY-th analysed frame, and frames go
         # in batches (on a GPU at small sizes): timing whole cycles of both, after one untimed batch,
         # gives a clip's mean.
-        batch = a.batch or engine.auto_batch(w, h)
+        batch = a.batch or engine.analysis_batch(w, h, a.own_colours or a.add_own_colours)
         cycle = math.lcm(OWN_COLOUR_EVERY if a.own_colours or a.add_own_colours else 1, batch)
         timed_count = -(-a.frames // cycle) * cycle
         run = engine.analysis(styles, own_colours=a.own_colours and not a.add_own_colours, batch=batch)
@@ -811,7 +811,9 @@ def speed_worker(argv: Sequence[str]) -> int:
         else:
             for k in range(batch + timed_count):
                 timed(lambda: run.add(frame), times, k >= batch)
-                if feats is None and not run.pending:
+                if feats is None:
+                    if run.pending:  # the untimed first batch is not complete yet
+                        continue
                     feats = run.finish()
                 # Each analysed frame is followed by the frame's stylization, timed in the same process
                 # and minute: the analysis share compares the two, and this shared machine's speed moved
