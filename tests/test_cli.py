@@ -201,7 +201,8 @@ def test_strength_keys_in_weights_file(cli_env, tiny_clip, style_paths, tmp_path
 
 def test_batched_passes_render_as_frame_by_frame(cli_env, tiny_clip, style_paths, tmp_path):
     """--batch groups frames that share weights and strength into one pass: animated strength
-    (groups cut at every change) and constant weights (groups of 5, 5, 2) give the frames of --batch 1."""
+    (groups cut at every change) and constant weights (groups of 5, 5, 2) give the frames of --batch 1,
+    the analysis taking its frames in batches of that size too (the strength keys need the own colours)."""
     keys = tmp_path / "keys.json"
     keys.write_text(json.dumps({"weights": [{"0": 1}], "strength": {"2": 0.0, "6": 1.0}}))
     style = ["-s", style_paths["dots"]]

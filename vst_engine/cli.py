@@ -47,11 +47,13 @@ def _open_input(args: argparse.Namespace):
     return open_source(args.input)
 
 
-def _analysis(engine, source, styles, args, size: tuple[int, int], start: int, end: int, own_colours: bool = True):
-    """Analyse frames start:end (sampled) of the source at the processing size."""
+def _analysis(engine, source, styles, args, size: tuple[int, int], start: int, end: int, own_colours: bool = True,
+              batch: int | None = None):
+    """Analyse frames start:end (sampled) of the source at the processing size, `batch` frames a pass
+    (default: the engine's choice)."""
     from .features import sample_indices
     picks = sample_indices(start, end, args.interval)
-    run = engine.analysis(styles, own_colours)
+    run = engine.analysis(styles, own_colours, batch=batch)
     _feed(run, source, picks, size)
     return run.finish(source=str(args.input), frame_range=(start, end), interval=args.interval, sampled=picks,
                       settings={"max_side": args.max_side})
@@ -164,7 +166,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             if not args.no_global and not args.features:
                 # The whole clip, not just --frames: separate chunks of a render then share one result.
                 # The clip's own colours are analysed only if some frame blends towards them.
-                plan = _analysis(engine, source, styles, args, size, 0, info.count, own_colours=lowest < 1)
+                plan = _analysis(engine, source, styles, args, size, 0, info.count, own_colours=lowest < 1,
+                                 batch=args.batch)
             bar = _progress(end - start, "stylize")
             # Decoding and encoding overlap with the model's work (reader and writer threads).
             frames = prefetch(resize_frame(source.read(i), size) for i in range(start, end))
@@ -284,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-global", action="store_true", help="per-frame statistics (the paper's baseline behaviour)")
     p.add_argument("--features", default=None, help="use stored global features instead of analysing")
     p.add_argument("--batch", type=int, default=None,
-                   help="frames per network pass (default: up to 4 on a GPU with room, 1 on a CPU)")
+                   help="frames per network pass, analysed and stylized (default: up to 4 on a GPU with room, 1 on a CPU)")
     p.add_argument("-o", "--output", required=True, help="video file, or a folder (trailing /) for PNG frames")
     p.set_defaults(func=cmd_stylize)
 
