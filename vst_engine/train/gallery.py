@@ -53,7 +53,7 @@ def compose(rows: Sequence[Sequence[tuple[np.ndarray, str]]]) -> np.ndarray:
 
 def make_gallery(model: str, out_dir: Path, clips: Sequence[str] = CLIPS, styles: Sequence[str] = STYLES,
                  frames: int = 17, max_side: int = 320, cache: Path = Path(".cache/bench")) -> dict:
-    from ..bench import fetch_clips, load_excerpt, resolve_styles
+    from ..bench.clips import fetch_clips, load_excerpt, resolve_styles
     from ..engine import Engine
     from ..evaluate import FeatureLosses
     from ..vgg import VGGEncoder
