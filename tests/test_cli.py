@@ -460,11 +460,11 @@ def test_info(cli_env):
     assert re.search(rf"^acceleration:\s+{re.escape(expected)}$", text, re.M), text
     off = ok(vst(dict(cli_env, VST_WINOGRAD="0"), "info", "--device", "cpu")).stdout
     assert re.search(r"^acceleration:\s+none \(eager\)$", off, re.M), off
-    # Compiling on a CPU: asked for, or (bf16 units) for long renders, which info mentions.
+    # Compiling on a CPU: asked for, or (AMX) for long renders, which info mentions.
     compiled = ok(vst(dict(cli_env, VST_COMPILE="1"), "info", "--device", "cpu")).stdout
     assert re.search(r"^acceleration:\s+torch\.compile$", compiled, re.M), compiled
-    from vst_engine.hardware import cpu_has_bf16
-    if cpu_has_bf16():
+    from vst_engine.hardware import cpu_has_amx
+    if cpu_has_amx():
         bf16 = ok(vst(dict(cli_env, VST_PRECISION="auto"), "info", "--device", "cpu")).stdout
         assert re.search(r"^acceleration:\s+none \(eager\) \(long jobs compile: renders of 200 million frame pixels "
                          r"or more, an analysed frame counting 3", bf16, re.M), bf16

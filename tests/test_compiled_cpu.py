@@ -48,7 +48,7 @@ def test_long_bf16_cpu_renders_compile(monkeypatch):
     monkeypatch.setenv("VST_COMPILE", "0")
     refused_by_env = Engine(device="cpu")
     for engine in (undecided, tiled, refused, refused_by_env):
-        engine.dtype = torch.bfloat16  # as on a CPU with bf16 units (the decision only; nothing runs)
+        engine.dtype = torch.bfloat16  # as on a CPU with AMX (the decision only; nothing runs)
     assert not undecided.compile_for_render(100, 640, 360) and not undecided.compiler.enabled
     assert undecided.compile_for_render(1000, 640, 360) and undecided.compiler.enabled
     assert 1920 * 1080 > tiled.tile_area and tiled.compile_for_render(100, 1920, 1080) and tiled.compiler.enabled

@@ -27,7 +27,7 @@ from vst_engine import sample_indices
 from vst_engine.engine import Engine
 from vst_engine.evaluate import temporal_stats
 from vst_engine.features import StyleRef
-from vst_engine.hardware import cpu_has_bf16
+from vst_engine.hardware import cpu_has_amx
 
 WIDTH, HEIGHT, FRAMES = 256, 64, 5
 SHIFT = 8       # px per frame, to the right (content moves left)
@@ -111,9 +111,9 @@ def test_true_flow_aligns_the_input():
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_global_features_are_steadier_than_per_frame_statistics(engine, precision):
-    if precision == "bf16":  # the engine's default on CPUs with bf16 units
-        if not cpu_has_bf16():
-            pytest.skip("this CPU has no bf16 units: the engine computes in fp32 here")
+    if precision == "bf16":  # the engine's default on CPUs with AMX
+        if not cpu_has_amx():
+            pytest.skip("this CPU has no AMX: the engine computes in fp32 here")
         engine = Engine(model="untrained", device="cpu", precision="auto")
         assert engine.precision == "bf16"
     frames = synthetic_clip()

@@ -1,4 +1,4 @@
-"""Inference precision: bf16 (CPUs with AMX / AVX512-BF16) against fp32, and how it is chosen."""
+"""Inference precision: bf16 (CPUs with AMX) against fp32, and how it is chosen."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,13 +12,13 @@ from synthetic import synth_frame
 import vst_engine
 from vst_engine.engine import Engine, compute_dtype
 from vst_engine.errors import VstError
-from vst_engine.hardware import cpu_has_bf16, reuse_large_allocations
+from vst_engine.hardware import cpu_has_amx, reuse_large_allocations
 from vst_engine.network import reflect_pad1
 from vst_engine.norms import (EPS, channel_range, channel_stats, channel_sums, fused_normalize, moments,
                               sums_from_moments)
 
 STYLE = Path(vst_engine.__file__).parent / "assets" / "starry_night.jpg"
-needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bf16 units")
+needs_bf16 = pytest.mark.skipif(not cpu_has_amx(), reason="this CPU has no AMX")
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
@@ -30,10 +30,26 @@ def test_reflect_pad_equals_torch(layout, shape):
     assert padded.is_contiguous(memory_format=layout)
 
 
+@pytest.mark.parametrize("flags, amx", [("fpu avx2 avx512f avx512_bf16", False),
+                                         ("fpu avx2 avx512_bf16 amx_bf16 amx_tile", True), ("fpu avx2", False)])
+def test_only_amx_cpus_compute_in_bf16(monkeypatch, flags, amx):
+    """bf16 pays only with AMX: with AVX512-BF16 alone it was slower than fp32 (`cpu_has_amx`)."""
+    from vst_engine import hardware
+
+    class FakePath:
+        def __init__(self, path: str) -> None:
+            assert path == "/proc/cpuinfo"
+
+        def read_text(self) -> str:
+            return f"processor\t: 0\nflags\t\t: {flags}\n"
+    monkeypatch.setattr(hardware, "Path", FakePath)
+    assert hardware.cpu_has_amx.__wrapped__() is amx
+
+
 def test_precision_choice(monkeypatch):
     cpu = torch.device("cpu")
     assert compute_dtype(cpu, "fp32") == torch.float32
-    assert compute_dtype(cpu, "auto") == (torch.bfloat16 if cpu_has_bf16() else torch.float32)
+    assert compute_dtype(cpu, "auto") == (torch.bfloat16 if cpu_has_amx() else torch.float32)
     assert compute_dtype(torch.device("cuda"), "auto") == torch.float16
     monkeypatch.setenv("VST_PRECISION", "fp32")
     assert compute_dtype(cpu) == torch.float32

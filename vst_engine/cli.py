@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "distilled from default; baseline; untrained) or a model file")
         p.add_argument("--device", default="auto", help="auto, cpu or cuda")
         p.add_argument("--precision", default=None, choices=("auto", "fp32"),
-                       help="auto: fp16 on CUDA, bf16 on CPUs with bf16 units (AMX, AVX512-BF16), else fp32 "
+                       help="auto: fp16 on CUDA, bf16 on CPUs with AMX, else fp32 "
                        "(default: $VST_PRECISION, else auto)")
 
     def clip(p: argparse.ArgumentParser) -> None:

@@ -21,7 +21,7 @@ import torch
 from .acceleration import Compiler, GraphCache
 from .convs import use_winograd, winograd_available
 from .errors import VstError
-from .hardware import cpu_has_bf16, reuse_large_allocations
+from .hardware import cpu_has_amx, reuse_large_allocations
 from .features import FeatureAccumulator, GlobalFeatures, StyleRef
 from .imageops import desaturate, keep_colours, pad_to_multiple, to_tensor
 from .models import LoadedModel, load_model
@@ -145,7 +145,7 @@ PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16:
 
 
 def compute_dtype(device: torch.device, precision: str | None = None) -> torch.dtype:
-    """The inference precision: "auto" is fp16 on CUDA, bf16 on CPUs with bf16 units, else fp32.
+    """The inference precision: "auto" is fp16 on CUDA, bf16 on CPUs with AMX, else fp32.
 
     None takes $VST_PRECISION (for hosts that start the engine service), else "auto"."""
     precision = precision or os.environ.get("VST_PRECISION") or "auto"
@@ -155,7 +155,7 @@ def compute_dtype(device: torch.device, precision: str | None = None) -> torch.d
         raise VstError(f"unknown precision '{precision}' (use auto or fp32)")
     if device.type == "cuda":
         return torch.float16
-    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+    return torch.bfloat16 if cpu_has_amx() else torch.float32
 
 
 def accelerations(device: torch.device, compile: bool | None = None,

@@ -10,7 +10,7 @@ Normalization layer indices (11, none affine): 0 content relu4_1; 1 AdaIN@relu4_
 2, 3 block 1; 4 AdaIN@relu3_1; 5, 6 block 2; 7 AdaIN@relu2_1; 8, 9 block 3; 10 AdaIN@relu1_1.
 
 Two architectures share this code (`ARCHS`): "paper", the network above, and "lite", for CPUs
-without bf16 units: its own small content encoder (trained to match VGG relu4_1) instead of
+without AMX: its own small content encoder (trained to match VGG relu4_1) instead of
 VGG, a 1x1 squeeze after the filter blocks and up-blocks of 96, 48 and 32 channels whose AdaIN
 targets are the VGG statistics mapped to those widths by learned projections. It is trained by
 distillation from the paper network (`vst_engine.train`, `--teacher`).

@@ -129,7 +129,7 @@ def test_installer_makes_a_working_engine(bl_env, tmp_path):
 
 def test_engine_precision_is_part_of_the_cache_key(bl_env, media, tmp_path):
     """bf16 and fp32 frames differ by about a grey level: they must not share cached frames."""
-    from vst_engine.hardware import cpu_has_bf16
+    from vst_engine.hardware import cpu_has_amx
     r = script(f"""
         import os
         from video_style_transfer import engine_cli, plan
@@ -145,5 +145,5 @@ def test_engine_precision_is_part_of_the_cache_key(bl_env, media, tmp_path):
     """, bl_env, tmp_path).check()
     res = r.result
     assert res["fp32"][0] == "fp32"
-    assert res["auto"][0] == ("bf16" if cpu_has_bf16() else "fp32")
+    assert res["auto"][0] == ("bf16" if cpu_has_amx() else "fp32")
     assert (res["fp32"][1] == res["auto"][1]) == (res["auto"][0] == "fp32")

@@ -1,7 +1,7 @@
 """Training with the paper's losses and compound regularization; resumable and seeded.
 
 Recipe for a 2-core CPU (also runs on CUDA): bf16 autocast and channels-last where the hardware
-has bf16 units (CUDA, or a CPU with AMX / AVX512-BF16), a cached bank of
+has fast bf16 (CUDA, or a CPU with AMX), a cached bank of
 augmented style crops (their VGG statistics are computed once), content crops from a
 precomputed array. Each batch's first item is a colour-reconstruction item (its own colour
 statistics as the style), the rest are stylization items. After `pretrain_steps` the temporal
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..hardware import cpu_has_bf16, reuse_large_allocations
+from ..hardware import cpu_has_amx, reuse_large_allocations
 from ..imageops import desaturate
 from ..atomic import atomic_write_bytes
 from ..models import load_model, save_model
@@ -58,7 +58,7 @@ class TrainConfig:
     flip_prob: float = 0.5
     seed: int = 0
     device: str = "cpu"
-    bf16: bool | None = None  # None: where the device has bf16 units (60x slower on AVX2: emulated)
+    bf16: bool | None = None  # None: on CUDA and CPUs with AMX (`cpu_has_amx`)
     ckpt_every: int = 200
     log_every: int = 20
     sample_every: int = 1000
@@ -181,7 +181,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed crop and batch sizes
         torch.manual_seed(cfg.seed)
-        self.bf16 = cfg.bf16 if cfg.bf16 is not None else (self.device.type == "cuda" or cpu_has_bf16())
+        self.bf16 = cfg.bf16 if cfg.bf16 is not None else (self.device.type == "cuda" or cpu_has_amx())
         # channels-last helps tensor cores and AMX; in fp32 on an AVX2 CPU it slowed the backward pass.
         self.fmt = torch.channels_last if self.device.type == "cuda" or self.bf16 else torch.contiguous_format
         self.vgg = VGGEncoder().to(self.device).to(memory_format=self.fmt)
