@@ -386,8 +386,8 @@ class Engine:
         own_stats = self.compiler(self._own_colours, rows(tile)) if own is not None else None
         grey4 = self.compiler(self._content, tile if count else rows(tile))
         passes = [(rows(grey4) if count else grey4, StyleTargets(*own_stats[:3]))] if own is not None else []
-        rows = grey4.shape[0]  # a style's targets, one row, are repeated for each frame of the batch
-        passes += [(grey4, targets.pick(i).map(lambda t: t.expand(rows, -1))) for i in range(count)]
+        n = grey4.shape[0]  # a style's targets, one row, are repeated for each frame of the batch
+        passes += [(grey4, targets.pick(i).map(lambda t: t.expand(n, -1))) for i in range(count)]
         return own_stats, [self.compiler(self._record_pass, g, t) for g, t in passes]
 
     def _own_colours(self, tile: torch.Tensor) -> tuple:
@@ -547,7 +547,7 @@ def is_flat(frame: np.ndarray) -> bool:
 class Analysis:
     """Global features accumulated frame by frame (the first pass); `finish` gives the result.
 
-    Frames are analysed in batches of `batch` (default: `Engine.auto_batch` at their size, several
+    Frames are analysed in batches of `batch` (default: `Engine.analysis_batch` at their size, several
     only for small frames on a GPU, where one frame a pass left the tensor cores idle); `flush`
     analyses a partial batch."""
 
