@@ -287,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-global", action="store_true", help="per-frame statistics (the paper's baseline behaviour)")
     p.add_argument("--features", default=None, help="use stored global features instead of analysing")
     p.add_argument("--batch", type=int, default=None,
-                   help="frames per network pass, analysed and stylized (default: up to 4 on a GPU with room, 1 on a CPU)")
+                   help="frames per network pass, analysed and stylized (default: up to 4 on a GPU with room, "
+                   "1 on a CPU)")
     p.add_argument("-o", "--output", required=True, help="video file, or a folder (trailing /) for PNG frames")
     p.set_defaults(func=cmd_stylize)
 
