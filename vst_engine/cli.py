@@ -206,8 +206,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
     from .engine import (ANALYSED_FRAME_WEIGHT, PRECISION_NAMES, accelerations, compile_pays_off, compile_threshold,
-                         compute_dtype,
-                         resolve_device, winograd_convolutions)
+                         compute_dtype, resolve_device, winograd_convolutions)
     from .models import load_model, model_path
     from .vgg import WEIGHTS_PACKAGE, weights_path
     model = load_model(args.model)

@@ -323,7 +323,7 @@ class Engine:
 
         Without `own_colours` the clip's own colour statistics (what strength below 1 blends
         towards) are skipped, which saves about a third of the analysis; the result then serves full
-        strength only. `batch`: frames a pass (default `auto_batch` at the frames' size)."""
+        strength only. `batch`: frames a pass (default `analysis_batch` at the frames' size)."""
         return Analysis(self, styles, own_colours, batch=batch)
 
     def own_colour_analysis(self, lean: GlobalFeatures, styles: StyleSet, batch: int | None = None) -> "Analysis":

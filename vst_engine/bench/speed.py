@@ -127,8 +127,9 @@ def speed_worker(argv: Sequence[str]) -> int:
         # The clip's own colours are rendered on every OWN_COLOUR_EVERY-th analysed frame, and frames go
         # in batches (on a GPU at small sizes): timing whole cycles of both, after one untimed batch,
         # gives a clip's mean.
-        batch = a.batch or engine.analysis_batch(w, h, a.own_colours or a.add_own_colours)
-        cycle = math.lcm(OWN_COLOUR_EVERY if a.own_colours or a.add_own_colours else 1, batch)
+        own = a.own_colours or a.add_own_colours  # the own colours timed, analysed with the rest or added
+        batch = a.batch or engine.analysis_batch(w, h, own)
+        cycle = math.lcm(OWN_COLOUR_EVERY if own else 1, batch)
         timed_count = -(-a.frames // cycle) * cycle
         run = engine.analysis(styles, own_colours=a.own_colours and not a.add_own_colours, batch=batch)
         feats = None
@@ -183,9 +184,8 @@ def speed_worker(argv: Sequence[str]) -> int:
            "model_id": engine.model.model_id, "arch": engine.net.arch, "precision": engine.precision,
            "tiled": w * h > engine.tile_area}
     if a.what == "analyze":  # `default`: what `vst stylize` and the hosts analyse at full strength
-        out.update(batch=batch, own_colours=a.own_colours or a.add_own_colours, added=a.add_own_colours,
-                   default=not (a.own_colours or a.add_own_colours), stylize_seconds=stylize_times,
-                   back_to_back=cuda)
+        out.update(batch=batch, own_colours=own, added=a.add_own_colours, default=not own,
+                   stylize_seconds=stylize_times, back_to_back=cuda)
     if a.what == "stylize":
         # `default`: the batch the CLI would choose, one batch in flight as it renders; `acceleration`: compiled,
         # replayed, or why not.
