@@ -94,7 +94,14 @@ def test_compiled_cpu_passes_equal_eager_ones(engines, style_paths):
         for frame in clip:
             run.add(frame)
         feats = run.finish()
-        frames = [engine.stylize(clip[1], feats, [0.3, 0.7], strength=0.6), engine.stylize(clip[2], styles, [1, 0])]
+        other = engine.analysis(styles, batch=batch)
+        for frame in clip[:2]:
+            other.add(frame)
+        # Compiled CPU passes hold the weights as constants (`compile_pass`, freeze), never the clip's
+        # statistics: new slot weights and another clip's features, both updated in place, must tell.
+        frames = [engine.stylize(clip[1], feats, [0.3, 0.7], strength=0.6), engine.stylize(clip[1], feats, [1, 0]),
+                  engine.stylize(clip[1], other.finish(), [0.3, 0.7], strength=0.6),
+                  engine.stylize(clip[2], styles, [1, 0])]
         results.append((feats, frames))
     assert compiled.acceleration == "compiled" and eager.acceleration != "compiled"
     (feats, frames), (ref_feats, ref_frames) = results
@@ -105,5 +112,6 @@ def test_compiled_cpu_passes_equal_eager_ones(engines, style_paths):
     for mine, theirs in zip(frames, ref_frames, strict=True):
         d = np.abs(mine.astype(int) - theirs.astype(int))
         assert mine.shape == theirs.shape == (H, W, 3) and d.max() <= 2, d.max()
+    assert all(np.abs(frames[0].astype(int) - f).mean() > 1 for f in frames[1:3])  # the changes show
     # the clip's own colours were analysed (strength 0.6 blends towards them), by the compiled engine too
     assert feats.has_own_colours and len(compiled.compiler._compiled) >= 3

@@ -226,7 +226,7 @@ class Engine:
         self.graphs = GraphCache(enabled=cuda_graphs)
         # The analysis's own graphs: a capture failing there leaves stylization's on.
         self.analysis_graphs = GraphCache(enabled=cuda_graphs)
-        self.compiler = Compiler(enabled=compile)
+        self.compiler = Compiler(enabled=compile, freeze=self.device.type == "cpu")  # CUDA: not measured
         self.transfers = Transfers(self.device)
         self._shared: _SharedInputs | None = None
 

@@ -254,7 +254,7 @@ def throughput_worker(argv: Sequence[str]) -> int:
                     elif mode == "cuda_graph":
                         step = CapturedPass(forward, x, keep=None)
                     elif mode == "compile":
-                        step = compile_pass(forward)
+                        step = compile_pass(forward, freeze=not cuda)
                     elif mode == "compile_graph":
                         step = CapturedPass(compile_pass(forward), x, keep=None)
                     else:
