@@ -16,6 +16,10 @@ from typing import Any, Callable, Hashable
 
 import torch
 
+# Weights as constants, not prepacked for oneDNN: Inductor cannot cache kernels that hold prepacked
+# (mkldnn) weights, so every process compiled anew (57-60 s against 20 s from the cache, lite, 640x360);
+# prepacking was no faster.
+FREEZE = {"freezing": True, "cpp.weight_prepack": False}
 WARMUP = 2  # eager passes before capture: cuDNN picks its kernels on these (cudnn.benchmark)
 MAX_GRAPHS = 2  # each graph keeps its own activation memory: keep few frame shapes
 
@@ -29,17 +33,25 @@ def compile_mode() -> str | None:
 def compile_pass(fn: Callable, freeze: bool = False) -> Callable:
     """torch.compile of one pass for fixed shapes, in `compile_mode()`.
 
-    With `freeze` (inference on a CPU) Inductor folds the weights into the compiled code as
-    constants, so oneDNN takes them prepacked with the bias and activation fused into the
-    convolution (2-core AMX, bf16, 640x360, seconds a frame: lite stylization 65 -> 50 ms and
-    analysis 87 -> 70; default 196 -> 177 and 245 -> 227): the weights must not change afterwards.
+    With `freeze` (inference on a CPU) Inductor takes the weights as constants and does the work
+    that depends on them alone once, when compiling
+    (2-core AMX, bf16, 640x360, processes alternated: lite stylization 53-63 -> 47-49 ms, analysed
+    frame 76-84 -> 67-68 ms; default model 183-195 -> 165-171 ms, 236-245 -> 204-219 ms). The
+    weights must not change afterwards; the clip's statistics are inputs, updated in place as before.
 
     Inductor's kernels are kept under the user's cache (unless $TORCHINDUCTOR_CACHE_DIR says
     otherwise), not in /tmp, which a reboot empties: a CPU's first frame of a size took 60-96 s
     to compile and about 10 s from the cache (2-core AMX, 640x360)."""
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "vst_engine" / "inductor"))
-    options = dict(torch._inductor.list_mode_options(compile_mode() or "default"), freezing=freeze)
-    return torch.compile(fn, dynamic=False, options=options)
+    compiled = torch.compile(fn, dynamic=False, mode=compile_mode())
+    if not freeze:
+        return compiled
+
+    def frozen(*args):
+        # Not torch.compile's options: Dynamo reads the global setting to hand Inductor the weights.
+        with torch._inductor.config.patch(FREEZE):
+            return compiled(*args)
+    return frozen
 
 
 def _reason(exc: Exception) -> str:
