@@ -34,10 +34,10 @@ def compile_pass(fn: Callable, freeze: bool = False) -> Callable:
     """torch.compile of one pass for fixed shapes, in `compile_mode()`.
 
     With `freeze` (inference on a CPU) Inductor takes the weights as constants and does the work
-    that depends on them alone once, when compiling
-    (2-core AMX, bf16, 640x360, processes alternated: lite stylization 53-63 -> 47-49 ms, analysed
-    frame 76-84 -> 67-68 ms; default model 183-195 -> 165-171 ms, 236-245 -> 204-219 ms). The
-    weights must not change afterwards; the clip's statistics are inputs, updated in place as before.
+    that depends on them alone once, when compiling (2-core AMX, bf16, 640x360, processes
+    alternated: lite stylization 53-63 -> 47-49 ms, analysed frame 76-84 -> 67-68 ms; default model
+    183-195 -> 165-171 ms, 236-245 -> 204-219 ms). The weights must not change afterwards; the
+    clip's statistics are inputs, updated in place as before.
 
     Inductor's kernels are kept under the user's cache (unless $TORCHINDUCTOR_CACHE_DIR says
     otherwise), not in /tmp, which a reboot empties: a CPU's first frame of a size took 60-96 s
@@ -65,7 +65,7 @@ class Compiler:
 
     def __init__(self, enabled: bool, freeze: bool = False) -> None:
         self.enabled = enabled
-        self.freeze = freeze  # `compile_pass`: fold the weights in as constants
+        self.freeze = freeze  # `compile_pass`: the weights as constants
         self.failure: str | None = None
         self._compiled: dict[Callable, Callable] = {}
 
@@ -116,9 +116,8 @@ class GraphCache:
     """Captured passes by key (input shape and the identity of what they read), least recently
     used first out. After a failed capture it stays off and says why in `failure`."""
 
-    def __init__(self, enabled: bool, freeze: bool = False) -> None:
+    def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self.freeze = freeze  # `compile_pass`: fold the weights in as constants
         self.failure: str | None = None
         self._passes: OrderedDict[Hashable, CapturedPass] = OrderedDict()
 
