@@ -254,9 +254,9 @@ def throughput_worker(argv: Sequence[str]) -> int:
                     elif mode == "cuda_graph":
                         step = CapturedPass(forward, x, keep=None)
                     elif mode == "compile":
-                        step = compile_pass(forward, freeze=not cuda)
+                        step = compile_pass(forward, engine.compiler.freeze)  # as the engine would
                     elif mode == "compile_graph":
-                        step = CapturedPass(compile_pass(forward), x, keep=None)
+                        step = CapturedPass(compile_pass(forward, engine.compiler.freeze), x, keep=None)
                     else:
                         raise VstError(f"unknown mode {mode}")
                     for _ in range(2):
