@@ -454,12 +454,17 @@ def test_info(cli_env):
     assert re.search(r"^device:\s+cpu", text, re.M), text
     assert re.search(r"torch \d+\.\d+", text) and "numpy" in text and "python" in text and "opencv" in text
     assert "sha256 ok" in text
-    # cli_env pins fp32: the convolutions are NNPACK's where PyTorch has it, and $VST_WINOGRAD=0 says no.
-    from vst_engine.convs import winograd_available
-    expected = "Winograd convolutions (NNPACK)" if winograd_available() else "none (eager)"
+    # cli_env pins fp32: the convolutions are NNPACK's where preferred (CPUs without AVX-512), and
+    # $VST_WINOGRAD=0 says no.
+    from vst_engine.convs import winograd_preferred
+    expected = "Winograd convolutions (NNPACK)" if winograd_preferred() else "none (eager)"
     assert re.search(rf"^acceleration:\s+{re.escape(expected)}$", text, re.M), text
     off = ok(vst(dict(cli_env, VST_WINOGRAD="0"), "info", "--device", "cpu")).stdout
     assert re.search(r"^acceleration:\s+none \(eager\)$", off, re.M), off
+    from vst_engine.convs import winograd_available
+    if winograd_available():
+        on = ok(vst(dict(cli_env, VST_WINOGRAD="1"), "info", "--device", "cpu")).stdout
+        assert re.search(r"^acceleration:\s+Winograd convolutions \(NNPACK\)$", on, re.M), on
     # Compiling on a CPU: asked for, or (AMX) for long renders, which info mentions.
     compiled = ok(vst(dict(cli_env, VST_COMPILE="1"), "info", "--device", "cpu")).stdout
     assert re.search(r"^acceleration:\s+torch\.compile$", compiled, re.M), compiled

@@ -3,7 +3,7 @@
 Compiled CPU passes take their own paths: the phase convolutions' outputs interleaved by a gather
 Inductor vectorizes, and every normalization's statistics from plain float32 reductions (the
 half-precision workarounds are for eager kernels). Both are checked here in float32, where the
-eager engine runs NNPACK and the compiled one oneDNN, so the results may differ only by rounding.
+results may differ only by rounding (the eager engine on NNPACK or oneDNN, the compiled one on oneDNN).
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_compiling_on_a_cpu_is_opt_in(monkeypatch):
 
 def test_long_bf16_cpu_renders_compile(monkeypatch):
     """Where no one decided, a render long enough to repay the compilation compiles a bf16 CPU's passes
-    (the CLI asks before stylizing); fp32 passes never (uncompiled they run on NNPACK)."""
+    (the CLI asks before stylizing); fp32 passes never (compiling gained little or nothing there)."""
     cpu = torch.device("cpu")
     assert compile_pays_off(cpu, torch.bfloat16, 869, 640, 360) and compile_pays_off(cpu, torch.bfloat16, 218, 1280, 720)
     assert not compile_pays_off(cpu, torch.bfloat16, 868, 640, 360)

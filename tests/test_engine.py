@@ -800,22 +800,49 @@ def test_compiled_passes_match_eager_and_fall_back_on_failure(engine, feats_ab, 
 
 
 def test_winograd_engine_renders_as_the_direct_one(engine, feats_ab, two_styles, frame_a, monkeypatch):
-    """fp32 CPU engines take NNPACK's Winograd convolutions where PyTorch has them; $VST_WINOGRAD=0
-    keeps oneDNN's direct ones. Both give the same features and frames (within a grey level)."""
-    from vst_engine.convs import winograd_available
+    """fp32 CPU engines take NNPACK's Winograd convolutions where `winograd_preferred` says so;
+    $VST_WINOGRAD=1 takes them wherever PyTorch has NNPACK, 0 keeps oneDNN's direct ones. Both give the
+    same features and frames (within a grey level)."""
+    from vst_engine.convs import winograd_available, winograd_preferred
     from vst_engine.engine import Engine
 
-    assert engine.winograd == winograd_available()
+    assert engine.winograd == winograd_preferred()
     assert engine.layout == (torch.contiguous_format if engine.winograd else torch.channels_last)
+    if not winograd_available():
+        pytest.skip("this PyTorch build has no NNPACK")
+    monkeypatch.setenv("VST_WINOGRAD", "1")
+    winograd = Engine(model="untrained", device="cpu")
+    assert winograd.winograd and winograd.layout == torch.contiguous_format
+    assert winograd.acceleration == "eager + Winograd convolutions (NNPACK)"
     monkeypatch.setenv("VST_WINOGRAD", "0")
     direct = Engine(model="untrained", device="cpu")
     assert not direct.winograd and direct.layout == torch.channels_last and direct.acceleration == "eager"
     feats = direct.analyze([frame_a], two_styles, interval=1, sampled=[0], frame_range=(0, 1))
-    feats_winograd = engine.analyze([frame_a], two_styles, interval=1, sampled=[0], frame_range=(0, 1))
+    feats_winograd = winograd.analyze([frame_a], two_styles, interval=1, sampled=[0], frame_range=(0, 1))
     for mine, ref in zip([*feats.norm_mean, *feats.norm_std, *feats.content_desc],
                          [*feats_winograd.norm_mean, *feats_winograd.norm_std, *feats_winograd.content_desc]):
         assert torch.allclose(mine, ref, rtol=1e-3, atol=1e-4)
-    assert maxdiff(direct.stylize(frame_a, feats_ab, [1, 0]), engine.stylize(frame_a, feats_ab, [1, 0])) <= 1
+    assert maxdiff(direct.stylize(frame_a, feats_ab, [1, 0]), winograd.stylize(frame_a, feats_ab, [1, 0])) <= 1
+
+
+def test_winograd_is_preferred_on_cpus_without_avx512(monkeypatch):
+    """NNPACK (AVX2 kernels at most) for fp32 where ATen runs without AVX-512, oneDNN's direct
+    convolutions where it runs with; $VST_WINOGRAD decides where set; never without NNPACK."""
+    from vst_engine import convs
+    from vst_engine.hardware import cpu_has_avx512
+
+    monkeypatch.setattr(convs, "winograd_available", lambda: True)
+    monkeypatch.delenv("VST_WINOGRAD", raising=False)
+    for capability, preferred in (("AVX2", True), ("AVX512", False), ("DEFAULT", True)):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        assert cpu_has_avx512() is (capability == "AVX512")
+        assert convs.winograd_preferred() is preferred
+        monkeypatch.setenv("VST_WINOGRAD", "1")
+        assert convs.winograd_preferred() is True
+        monkeypatch.delenv("VST_WINOGRAD")
+    monkeypatch.setattr(convs, "winograd_available", lambda: False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert convs.winograd_preferred() is False
 
 
 def test_full_strength_analysis_skips_the_own_colours(engine, two_styles, feats_ab, frame_a, frame_b, tmp_path):

@@ -14,6 +14,8 @@ import os
 import torch
 from torch import nn
 
+from .hardware import cpu_has_avx512
+
 # Winograd pays off where both sides have at least this many channels (measured, see above).
 WINOGRAD_MIN_CHANNELS = 64
 # NNPACK transforms a whole input and output at once, in a workspace about 1.8x their size that it
@@ -31,10 +33,24 @@ def winograd_available() -> bool:
     """Whether this PyTorch build has NNPACK and this CPU runs it ($VST_WINOGRAD=0 turns it off).
 
     `torch._nnpack_available` also initialises NNPACK, without which every call fails."""
-    if os.environ.get("VST_WINOGRAD", "1") == "0":
+    if os.environ.get("VST_WINOGRAD") == "0":
         return False
     available = getattr(torch, "_nnpack_available", None)
     return bool(available and available())
+
+
+def winograd_preferred() -> bool:
+    """Whether fp32 CPU inference takes NNPACK's Winograd kernels: where they are available, on CPUs
+    without AVX-512 ($VST_WINOGRAD=1 takes them anyway, 0 never).
+
+    NNPACK's kernels are AVX2 at most; oneDNN's direct ones use AVX-512's 512-bit units, and were the
+    faster on both AVX-512 CPUs measured (2-core Xeons, default model in fp32, engines alternated in
+    one process): 640x360 1.10 against 1.45 s a frame and 1280x720 4.8 against 6.1 s (AMX hidden),
+    640x360 1.06 against 1.24 s (with AMX, computing in fp32). Capped at AVX2 (ONEDNN_MAX_CPU_ISA),
+    oneDNN lost again: 1.53 against 1.26 s."""
+    if not winograd_available():
+        return False
+    return os.environ.get("VST_WINOGRAD") == "1" or not cpu_has_avx512()
 
 
 class Conv3x3(nn.Conv2d):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .acceleration import Compiler, GraphCache
-from .convs import use_winograd, winograd_available
+from .convs import use_winograd, winograd_preferred
 from .errors import VstError
 from .hardware import cpu_has_amx, reuse_large_allocations
 from .features import FeatureAccumulator, GlobalFeatures, StyleRef
@@ -168,8 +168,10 @@ def accelerations(device: torch.device, compile: bool | None = None,
     compiled only with $VST_COMPILE=1 or for a long render (`Engine.compile_for_render`): with bf16
     units compiling fuses the same elementwise work (2-core AMX: stylization 1.6x as fast at
     640x360, 1.9x at 1280x720), but the first frame of each size waits one to one and a half minutes
-    for the C++ compiler (about 10 s from Inductor's cache), and in fp32 it is slower (it cannot
-    trace NNPACK)."""
+    for the C++ compiler (about 10 s from Inductor's cache). In fp32 it was slower where the eager
+    passes run on NNPACK (AVX2; it cannot trace NNPACK), and with AVX-512 it gained too little for the
+    wait (2-core Xeon without AMX, default model: 1.10 against 1.20 s a 640x360 frame, no gain at
+    1280x720)."""
     cuda = device.type == "cuda"
     if compile is None:
         setting = os.environ.get("VST_COMPILE", "1" if cuda else "0")
@@ -186,19 +188,20 @@ def compile_threshold(device: torch.device) -> int:
 
 def compile_pays_off(device: torch.device, dtype: torch.dtype, frames: int, width: int, height: int) -> bool:
     """Whether compiling the passes repays its wait in a render of `frames` frames at this size: from
-    `compile_threshold` frame pixels on, on CUDA and on a CPU in bf16 (fp32 passes run faster
-    uncompiled there)."""
+    `compile_threshold` frame pixels on, on CUDA and on a CPU in bf16 (`accelerations`: fp32 gains
+    too little or nothing)."""
     compiles = device.type == "cuda" or (device.type == "cpu" and dtype != torch.float32)
     return compiles and frames * width * height >= compile_threshold(device)
 
 
 def winograd_convolutions(device: torch.device, dtype: torch.dtype, compile: bool, arch: str = "paper") -> bool:
     """Whether the wide 3x3 convolutions take NNPACK's Winograd kernels: in eager fp32 on a CPU
-    (2-core AVX2, 640x360: 2.6 -> 1.6 s a frame) where PyTorch has NNPACK. Not compiled: torch.compile
-    cannot trace them. Not for the lite network, whose narrow layers ran faster on oneDNN in
-    channels-last (48->32 channels at 640x360: 44 ms against NNPACK's 55 and contiguous oneDNN's 105)."""
+    without AVX-512 (2-core AVX2, 640x360: 2.6 -> 1.6 s a frame) where PyTorch has NNPACK
+    (`winograd_preferred`). Not compiled: torch.compile cannot trace them. Not for the lite network,
+    whose narrow layers ran faster on oneDNN in channels-last (48->32 channels at 640x360: 44 ms
+    against NNPACK's 55 and contiguous oneDNN's 105)."""
     return arch == "paper" and device.type == "cpu" and dtype == torch.float32 and not compile \
-        and winograd_available()
+        and winograd_preferred()
 
 
 class Engine:

@@ -12,10 +12,11 @@ def cpu_has_amx() -> bool:
     """True where the CPU has AMX tiles for bf16: the CPUs where bf16 pays.
 
     There, bf16 autocast with channels-last tensors ran inference about 4x and training about 1.8x
-    faster than fp32 (2-core AMX machine). With AVX512-BF16 alone (oneDNN capped at
-    AVX512_CORE_BF16 on that machine, as on CPUs without AMX) bf16 was slower than fp32: 640x360
-    stylization 1.54 against 1.31 s a frame (lite model 0.31 against 0.23), a training step 3.4
-    against 2.7 s; on AVX2-only CPUs PyTorch emulates bf16 and it was about 60x slower.
+    faster than fp32 (2-core AMX machine). With AVX512-BF16 alone bf16 was slower than fp32: on a
+    2-core Xeon without AMX, lite model at 640x360, 0.33 against 0.23 s a frame; with oneDNN capped at
+    AVX512_CORE_BF16 on the AMX machine, 640x360 stylization 1.54 against 1.31 s (lite 0.31 against
+    0.23), a training step 3.4 against 2.7 s. On AVX2-only CPUs PyTorch emulates bf16 and it was
+    about 60x slower.
     """
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -25,6 +26,14 @@ def cpu_has_amx() -> bool:
         if line.startswith("flags"):
             return "amx_bf16" in line.split(":", 1)[1].split()
     return False
+
+
+def cpu_has_avx512() -> bool:
+    """True where PyTorch's CPU kernels run with AVX-512 (oneDNN's convolutions then use its 512-bit
+    units too): where fp32 convolutions take oneDNN, not NNPACK (`convs.winograd_preferred`), and
+    long fp32 renders compile (`engine.compile_pays_off`)."""
+    import torch
+    return torch.backends.cpu.get_cpu_capability() == "AVX512"
 
 
 @functools.lru_cache(maxsize=1)
