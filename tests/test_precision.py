@@ -96,13 +96,15 @@ def test_half_channel_sums_are_accurate(dtype):
     assert torch.equal(lo, x.amin(dim=(2, 3))) and torch.equal(hi, x.amax(dim=(2, 3)))
 
 
-@pytest.mark.parametrize("shape", [(2, 32, 45, 80), (1, 48, 9, 13), (1, 3, 10, 10), (2, 600, 3, 5)])
+@pytest.mark.parametrize("shape", [(2, 32, 45, 80), (1, 48, 9, 13), (1, 3, 10, 10), (2, 600, 3, 5), (1, 64, 6, 7)])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_half_channel_range_is_exact(shape, layout):
-    """The half-precision range reduces rows of several pixels' channels first; pixel counts that
-    the row width does not divide, and inputs in either layout, give the exact range."""
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_channel_range_is_exact(shape, layout, dtype):
+    """The range reduces rows of several pixels' channels first (half precision, and float32 where
+    the channels are not a multiple of 32); pixel counts that the row width does not divide, and
+    inputs in either layout, give the exact range."""
     gen = torch.Generator().manual_seed(2)
-    x = (torch.randn(*shape, generator=gen) * 3).to(torch.bfloat16).contiguous(memory_format=layout)
+    x = (torch.randn(*shape, generator=gen) * 3).to(dtype).contiguous(memory_format=layout)
     lo, hi = channel_range(x)
     assert lo.shape == hi.shape == shape[:2]
     assert torch.equal(lo, x.float().amin(dim=(2, 3)).to(x.dtype)) and torch.equal(hi, x.float().amax(dim=(2, 3)).to(x.dtype))
@@ -154,6 +156,31 @@ def test_observing_a_layer_records_what_normalizing_it_records(dtype):
     # the recorded range (taken from x's) is the normalized map's
     for recorded, actual in zip(made[2:], (y.amin(dim=(2, 3)), y.amax(dim=(2, 3)))):
         assert float((recorded - actual).abs().max()) <= 2 * tol * float(actual.abs().max()), (recorded, actual)
+
+
+def test_float32_analysis_normalizes_one_frame_with_a_batch_norm():
+    """Eager float32 on a CPU, one frame a pass: `RecordNorm` takes statistics and map from ATen's batch
+    norm, with AdaIN's target as its affine terms. At a mean of 8 stds the recorded sums give the
+    float64 mean and std (within 1e-5 of the std), and the maps are the sums path's (two frames a pass)."""
+    from vst_engine.norms import RecordNorm, _takes_batch_norm
+    gen = torch.Generator().manual_seed(5)
+    offset = torch.linspace(-4.0, 4.0, 48)[None, :, None, None]
+    x = (torch.randn(1, 48, 30, 40, generator=gen) * 0.5 + offset).contiguous(memory_format=torch.channels_last)
+    pair = torch.cat([x, x]).contiguous(memory_format=torch.channels_last)
+    assert _takes_batch_norm(x) and not _takes_batch_norm(pair) and not _takes_batch_norm(x.bfloat16())
+    style_mean, style_std = torch.randn(1, 48, generator=gen), torch.rand(1, 48, generator=gen) + 0.5
+    one, two = RecordNorm(), RecordNorm()
+    maps = [(one.normalize(0, x), two.normalize(0, pair)), (one.adain(1, x, style_mean, style_std),
+                                                          two.adain(1, pair, style_mean.expand(2, -1), style_std.expand(2, -1)))]
+    for mine, theirs in maps:
+        assert mine.shape == x.shape and mine.is_contiguous(memory_format=torch.channels_last)
+        assert float((mine - theirs[:1]).abs().max()) < 1e-4 * float(theirs.abs().max())
+    ref = x.double()
+    true_mean, true_std = ref.mean(dim=(2, 3)), (ref.var(dim=(2, 3), unbiased=False) + EPS).sqrt()
+    for (layer, count, s, sq, lo, hi), (_, count2, s2, sq2, lo2, hi2) in zip(one.layers, two.layers, strict=True):
+        mean, std = moments(s.double(), sq.double(), count)
+        assert ((mean - true_mean).abs() / true_std).max() < 1e-5 and ((std / true_std) - 1).abs().max() < 1e-5
+        assert count2 == count and torch.allclose(lo, lo2[:1], atol=1e-4) and torch.allclose(hi, hi2[:1], atol=1e-4)
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])

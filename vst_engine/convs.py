@@ -47,7 +47,8 @@ def winograd_preferred() -> bool:
     faster on both AVX-512 CPUs measured (2-core Xeons, default model in fp32, engines alternated in
     one process): 640x360 1.10 against 1.45 s a frame and 1280x720 4.8 against 6.1 s (AMX hidden),
     640x360 1.06 against 1.24 s (with AMX, computing in fp32). Capped at AVX2 (ONEDNN_MAX_CPU_ISA),
-    oneDNN lost again: 1.53 against 1.26 s."""
+    oneDNN lost again: 1.53 against 1.26 s. Not measured: CPUs that run AVX-512 on 256-bit halves
+    (AMD Zen 4), where this choice may be the slower one ($VST_WINOGRAD=1)."""
     if not winograd_available():
         return False
     return os.environ.get("VST_WINOGRAD") == "1" or not cpu_has_avx512()

@@ -66,12 +66,15 @@ def channel_sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def channel_range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel minimum and maximum over the spatial dims, N x C."""
-    if plain_reductions(x) or x.is_cuda:
+    compiled_cpu = torch.compiler.is_compiling() and x.device.type == "cpu"
+    if x.is_cuda or compiled_cpu or (x.dtype == torch.float32 and x.shape[1] % 32 == 0):
         return x.amin(dim=(2, 3)), x.amax(dim=(2, 3))
-    # Half precision on a CPU: PyTorch's bf16 min and max over the pixels of channels-last x were slow
-    # with few channels a pixel (32 x 360 x 640: 36 ms on a 2-core AMX CPU, a fifth of the lite
-    # network's analysis). Viewed as rows of k pixels' channels, about 512 values, then reduced over
-    # the k pixels, they took 7 ms; exact either way. (CUDA's reductions need no such view.)
+    # On a CPU, PyTorch's min and max over the pixels of channels-last x were slow in bf16 with few
+    # channels a pixel (32 x 360 x 640: 36 ms on a 2-core AMX CPU, a fifth of the lite network's
+    # analysis), and in float32 where the channels are not a multiple of 32 (2-core AVX-512 CPU:
+    # 48 x 184 x 320 9.2 ms, 48 x 368 x 640 45 ms; 32 and 64 channels 2.7 and 4.8 ms at 368 x 640).
+    # Viewed as rows of k pixels' channels, about 512 values, then reduced over the k pixels, they
+    # took 7, 0.9 and 4.9 ms; exact either way. (CUDA's reductions need no such view.)
     n, c, h, w = x.shape
     k = max(1, 512 // c)
     while (h * w) % k:
@@ -184,12 +187,22 @@ class LocalNorm:
         return describe(x)
 
 
+def _takes_batch_norm(x: torch.Tensor) -> bool:
+    """Whether `RecordNorm` normalizes x with ATen's batch norm: eager float32 on a CPU, one frame.
+
+    One call instead of the sums, the square and the multiply-add (2-core AVX-512 CPU, analysed
+    frames alternated in one process: lite model 277 -> 262 ms at 640x360 and 1154 -> 1033 ms at
+    1280x720, after `channel_range`'s view took them from 297 and 1395 ms; default model 3%). Its
+    statistics were within 2e-5 (relative) of the sums' and the stylized frames within a grey level."""
+    return x.dtype == torch.float32 and x.device.type == "cpu" and x.shape[0] == 1 and not torch.compiler.is_compiling()
+
+
 class RecordNorm(LocalNorm):
     """Local normalization that records what the analysis needs of one pass: per IN layer the channel
     sums of x and x^2 (float32, N x C), its pixel count and the per-channel range of the normalized
     activation, taken from x's range (normalizing is increasing); and each content descriptor. In
     half precision the sums come from the `fused_normalize` pass (the last layer, which the analysis
-    only observes, from its statistics alone). It only appends to its own lists; `packed` gives them
+    only observes, from its statistics alone), in eager float32 on a CPU from a batch norm's. It only appends to its own lists; `packed` gives them
     as two tensors, which a compiled (and graph-replayed) pass returns and
     `FeatureAccumulator.add_pass` folds into the clip's sums."""
 
@@ -207,10 +220,14 @@ class RecordNorm(LocalNorm):
         stats = torch.stack([torch.cat([r[k].float() for r in self.layers], dim=1) for k in range(2, 6)], dim=1)
         return layout, stats, torch.cat([d.float() for d in self.descs], dim=1)
 
-    # Float32 (and a pass compiled for a CPU) records the sums it normalizes with (`frame_stats`), and
-    # AdaIN stays one multiply-add; eager half precision takes statistics and normalized map from one
-    # fused pass, then applies AdaIN.
+    # Eager float32 on a CPU, one frame a pass: statistics and map from ATen's batch norm (a frame's
+    # channels are a batch norm's over one sample), with AdaIN's target as its affine terms. A pass
+    # compiled for a CPU (and float32 elsewhere) records the sums it normalizes with (`frame_stats`),
+    # and AdaIN stays one multiply-add. Eager half precision takes statistics and normalized map from
+    # one fused pass, then applies AdaIN.
     def normalize(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        if _takes_batch_norm(x):
+            return self._batch_norm(layer, x)
         if plain_reductions(x):
             return super().normalize(layer, x)
         y, mean, std = fused_normalize(x)
@@ -218,9 +235,18 @@ class RecordNorm(LocalNorm):
         return y
 
     def adain(self, layer: int, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        if _takes_batch_norm(x):
+            return self._batch_norm(layer, x, std[0], mean[0])
         if plain_reductions(x):
             return super().adain(layer, x, mean, std)
         return scale_shift(self.normalize(layer, x), std, mean)
+
+    def _batch_norm(self, layer: int, x: torch.Tensor, std: torch.Tensor | None = None,
+                    mean: torch.Tensor | None = None) -> torch.Tensor:
+        """x (one frame) normalized by IN layer `layer`, then given `mean` and `std` (C) where given."""
+        y, own_mean, rstd = torch.native_batch_norm(x, std, mean, None, None, True, 0.0, EPS)
+        self._append_moments(layer, x, own_mean[None], 1.0 / rstd[None])
+        return y
 
     def frame_stats(self, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s, sq = channel_sums(x)
@@ -229,13 +255,16 @@ class RecordNorm(LocalNorm):
         return mean, std
 
     def observe(self, layer: int, x: torch.Tensor) -> None:
+        if _takes_batch_norm(x):  # the statistics `normalize` takes (the map is dropped)
+            self._batch_norm(layer, x)
+            return
         if plain_reductions(x):
             self.frame_stats(layer, x)
             return
         self._append_moments(layer, x, *inference_stats(x))  # half precision: as `normalize` takes them
 
     def _append_moments(self, layer: int, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Record layer `layer` of x from its mean and std (the group norm's, in half precision)."""
+        """Record layer `layer` of x from its mean and std (a group norm's or a batch norm's)."""
         self._append(layer, x, *sums_from_moments(mean, std, x.shape[2] * x.shape[3]), mean, std)
 
     def _append(self, layer: int, x: torch.Tensor, s: torch.Tensor, sq: torch.Tensor, mean: torch.Tensor,
