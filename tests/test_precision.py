@@ -170,8 +170,9 @@ def test_float32_analysis_normalizes_one_frame_with_a_batch_norm():
     assert _takes_batch_norm(x) and not _takes_batch_norm(pair) and not _takes_batch_norm(x.bfloat16())
     style_mean, style_std = torch.randn(1, 48, generator=gen), torch.rand(1, 48, generator=gen) + 0.5
     one, two = RecordNorm(), RecordNorm()
-    maps = [(one.normalize(0, x), two.normalize(0, pair)), (one.adain(1, x, style_mean, style_std),
-                                                          two.adain(1, pair, style_mean.expand(2, -1), style_std.expand(2, -1)))]
+    pair_mean, pair_std = style_mean.expand(2, -1), style_std.expand(2, -1)
+    maps = [(one.normalize(0, x), two.normalize(0, pair)),
+            (one.adain(1, x, style_mean, style_std), two.adain(1, pair, pair_mean, pair_std))]
     for mine, theirs in maps:
         assert mine.shape == x.shape and mine.is_contiguous(memory_format=torch.channels_last)
         assert float((mine - theirs[:1]).abs().max()) < 1e-4 * float(theirs.abs().max())

@@ -202,9 +202,9 @@ class RecordNorm(LocalNorm):
     sums of x and x^2 (float32, N x C), its pixel count and the per-channel range of the normalized
     activation, taken from x's range (normalizing is increasing); and each content descriptor. In
     half precision the sums come from the `fused_normalize` pass (the last layer, which the analysis
-    only observes, from its statistics alone), in eager float32 on a CPU from a batch norm's. It only appends to its own lists; `packed` gives them
-    as two tensors, which a compiled (and graph-replayed) pass returns and
-    `FeatureAccumulator.add_pass` folds into the clip's sums."""
+    only observes, from its statistics alone), in eager float32 on a CPU from a batch norm's. It only
+    appends to its own lists; `packed` gives them as two tensors, which a compiled (and
+    graph-replayed) pass returns and `FeatureAccumulator.add_pass` folds into the clip's sums."""
 
     def __init__(self) -> None:
         self.layers: list[tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
