@@ -456,12 +456,11 @@ def test_info(cli_env):
     assert "sha256 ok" in text
     # cli_env pins fp32: the convolutions are NNPACK's where preferred (CPUs without AVX-512), and
     # $VST_WINOGRAD=0 says no.
-    from vst_engine.convs import winograd_preferred
+    from vst_engine.convs import winograd_available, winograd_preferred
     expected = "Winograd convolutions (NNPACK)" if winograd_preferred() else "none (eager)"
     assert re.search(rf"^acceleration:\s+{re.escape(expected)}$", text, re.M), text
     off = ok(vst(dict(cli_env, VST_WINOGRAD="0"), "info", "--device", "cpu")).stdout
     assert re.search(r"^acceleration:\s+none \(eager\)$", off, re.M), off
-    from vst_engine.convs import winograd_available
     if winograd_available():
         on = ok(vst(dict(cli_env, VST_WINOGRAD="1"), "info", "--device", "cpu")).stdout
         assert re.search(r"^acceleration:\s+Winograd convolutions \(NNPACK\)$", on, re.M), on

@@ -178,7 +178,7 @@ def test_float32_analysis_normalizes_one_frame_with_a_batch_norm():
         assert float((mine - theirs[:1]).abs().max()) < 1e-4 * float(theirs.abs().max())
     ref = x.double()
     true_mean, true_std = ref.mean(dim=(2, 3)), (ref.var(dim=(2, 3), unbiased=False) + EPS).sqrt()
-    for (layer, count, s, sq, lo, hi), (_, count2, s2, sq2, lo2, hi2) in zip(one.layers, two.layers, strict=True):
+    for (_, count, s, sq, lo, hi), (_, count2, _, _, lo2, hi2) in zip(one.layers, two.layers, strict=True):
         mean, std = moments(s.double(), sq.double(), count)
         assert ((mean - true_mean).abs() / true_std).max() < 1e-5 and ((std / true_std) - 1).abs().max() < 1e-5
         assert count2 == count and torch.allclose(lo, lo2[:1], atol=1e-4) and torch.allclose(hi, hi2[:1], atol=1e-4)

@@ -30,8 +30,7 @@ def cpu_has_amx() -> bool:
 
 def cpu_has_avx512() -> bool:
     """True where PyTorch's CPU kernels run with AVX-512 (oneDNN's convolutions then use its 512-bit
-    units too): where fp32 convolutions take oneDNN, not NNPACK (`convs.winograd_preferred`), and
-    long fp32 renders compile (`engine.compile_pays_off`)."""
+    units too): where fp32 convolutions take oneDNN, not NNPACK (`convs.winograd_preferred`)."""
     import torch
     return torch.backends.cpu.get_cpu_capability() == "AVX512"
 

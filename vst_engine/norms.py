@@ -66,8 +66,7 @@ def channel_sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def channel_range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel minimum and maximum over the spatial dims, N x C."""
-    compiled_cpu = torch.compiler.is_compiling() and x.device.type == "cpu"
-    if x.is_cuda or compiled_cpu or (x.dtype == torch.float32 and x.shape[1] % 32 == 0):
+    if x.is_cuda or (plain_reductions(x) and (torch.compiler.is_compiling() or x.shape[1] % 32 == 0)):
         return x.amin(dim=(2, 3)), x.amax(dim=(2, 3))
     # On a CPU, PyTorch's min and max over the pixels of channels-last x were slow in bf16 with few
     # channels a pixel (32 x 360 x 640: 36 ms on a 2-core AMX CPU, a fifth of the lite network's
