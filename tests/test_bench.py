@@ -297,6 +297,95 @@ def test_write_report_is_atomic_and_complete(tmp_path):
         assert (tmp_path / "benchmarks" / "speed.png").stat().st_size > 1000
 
 
+# --------------------------------------------------------------------------- against a previous run
+
+
+def _change(cmp: dict, measure: str) -> dict:
+    return next(c for c in cmp["changes"] if c["measure"] == measure)
+
+
+def test_a_run_is_compared_with_a_previous_one():
+    from vst_engine.bench.compare import compare
+    prev = fake_results()
+    same = compare(fake_results(), prev)
+    assert not same["regressions"] and not any(c["worse"] or c["better"] for c in same["changes"])
+    measures = [c["measure"] for c in same["changes"]]
+    assert "quality table, ours: temporal i=16" in measures and "MPI Sintel table, ours: temporal i=1" in measures
+    assert "cpu stylize 640x360: frames/s" in measures and "cpu 640x360: analysis share of a 132-frame clip" in measures
+    assert "cpu stylize 1920x1080: frames/s" not in measures  # failed rows are left out
+
+    res = fake_results()
+    q = res["quality"]["aggregate"]
+    q["ours"]["temporal"]["4"] *= 1.05  # beyond the 3% tolerance
+    q["ours"]["style_loss"] *= 1.02  # within it
+    q["ours_noglobal"]["content_loss"] *= 0.9  # better
+    q["peer"]["temporal"]["1"] *= 1.5  # not ours
+    rows = {(r["what"], r["size"][0]): r for r in res["speed"]["rows"]}
+    rows["stylize", 640]["fps"] *= 0.7  # 30% slower: beyond 25%
+    rows["analyze", 640]["rss_peak_mib"] *= 1.2  # 20% more memory: beyond 15%
+    rows["peer", 640]["fps"] *= 0.5
+    cmp = compare(res, prev)
+    assert cmp["regressions"] == ["quality table, ours: temporal i=4", "cpu analyze 640x360: RSS peak MiB",
+                                  "cpu stylize 640x360: frames/s"]
+    assert _change(cmp, "quality table, ours: temporal i=4")["relative"] == pytest.approx(0.05)
+    assert not _change(cmp, "quality table, ours: style loss")["worse"]
+    assert _change(cmp, "quality table, ours_noglobal: content loss")["better"]
+    peer = _change(cmp, "cpu peer 640x360: frames/s")
+    assert peer["worse"] and not peer["counts"]
+    assert compare(res, prev, quality_tol=0.06, speed_tol=0.35)["regressions"] == ["cpu analyze 640x360: RSS peak MiB"]
+
+    # The report lists what got worse first, says what was counted, and gauges the machine by the peer.
+    cmp["previous"] = "old/results.json"
+    md = "\n".join(report.comparison_section(cmp))
+    table = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    assert table[1].startswith("| quality table, ours: temporal i=4 | 0.03 | 0.0315 | +5.0% | **worse** |")
+    assert "| cpu peer 640x360: frames/s | 5 | 2.5 | -50.0% | worse (not ours) |" in md
+    assert "a gauge of the machine's: cpu peer 640x360 -50%." in md
+    assert "3 worse beyond the tolerance (`bench` exits with status 3)" in md
+
+
+def test_only_like_runs_are_compared():
+    from vst_engine.bench.compare import compare
+    prev, res = fake_results(), fake_results()
+    res["settings"]["frames"] = 17
+    res["model"]["model_id"] = "default-new"
+    for r in res["speed"]["rows"]:
+        r["fps"] = r.get("fps", 1) / 2
+    res["environment"]["cpu_capability"] = "AVX512"
+    res["environment"]["cpu_amx"] = False
+    cmp = compare(res, prev)
+    assert "quality table not compared: other frames" in cmp["notes"]
+    assert "our model changed: default-abc -> default-new" in cmp["notes"]
+    assert any(n.startswith("the previous run does not record the CPU's vector extensions") for n in cmp["notes"])
+    assert "cpu stylize 640x360: frames/s" in cmp["regressions"]  # same model name and cores: compared
+    prev["environment"].update(cpu_capability="AVX512", cpu_amx=True)
+    cmp = compare(res, prev)
+    assert "cpu speed not compared: other cpu_amx" in cmp["notes"]
+    assert not any("frames/s" in c["measure"] or "share" in c["measure"] for c in cmp["changes"])
+    assert not cmp["regressions"] and any(c["measure"].startswith("MPI Sintel") for c in cmp["changes"])
+
+
+def test_bench_exits_with_status_3_when_worse_than_a_previous_run(tmp_path, capsys):
+    prev = fake_results()
+    (tmp_path / "prev.json").write_text(json.dumps(prev))
+    worse = fake_results()
+    worse["quality"]["aggregate"]["ours"]["temporal"]["1"] *= 1.1
+    (tmp_path / "now.json").write_text(json.dumps(worse))
+    argv = ["--report-only", str(tmp_path / "now.json"), "--out", str(tmp_path / "out")]
+    assert command.main([*argv, "--previous", str(tmp_path / "prev.json")]) == 3
+    assert "worse than the previous run: quality table, ours: temporal i=1" in capsys.readouterr().out
+    md = (tmp_path / "out" / "BENCHMARKS.md").read_text()
+    assert "## Against a previous run" in md and f"Compared with `{tmp_path / 'prev.json'}`" in md
+    saved = json.loads((tmp_path / "out" / "benchmarks" / "results.json").read_text())
+    assert saved["comparison"]["regressions"] == ["quality table, ours: temporal i=1"]
+    assert command.main([*argv, "--previous", str(tmp_path / "prev.json"), "--quality-tolerance", "0.2"]) == 0
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    for bad, message in ((tmp_path / "missing.json", "cannot read it"), (tmp_path / "bad.json", "not a results.json")):
+        with pytest.raises(SystemExit) as exc:
+            command.main([*argv, "--previous", str(bad)])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_cuda_rows_judge_the_cli_default_batch_and_keep_the_profile(tmp_path):
     """The GPU target is judged on the batch the CLI uses by default (not the batch-1 row); the
     table says batch and graph replay; the profile goes to its own file, linked from the report."""

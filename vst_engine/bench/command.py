@@ -16,6 +16,7 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..errors import VstError
 from .clips import fetch_clips, resolve_styles
+from .compare import QUALITY_TOLERANCE, SPEED_TOLERANCE, compare, load_previous
 from .common import (
     CLIPS, DEFAULT_CACHE, DEFAULT_CLIPS, DEFAULT_PEER_PYTHON, DEFAULT_SIZES, DEFAULT_STYLES, PEER_PACKAGE,
     ROOT, STYLES, parse_size
@@ -69,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", default=None, help="report folder (default docs; build/bench-quick with --quick)")
     ap.add_argument("--report-only", default=None, metavar="RESULTS_JSON",
                     help="re-render BENCHMARKS.md and the plots from a results.json of an earlier run (no measuring)")
+    ap.add_argument("--previous", default=None, metavar="RESULTS_JSON",
+                    help="compare with an earlier run's results.json (a section of the report); exit status 3 "
+                    "when a measure of ours got worse beyond the tolerances")
+    ap.add_argument("--quality-tolerance", type=float, default=QUALITY_TOLERANCE,
+                    help=f"relative rise of a loss that counts as worse (default {QUALITY_TOLERANCE})")
+    ap.add_argument("--speed-tolerance", type=float, default=SPEED_TOLERANCE,
+                    help=f"relative loss of frames/s or rise of the analysis share that counts as worse "
+                    f"(default {SPEED_TOLERANCE}: shared CPUs move by 20-40%% between processes)")
     ap.add_argument("--quick", action="store_true", help="smoke run: bundled clip, one style, 9 frames at 96 px, "
                     "one small speed size")
     return ap
@@ -116,6 +125,10 @@ def validate(args: argparse.Namespace) -> argparse.Namespace:
         raise VstError("--compile-timeout must not be negative")
     if args.peak_tflops is not None and not args.peak_tflops > 0:
         raise VstError("--peak-tflops must be positive")
+    if not (0 <= args.quality_tolerance < 1 and 0 <= args.speed_tolerance < 1):
+        raise VstError("--quality-tolerance and --speed-tolerance must be fractions in [0, 1)")
+    if args.previous:
+        load_previous(args.previous)  # a bad file fails now, not after the run
     args.out = Path(args.out) if args.out else (ROOT / "build" / "bench-quick" if q else ROOT / "docs")
     args.cache = Path(args.cache)
     args.peer_python = Path(args.peer_python) if args.peer_python else DEFAULT_PEER_PYTHON
@@ -171,7 +184,9 @@ def environment() -> dict:
         cuda = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         cuda += f" (CUDA {torch.version.cuda}, fp16)"
     from ..engine import OWN_COLOUR_EVERY, PRECISION_NAMES, accelerations, compute_dtype
+    from ..hardware import cpu_has_amx
     return {"cpu_model": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_amx": cpu_has_amx(),
             "cpu_precision": PRECISION_NAMES[compute_dtype(torch.device("cpu"))],
             "cpu_compiled": accelerations(torch.device("cpu"))[0],
             "loadavg_start": " ".join(f"{v:.2f}" for v in os.getloadavg()), "cuda": cuda,
@@ -322,6 +337,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             res["notes"] = [n for n in res.get("notes", []) if not n.startswith("plots skipped")]
         else:
             res = run(args, argv)
+        if args.previous:
+            res["comparison"] = compare(res, load_previous(args.previous), args.quality_tolerance,
+                                        args.speed_tolerance)
+            res["comparison"]["previous"] = str(args.previous)
         report = write_report(res, args.out)
     except VstError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
@@ -329,4 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"report: {report}")
     for row in res["targets"]:
         print(f"  {row[0]}: {row[1]} -> {row[2].strip('*')}")
-    return 0
+    regressions = res.get("comparison", {}).get("regressions", [])
+    for name in regressions:
+        print(f"  worse than the previous run: {name}")
+    return 3 if regressions else 0

@@ -72,6 +72,32 @@ def _model_status(status: dict | None) -> str:
     return f"{status['model_id']}, step {status.get('steps', '-')}" if status["available"] else status["reason"]
 
 
+def comparison_section(cmp: dict) -> list[str]:
+    """BENCHMARKS.md lines: the regressions and improvements beyond the tolerances, and the rest counted."""
+    changes = cmp["changes"]
+    L = ["## Against a previous run", "",
+         f"Compared with `{cmp['previous']}` ({cmp.get('date') or 'undated'}). Tolerances: quality "
+         f"{cmp['quality_tolerance']:.0%}, speed {cmp['speed_tolerance']:.0%}, peak memory "
+         f"{cmp['memory_tolerance']:.0%} (relative). The peer's and the input's rows are reported, never "
+         "counted: the peer's speed shows how fast the machine ran this time.", ""]
+    L += [f"- {n}" for n in cmp["notes"]] + ([""] if cmp["notes"] else [])
+    moved = [c for c in changes if c["worse"] or c["better"]]
+    if moved:
+        rows = [[c["measure"], f"{c['before']:.4g}", f"{c['after']:.4g}", f"{c['relative']:+.1%}",
+                 ("**worse**" if c["counts"] else "worse (not ours)") if c["worse"] else "better"]
+                for c in sorted(moved, key=lambda c: not (c["worse"] and c["counts"]))]  # stable: table order
+        L += [markdown_table(["measure", "previous run", "this run", "change", ""], rows), ""]
+    control = [c for c in changes if not c["counts"] and c["measure"].endswith("frames/s")]
+    if control:
+        L += ["The peer's speed against the previous run, a gauge of the machine's: " +
+              ", ".join(f"{c['measure'].split(': ')[0]} {c['relative']:+.0%}" for c in control) + ".", ""]
+    regressions = len(cmp["regressions"])
+    L += [f"{len(changes)} measures compared: {regressions} worse beyond the tolerance"
+          f"{' (`bench` exits with status 3)' if regressions else ''}, "
+          f"{sum(c['better'] for c in changes)} better, the rest within it.", ""]
+    return L
+
+
 def render_report(res: dict) -> str:
     """BENCHMARKS.md from the results dict (also stored as results.json)."""
     env, args = res["environment"], res["settings"]
@@ -99,6 +125,8 @@ def render_report(res: dict) -> str:
 
     L += ["## Targets (issue: \"Measure it, then make it fast\")", ""]
     L += [markdown_table(["target", "measured", "status"], res["targets"]), ""]
+    if res.get("comparison"):
+        L += comparison_section(res["comparison"])
 
     q = res.get("quality")
     if q:

@@ -1,0 +1,154 @@
+"""This run against an earlier one (`--previous RESULTS_JSON`): which measures got worse beyond a
+tolerance, which got better, and what could not be compared (other settings, another machine)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import VstError
+
+# Relative tolerances. The quality tables are deterministic on one machine (same clips, flows and
+# weights); bf16 against fp32 moves frames by about one grey level, well inside 3%. Speed on the
+# shared 2-core CPUs moved by 20-40% between processes (docs/benchmarks-avx512), so only a larger
+# loss is called a regression there; peak memory moves little.
+QUALITY_TOLERANCE = 0.03
+SPEED_TOLERANCE = 0.25
+MEMORY_TOLERANCE = 0.15
+# Settings that make two quality (or Sintel) tables comparable when equal.
+QUALITY_SETTINGS = ("clips", "styles", "frames", "max_side", "vgg_frames")
+SINTEL_SETTINGS = ("sintel_scenes", "sintel_passes", "sintel_max_side")
+# A speed row's identity: two rows with equal values time the same thing.
+ROW_KEY = ("what", "arch", "batch", "default", "own_colours", "added", "overlap")
+# The machine a CPU row was timed on (environment fields; absent ones are not compared).
+CPU_FIELDS = ("cpu_model", "cpu_count", "cpu_capability", "cpu_amx", "cpu_compiled", "torch")
+OURS = ("ours", "ours_noglobal", "baseline", "baseline_noglobal", "lite", "lite_noglobal")
+
+
+@dataclass
+class Change:
+    """One compared measure; `worse` and `better` are beyond the tolerance."""
+    measure: str
+    before: float
+    after: float
+    lower_is_better: bool
+    tolerance: float
+    counts: bool = True  # False: reported, never a regression (the peer, the unstylized input)
+
+    @property
+    def relative(self) -> float:
+        return self.after / self.before - 1 if self.before else 0.0
+
+    @property
+    def worse(self) -> bool:
+        return (self.relative if self.lower_is_better else -self.relative) > self.tolerance
+
+    @property
+    def better(self) -> bool:
+        return (-self.relative if self.lower_is_better else self.relative) > self.tolerance
+
+
+def load_previous(path: str | Path) -> dict:
+    """The results.json of an earlier run; VstError if it is not one."""
+    try:
+        res = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise VstError(f"--previous {path}: cannot read it ({exc})") from None
+    if not isinstance(res, dict) or not isinstance(res.get("settings"), dict) or "environment" not in res:
+        raise VstError(f"--previous {path}: not a results.json of `python -m vst_engine.bench`")
+    return res
+
+
+def compare(res: dict, prev: dict, quality_tol: float = QUALITY_TOLERANCE,
+            speed_tol: float = SPEED_TOLERANCE) -> dict:
+    """The comparison stored in results.json as "comparison": every compared Change (as dicts), the
+    regressions' names, and notes on what was left out and why."""
+    changes: list[Change] = []
+    notes: list[str] = []
+    before_id, after_id = prev.get("model", {}).get("model_id"), res.get("model", {}).get("model_id")
+    if before_id != after_id:
+        notes.append(f"our model changed: {before_id} -> {after_id}")
+    for table, fields, title in (("quality", QUALITY_SETTINGS, "quality table"),
+                                 ("sintel", SINTEL_SETTINGS, "MPI Sintel table")):
+        if res.get(table) and prev.get(table):
+            differ = [f for f in fields if res["settings"].get(f) != prev["settings"].get(f)]
+            if differ:
+                notes.append(f"{title} not compared: other {', '.join(differ)}")
+            else:
+                changes += _quality_changes(res[table], prev[table], title, quality_tol)
+    if res.get("speed") and prev.get("speed"):
+        changes += _speed_changes(res, prev, speed_tol, notes)
+    return {"date": prev.get("date"), "quality_tolerance": quality_tol, "speed_tolerance": speed_tol,
+            "memory_tolerance": MEMORY_TOLERANCE, "notes": notes,
+            "changes": [dict(vars(c), relative=c.relative, worse=c.worse, better=c.better) for c in changes],
+            "regressions": [c.measure for c in changes if c.worse and c.counts]}
+
+
+def _quality_changes(now: dict, then: dict, title: str, tol: float) -> list[Change]:
+    out = []
+    for method, agg in now.get("aggregate", {}).items():
+        old = then.get("aggregate", {}).get(method)
+        if not agg or not old:
+            continue
+        values = [(f"temporal i={i}", agg["temporal"].get(i), old["temporal"].get(i)) for i in agg["temporal"]]
+        values += [(name.replace("_", " "), agg.get(name), old.get(name)) for name in ("style_loss", "content_loss")]
+        out += [Change(f"{title}, {method}: {name}", b, a, True, tol, counts=method in OURS)
+                for name, a, b in values if a is not None and b is not None]
+    return out
+
+
+def _speed_changes(res: dict, prev: dict, tol: float, notes: list[str]) -> list[Change]:
+    """fps and peak memory of the rows both runs timed on the same kind of machine, and the analysis's
+    share of a clip."""
+    out = []
+    env, old_env = res["environment"], prev["environment"]
+    cpu_differs = [f for f in CPU_FIELDS if f in env and f in old_env and env[f] != old_env[f]]
+    if "cpu_capability" not in old_env:
+        notes.append("the previous run does not record the CPU's vector extensions (AVX2, AVX-512, AMX): "
+                     "its CPU is taken to be of the same kind where the model name and core count match")
+    skipped = set()
+    for row in res["speed"].get("rows", []):
+        old = next((r for r in prev["speed"].get("rows", []) if _same_row(r, row)), None)
+        if old is None or "error" in row or "error" in old:
+            continue
+        device = row["device"].split(":")[0]
+        if device == "cpu":
+            differs = cpu_differs + [f for f in ("threads", "precision") if row.get(f) != old.get(f)]
+        else:
+            differs = ["GPU"] if row.get("device_name") != old.get("device_name") else []
+        if differs:
+            skipped.add(f"{device} speed not compared: other {', '.join(differs)}")
+            continue
+        name = f"{device} {row['what']}{' (lite model)' if row.get('arch') == 'lite' else ''} " \
+               f"{row['size'][0]}x{row['size'][1]}{_variant(row)}"
+        peer = row["what"] == "peer"  # the peer is a control of the machine's speed, not ours
+        out.append(Change(f"{name}: frames/s", old["fps"], row["fps"], False, tol, counts=not peer))
+        for mem in ("rss_peak_mib", "cuda_peak_mib"):
+            if row.get(mem) and old.get(mem):
+                out.append(Change(f"{name}: {'CUDA' if mem.startswith('cuda') else 'RSS'} peak MiB", old[mem],
+                                  row[mem], True, MEMORY_TOLERANCE, counts=not peer))
+    notes += sorted(skipped)
+    old_shares = {(label, tuple(size)): f for label, size, f in prev["speed"].get("overhead_values", [])}
+    for label, size, share in res["speed"].get("overhead_values", []):
+        old = old_shares.get((label, tuple(size)))
+        if old is not None and not any(n.startswith(label.split()[0] + " speed") for n in skipped):
+            out.append(Change(f"{label} {size[0]}x{size[1]}: analysis share of a 132-frame clip", old, share,
+                              True, tol))
+    return out
+
+
+def _same_row(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in ROW_KEY) and tuple(a.get("size", ())) == tuple(b.get("size", ())) \
+        and a.get("device", "").split(":")[0] == b.get("device", "").split(":")[0]
+
+
+def _variant(row: dict) -> str:
+    """What tells a speed row from the others of its size: ", own colours, batch 4" and the like."""
+    parts = []
+    if row.get("own_colours"):
+        parts.append("own colours added" if row.get("added") else "with own colours")
+    if row.get("batch") and row["device"] != "cpu":
+        parts.append(f"batch {row['batch']}")
+    if row.get("overlap") is False:
+        parts.append("each batch waited for")
+    return ", " + ", ".join(parts) if parts else ""
