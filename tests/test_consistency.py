@@ -5,7 +5,9 @@ to right, seen through a window that moves 8 px to the right per frame, so the c
 and leaving changes every frame's own statistics; on top, a per-frame brightness offset and sensor
 noise. The seeded untrained network (the engine's test model) stylizes it with global features
 (the default) and with per-frame statistics (`--no-global`), and the temporal loss of
-`vst_engine.evaluate` is computed with the TRUE flow (the known translation) instead of DIS.
+`vst_engine.evaluate` is computed with the TRUE flow (the known translation) instead of DIS. The
+shipped networks (default and lite) are held to the same motion without the brightness offset, which
+trained networks carry through (see SHIPPED_MAX_RATIO).
 
 Two choices keep the comparison about the statistics and nothing else:
 
@@ -19,6 +21,8 @@ Two choices keep the comparison about the statistics and nothing else:
   horizontal, so they move with the content.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,13 +61,14 @@ def canvas(rng: np.random.Generator) -> np.ndarray:
     return np.clip(base + contrast * tex, 0, 255)
 
 
-def synthetic_clip() -> list[np.ndarray]:
-    """Frame t shows the canvas from column SHIFT * t: frame_t(p) = canvas(p + (SHIFT * t, 0))."""
+def synthetic_clip(exposure: float = 1.5) -> list[np.ndarray]:
+    """Frame t shows the canvas from column SHIFT * t: frame_t(p) = canvas(p + (SHIFT * t, 0)), its
+    exposure +-`exposure` grey levels on odd and even frames."""
     c = canvas(np.random.default_rng(0))
     frames = []
     for t in range(FRAMES):
         window = c[:, SHIFT * t: SHIFT * t + WIDTH]
-        offset = 1.5 if t % 2 else -1.5  # a flickering exposure (well within the metric's 10/255 check)
+        offset = exposure if t % 2 else -exposure  # a flickering exposure (well within the metric's 10/255 check)
         grain = np.random.default_rng(100 + t).normal(0.0, 1.0, window.shape)
         frames.append(np.clip(window + offset + grain, 0, 255).round().astype(np.uint8))
     return frames
@@ -126,3 +131,36 @@ def test_global_features_are_steadier_than_per_frame_statistics(engine, precisio
     for i in INTERVALS:
         assert default[i] < MAX_RATIO_EACH * no_global[i], (i, default, no_global)
     assert np.mean(list(default.values())) < MAX_RATIO_MEAN * np.mean(list(no_global.values())), (default, no_global)
+
+
+# The shipped networks on the same motion without the exposure flicker (grain only), temporal loss
+# (measured 2026-11-28, fp32; the input's own loss, its grain, is 0.0057-0.0058 at every interval):
+#                         i=1     i=2     i=4
+#   default, stripes   0.0055  0.0058  0.0050   (per-frame statistics: 0.0338 0.0588 0.1130)
+#   default, starry    0.0056  0.0063  0.0064   (0.0147 0.0232 0.0427)
+#   lite, stripes      0.0058  0.0057  0.0058   (0.0211 0.0307 0.0498)
+#   lite, starry       0.0042  0.0042  0.0042   (0.0128 0.0212 0.0392)
+# With global features they add nothing to the input's own change. A flickering exposure (+-1.5
+# grey levels) is another matter: global statistics carry it through, scaled by the style's contrast
+# over the content's (default model at i = 1: 0.058 with stripes, 0.028 with starry night, against the
+# input's 0.013), where per-frame statistics normalize it away; so it is left out here.
+SHIPPED_MAX_RATIO = 0.5     # global over per-frame statistics, at every interval (measured at most 0.38)
+SHIPPED_MAX_OVER_INPUT = 1.25  # global over the input's own loss (measured at most 1.10)
+
+
+@pytest.mark.parametrize("model", ["default", "lite"])
+def test_shipped_weights_follow_the_motion_with_global_features(model):
+    engine = Engine(model=model, device="cpu")
+    frames = synthetic_clip(exposure=0.0)
+    floor = losses(frames, frames)
+    picks = sample_indices(0, FRAMES, 8)
+    assets = Path(__file__).resolve().parents[1] / "vst_engine" / "assets"
+    for styles in (engine.style_set([StyleRef("stripes", "0")], [style_image()]),
+                   engine.load_styles([assets / "starry_night.jpg"])):
+        feats = engine.analyze((frames[k] for k in picks), styles, interval=8, sampled=picks,
+                               frame_range=(0, FRAMES))
+        default = losses(frames, [engine.stylize(f, feats) for f in frames])
+        no_global = losses(frames, [engine.stylize(f, styles) for f in frames])
+        for i in INTERVALS:
+            assert default[i] < SHIPPED_MAX_RATIO * no_global[i], (styles.refs, i, default, no_global)
+            assert default[i] < SHIPPED_MAX_OVER_INPUT * floor[i], (styles.refs, i, default, floor)
