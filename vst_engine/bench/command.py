@@ -16,14 +16,16 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..errors import VstError
 from .clips import fetch_clips, resolve_styles
-from .compare import QUALITY_TOLERANCE, SPEED_TOLERANCE, compare, load_previous
+from .compare import QUALITY_TOLERANCE, SPEED_TOLERANCE, compare, load_previous, slower_cpu_rows
 from .common import (
     CLIPS, DEFAULT_CACHE, DEFAULT_CLIPS, DEFAULT_PEER_PYTHON, DEFAULT_SIZES, DEFAULT_STYLES, PEER_PACKAGE,
     ROOT, STYLES, parse_size
 )
 from .quality import peer_info, quality, quality_models, sintel_quality, summarize
 from .report import make_plots, render_report, targets_table
-from .speed import analysis_overheads, count_macs, speed, speed_worker, tensor_peak_tflops, throughput_worker
+from .speed import (
+    analysis_overheads, count_macs, retime_cpu_rows, speed, speed_worker, tensor_peak_tflops, throughput_worker
+)
 
 def _names(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
@@ -195,7 +197,8 @@ def environment() -> dict:
             "own_colour_every": OWN_COLOUR_EVERY}
 
 
-def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+def run(args: argparse.Namespace, argv: Sequence[str], previous: dict | None = None) -> dict:
+    """Measure what `args` ask for; CPU speed rows slower than `previous` run's are timed again."""
     import torch
 
     from ..models import load_model, model_path
@@ -263,6 +266,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 
     if not args.skip_speed:
         s = speed(args, status)
+        if previous is not None and previous.get("speed"):
+            retime_cpu_rows(args, s["rows"], slower_cpu_rows(
+                {"environment": res["environment"], "speed": s}, previous, args.speed_tolerance))
         # Multiply-adds of the stylization network per size (counted once, on CPU).
         from ..engine import Engine
         archs = sorted({r.get("arch", "paper") for r in s["rows"] if "error" not in r} | {"paper"})
@@ -329,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return throughput_worker(argv[1:])
     args = parse_args(argv)
     try:
+        previous = load_previous(args.previous) if args.previous else None
         if args.report_only:
             try:
                 res = json.loads(Path(args.report_only).read_text())
@@ -336,10 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise VstError(f"cannot read {args.report_only}: {exc}") from None
             res["notes"] = [n for n in res.get("notes", []) if not n.startswith("plots skipped")]
         else:
-            res = run(args, argv)
-        if args.previous:
-            res["comparison"] = compare(res, load_previous(args.previous), args.quality_tolerance,
-                                        args.speed_tolerance)
+            res = run(args, argv, previous)
+        if previous is not None:
+            res["comparison"] = compare(res, previous, args.quality_tolerance, args.speed_tolerance)
             res["comparison"]["previous"] = str(args.previous)
         report = write_report(res, args.out)
     except VstError as exc:

@@ -78,8 +78,9 @@ def comparison_section(cmp: dict) -> list[str]:
     L = ["## Against a previous run", "",
          f"Compared with `{cmp['previous']}` ({cmp.get('date') or 'undated'}). Tolerances: quality "
          f"{cmp['quality_tolerance']:.0%}, speed {cmp['speed_tolerance']:.0%}, peak memory "
-         f"{cmp['memory_tolerance']:.0%} (relative). The peer's and the input's rows are reported, never "
-         "counted: the peer's speed shows how fast the machine ran this time.", ""]
+         f"{cmp['memory_tolerance']['rss_peak_mib']:.0%} (RSS) and {cmp['memory_tolerance']['cuda_peak_mib']:.0%} "
+         "(CUDA), relative. The peer's and the input's rows are reported, never counted: the peer's speed "
+         "shows how fast the machine ran this time.", ""]
     L += [f"- {n}" for n in cmp["notes"]] + ([""] if cmp["notes"] else [])
     moved = [c for c in changes if c["worse"] or c["better"]]
     if moved:
