@@ -311,7 +311,7 @@ def test_a_run_is_compared_with_a_previous_one():
     assert not same["regressions"] and not any(c["worse"] or c["better"] for c in same["changes"])
     measures = [c["measure"] for c in same["changes"]]
     assert "quality table, ours: temporal i=16" in measures and "MPI Sintel table, ours: temporal i=1" in measures
-    assert "cpu stylize 640x360: frames/s" in measures and "cpu 640x360: analysis share of a 132-frame clip" in measures
+    assert "cpu stylize 640x360: frames/s" in measures and "cpu 640x360: analysis share of a 132-frame clip, %" in measures
     assert "cpu stylize 1920x1080: frames/s" not in measures  # failed rows are left out
 
     res = fake_results()

@@ -126,8 +126,8 @@ def _speed_changes(res: dict, prev: dict, tol: float, notes: list[str]) -> list[
     for label, size, share in res["speed"].get("overhead_values", []):
         old = old_shares.get((label, tuple(size)))
         if old is not None and not any(n.startswith(label.split()[0] + " speed") for n in skipped):
-            out.append(Change(f"{label} {size[0]}x{size[1]}: analysis share of a 132-frame clip", old, share,
-                              True, tol))
+            out.append(Change(f"{label} {size[0]}x{size[1]}: analysis share of a 132-frame clip, %", 100 * old,
+                              100 * share, True, tol))
     return out
 
 
