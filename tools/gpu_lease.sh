@@ -24,8 +24,10 @@
 # took 281 s, each analyze worker compiling for about 50 s.
 # Next lease, first (commit f49d1dc: small frames now analysed four a pass, unmeasured): the CUDA tests, then
 #   OUT=$OUT PRE_S=0 TESTS_S=200 BENCH_S=370 SPEED_FRAMES=32 \
-#   BENCH_EXTRA='--no-throughput --no-own-colours --sizes 640x360,1280x720' bash tools/gpu_lease.sh
-# gives the 640x360 analysis share (19.0% at batch 1, target 15%).
+#   BENCH_EXTRA='--no-throughput --no-own-colours --sizes 640x360,1280x720 --previous docs/benchmarks-cuda/benchmarks/results.json' \
+#   bash tools/gpu_lease.sh
+# gives the 640x360 analysis share (19.0% at batch 1, target 15%) and, on an H200, what moved since the
+# CUDA report (the bench exits 3 if something of ours got worse).
 # Without training the small logs come back packed in $OUT/logs.tgz (a call brings back at most 8 files).
 # Knobs (seconds): BENCH_S, COMPILE_S, PRE_S (0: no training), FT_S; DEV=cpu with small values is a
 # dry run of the flow. AB / AB_LATE: variants of the network alone at AB_SIZE (default 1920x1080; compiled, batch 1), each a
