@@ -398,6 +398,14 @@ def test_only_like_runs_are_compared():
     assert "cpu speed not compared: other cpu_amx" in cmp["notes"]
     assert not any("frames/s" in c["measure"] or "share" in c["measure"] for c in cmp["changes"])
     assert not cmp["regressions"] and any(c["measure"].startswith("MPI Sintel") for c in cmp["changes"])
+    # Tables computed in another precision are compared, and said to be.
+    bf16 = fake_results()
+    bf16["environment"]["cpu_precision"] = "bf16"
+    notes = compare(bf16, fake_results())["notes"]
+    assert "quality table computed in fp32 before, in bf16 now" in notes
+    assert any("vector extensions" in n for n in notes)  # its CPU rows were compared
+    del bf16["speed"]
+    assert not any("vector extensions" in n for n in compare(bf16, fake_results())["notes"])
 
 
 def test_bench_exits_with_status_3_when_worse_than_a_previous_run(tmp_path, capsys):
