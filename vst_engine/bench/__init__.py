@@ -32,6 +32,7 @@ torch.cuda.max_memory_allocated and the achieved multiply-adds per second agains
 tensor-core peak.
 
 Modules: `common` (paths, targets, the clips and styles known), `clips` (fetching them), `quality`
-(the paper's table), `speed` (the timing workers and the analysis's share), `report` (BENCHMARKS.md
-and plots), `command` (arguments, the run, `main`).
+(the paper's table), `speed` (the timing workers and the analysis's share), `compare` (this run
+against an earlier one, `--previous`), `report` (BENCHMARKS.md and plots), `command` (arguments, the
+run, `main`).
 """
