@@ -304,6 +304,18 @@ def _change(cmp: dict, measure: str) -> dict:
     return next(c for c in cmp["changes"] if c["measure"] == measure)
 
 
+def _scale(res: dict, method: str, key: str, factor: float) -> None:
+    """Scale a loss ("style_loss", "content_loss" or an interval of the temporal loss) of every run of
+    `method` in the quality table."""
+    for c in res["quality"]["clips"]:
+        for r in c["runs"]:
+            if r["method"] == method:
+                if key in r:
+                    r[key] *= factor
+                else:
+                    r["temporal"][key] *= factor
+
+
 def test_a_run_is_compared_with_a_previous_one():
     from vst_engine.bench.compare import compare, slower_cpu_rows
     prev = fake_results()
@@ -315,11 +327,10 @@ def test_a_run_is_compared_with_a_previous_one():
     assert "cpu stylize 1920x1080: frames/s" not in measures  # failed rows are left out
 
     res = fake_results()
-    q = res["quality"]["aggregate"]
-    q["ours"]["temporal"]["4"] *= 1.05  # beyond the 3% tolerance
-    q["ours"]["style_loss"] *= 1.02  # within it
-    q["ours_noglobal"]["content_loss"] *= 0.9  # better
-    q["peer"]["temporal"]["1"] *= 1.5  # not ours
+    _scale(res, "ours", "4", 1.05)  # beyond the 3% tolerance
+    _scale(res, "ours", "style_loss", 1.02)  # within it
+    _scale(res, "ours_noglobal", "content_loss", 0.9)  # better
+    _scale(res, "peer", "1", 1.5)  # not ours
     rows = {(r["what"], r["size"][0]): r for r in res["speed"]["rows"]}
     rows["stylize", 640]["fps"] *= 0.7  # 30% slower: beyond 25%
     rows["analyze", 640]["rss_peak_mib"] *= 1.35  # 35% more memory: beyond 30%
@@ -398,6 +409,21 @@ def test_only_like_runs_are_compared():
     assert "cpu speed not compared: other cpu_amx" in cmp["notes"]
     assert not any("frames/s" in c["measure"] or "share" in c["measure"] for c in cmp["changes"])
     assert not cmp["regressions"] and any(c["measure"].startswith("MPI Sintel") for c in cmp["changes"])
+    # Means are compared over the clip and style pairs both runs measured, on the same clip data.
+    prev, res = fake_results(), fake_results()
+    res["quality"]["clips"][0]["runs"] = [r for r in res["quality"]["clips"][0]["runs"] if r["style"] != "night_cafe"]
+    res["status"]["lite"] = {"available": True, "model_id": "lite-new"}
+    prev["status"]["lite"] = {"available": True, "model_id": "lite-old"}
+    cmp = compare(res, prev)
+    assert "quality table compared on the clips and styles both runs measured; left out: vtest x night_cafe" \
+        in cmp["notes"] and "the lite model changed: lite-old -> lite-new" in cmp["notes"]
+    ours = _change(cmp, "quality table, ours: temporal i=1")
+    assert ours["before"] == ours["after"] == pytest.approx(0.02) and not cmp["regressions"]
+    for r in (prev, res):
+        r["clips"].append({"name": "vtest", "sha256": "a" if r is prev else "b", "excerpt_start": 0, "frames": 33})
+    cmp = compare(res, prev)
+    assert "quality table: vtest left out (other clip data)" in cmp["notes"]
+    assert not any(c["measure"].startswith("quality table") for c in cmp["changes"])
     # Tables computed in another precision are compared, and said to be.
     bf16 = fake_results()
     bf16["environment"]["cpu_precision"] = "bf16"
@@ -412,7 +438,7 @@ def test_bench_exits_with_status_3_when_worse_than_a_previous_run(tmp_path, caps
     prev = fake_results()
     (tmp_path / "prev.json").write_text(json.dumps(prev))
     worse = fake_results()
-    worse["quality"]["aggregate"]["ours"]["temporal"]["1"] *= 1.1
+    _scale(worse, "ours", "1", 1.1)
     (tmp_path / "now.json").write_text(json.dumps(worse))
     argv = ["--report-only", str(tmp_path / "now.json"), "--out", str(tmp_path / "out")]
     assert command.main([*argv, "--previous", str(tmp_path / "prev.json")]) == 3

@@ -18,8 +18,9 @@ from ..errors import VstError
 QUALITY_TOLERANCE = 0.03
 SPEED_TOLERANCE = 0.25
 MEMORY_TOLERANCE = {"rss_peak_mib": 0.3, "cuda_peak_mib": 0.1}
-# Settings that make two quality (or Sintel) tables comparable when equal.
-QUALITY_SETTINGS = ("clips", "styles", "frames", "max_side", "vgg_frames")
+# Settings that make two quality (or Sintel) tables comparable when equal (the clips and styles
+# are compared run by run).
+QUALITY_SETTINGS = ("frames", "max_side", "vgg_frames")
 SINTEL_SETTINGS = ("sintel_scenes", "sintel_passes", "sintel_max_side")
 # A speed row's identity: two rows with equal values time the same thing.
 ROW_KEY = ("what", "arch", "batch", "default", "own_colours", "added", "overlap")
@@ -71,6 +72,10 @@ def compare(res: dict, prev: dict, quality_tol: float = QUALITY_TOLERANCE,
     before_id, after_id = prev.get("model", {}).get("model_id"), res.get("model", {}).get("model_id")
     if before_id != after_id:
         notes.append(f"our model changed: {before_id} -> {after_id}")
+    for name in ("baseline", "lite"):  # the compared models' weights
+        ids = [r.get("status", {}).get(name, {}).get("model_id") for r in (prev, res)]
+        if all(ids) and ids[0] != ids[1]:
+            notes.append(f"the {name} model changed: {ids[0]} -> {ids[1]}")
     for table, fields, title in (("quality", QUALITY_SETTINGS, "quality table"),
                                  ("sintel", SINTEL_SETTINGS, "MPI Sintel table")):
         if res.get(table) and prev.get(table):
@@ -78,7 +83,7 @@ def compare(res: dict, prev: dict, quality_tol: float = QUALITY_TOLERANCE,
             if differ:
                 notes.append(f"{title} not compared: other {', '.join(differ)}")
             else:
-                changes += _quality_changes(res[table], prev[table], title, quality_tol)
+                changes += _quality_changes(res, prev, table, title, quality_tol, notes)
                 precisions = [r["environment"].get("cpu_precision", "fp32") for r in (prev, res)]
                 if precisions[0] != precisions[1]:
                     notes.append(f"{title} computed in {precisions[0]} before, in {precisions[1]} now")
@@ -90,13 +95,37 @@ def compare(res: dict, prev: dict, quality_tol: float = QUALITY_TOLERANCE,
             "regressions": [c.measure for c in changes if c.worse and c.counts]}
 
 
-def _quality_changes(now: dict, then: dict, title: str, tol: float) -> list[Change]:
+def _quality_changes(res: dict, prev: dict, table: str, title: str, tol: float, notes: list[str]) -> list[Change]:
+    """Each method's losses, averaged over the clip and style pairs that both runs measured on the same
+    clip data: a style missing from one run (its data absent) or a clip of other content would move
+    every mean (the peer's and the input's too)."""
+    from .quality import aggregate
+    now, then = res[table], prev[table]
+    data = [{c["name"]: (c.get("sha256"), c.get("excerpt_start"), c.get("frames")) for c in r.get("clips", [])}
+            for r in (res, prev)]
+    other_data = sorted(name for name in data[0] if name in data[1] and data[0][name] != data[1][name])
+
+    def pairs(q: dict) -> set:
+        return {(c["clip"], r["method"], r["style"]) for c in q["clips"] if c["clip"] not in other_data
+                for r in c["runs"]}
+    common = pairs(now) & pairs(then)
+    if other_data:
+        notes.append(f"{title}: {', '.join(other_data)} left out (other clip data)")
+    left_out = sorted({f"{clip} x {style}" for clip, _, style in (pairs(now) ^ pairs(then)) - common
+                       if clip not in other_data and style})
+    if left_out:
+        notes.append(f"{title} compared on the clips and styles both runs measured; left out: {', '.join(left_out)}")
+
+    def kept(q: dict) -> list[dict]:
+        return [dict(c, runs=[r for r in c["runs"] if (c["clip"], r["method"], r["style"]) in common])
+                for c in q["clips"]]
+    intervals = [i for i in now.get("intervals", [1]) if i in then.get("intervals", [1])]
     out = []
-    for method, agg in now.get("aggregate", {}).items():
-        old = then.get("aggregate", {}).get(method)
+    for method in dict.fromkeys(r["method"] for c in now["clips"] for r in c["runs"]):  # the table's order
+        agg, old = (aggregate(kept(q), method, intervals) for q in (now, then))
         if not agg or not old:
             continue
-        values = [(f"temporal i={i}", agg["temporal"].get(i), old["temporal"].get(i)) for i in agg["temporal"]]
+        values = [(f"temporal i={i}", agg["temporal"].get(str(i)), old["temporal"].get(str(i))) for i in intervals]
         values += [(name.replace("_", " "), agg.get(name), old.get(name)) for name in ("style_loss", "content_loss")]
         out += [Change(f"{title}, {method}: {name}", b, a, True, tol, counts=method in OURS)
                 for name, a, b in values if a is not None and b is not None]
