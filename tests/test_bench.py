@@ -327,8 +327,8 @@ def test_a_run_is_compared_with_a_previous_one():
     assert "cpu stylize 1920x1080: frames/s" not in measures  # failed rows are left out
 
     res = fake_results()
-    _scale(res, "ours", "4", 1.05)  # beyond the 3% tolerance
-    _scale(res, "ours", "style_loss", 1.02)  # within it
+    _scale(res, "ours", "4", 1.05)  # beyond the 1% tolerance
+    _scale(res, "ours", "style_loss", 1.005)  # within it
     _scale(res, "ours_noglobal", "content_loss", 0.9)  # better
     _scale(res, "peer", "1", 1.5)  # not ours
     rows = {(r["what"], r["size"][0]): r for r in res["speed"]["rows"]}
@@ -428,7 +428,11 @@ def test_only_like_runs_are_compared():
     bf16 = fake_results()
     bf16["environment"]["cpu_precision"] = "bf16"
     notes = compare(bf16, fake_results())["notes"]
-    assert "quality table computed in fp32 before, in bf16 now" in notes
+    assert "quality table computed in fp32 before, in bf16 now: compared at a tolerance of 3%" in notes
+    _scale(bf16, "ours", "1", 1.02)  # beyond 1%, within 3%
+    assert not compare(bf16, fake_results())["regressions"]
+    bf16["environment"]["cpu_precision"] = "fp32"
+    assert compare(bf16, fake_results())["regressions"] == ["quality table, ours: temporal i=1"]
     assert any("vector extensions" in n for n in notes)  # its CPU rows were compared
     del bf16["speed"]
     assert not any("vector extensions" in n for n in compare(bf16, fake_results())["notes"])
