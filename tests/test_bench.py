@@ -453,7 +453,11 @@ def test_bench_exits_with_status_3_when_worse_than_a_previous_run(tmp_path, caps
     assert saved["comparison"]["regressions"] == ["quality table, ours: temporal i=1"]
     assert command.main([*argv, "--previous", str(tmp_path / "prev.json"), "--quality-tolerance", "0.2"]) == 0
     (tmp_path / "bad.json").write_text("[1, 2]")
-    for bad, message in ((tmp_path / "missing.json", "cannot read it"), (tmp_path / "bad.json", "not a results.json")):
+    broken = fake_results()
+    del broken["speed"]["rows"][1]["fps"]
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    for bad, message in ((tmp_path / "missing.json", "cannot read it"), (tmp_path / "bad.json", "not a results.json"),
+                         (tmp_path / "broken.json", "not a results.json")):
         with pytest.raises(SystemExit) as exc:
             command.main([*argv, "--previous", str(bad)])
         assert exc.value.code == 2 and message in capsys.readouterr().err

@@ -61,9 +61,28 @@ def load_previous(path: str | Path) -> dict:
         res = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise VstError(f"--previous {path}: cannot read it ({exc})") from None
-    if not isinstance(res, dict) or not isinstance(res.get("settings"), dict) or "environment" not in res:
+    if not _is_results(res):
         raise VstError(f"--previous {path}: not a results.json of `python -m vst_engine.bench`")
     return res
+
+
+def _is_results(res) -> bool:
+    """Whether `res` has the parts of a results.json that a comparison reads, of the right types."""
+    def table_ok(q) -> bool:
+        return isinstance(q, dict) and isinstance(q.get("clips"), list) and all(
+            isinstance(c, dict) and isinstance(c.get("runs"), list) and "clip" in c and all(
+                isinstance(r, dict) and "method" in r and isinstance(r.get("temporal"), dict) for r in c["runs"])
+            for c in q["clips"])
+
+    def row_ok(r) -> bool:
+        return isinstance(r, dict) and {"what", "size", "device"} <= r.keys() and ("fps" in r or "error" in r)
+    if not isinstance(res, dict) or not isinstance(res.get("settings"), dict) or \
+            not isinstance(res.get("environment"), dict):
+        return False
+    speed = res.get("speed")
+    return all(table_ok(res[t]) for t in ("quality", "sintel") if res.get(t)) and \
+        (not speed or isinstance(speed, dict) and isinstance(speed.get("rows"), list)
+         and all(row_ok(r) for r in speed["rows"]))
 
 
 def compare(res: dict, prev: dict, quality_tol: float = QUALITY_TOLERANCE,
