@@ -424,6 +424,14 @@ def test_only_like_runs_are_compared():
     cmp = compare(res, prev)
     assert "quality table: vtest left out (other clip data)" in cmp["notes"]
     assert not any(c["measure"].startswith("quality table") for c in cmp["changes"])
+    # An analysis row from before batched analysis (no batch) is the batch-1 analysis.
+    prev, res = fake_results(), fake_results()
+    res["speed"]["rows"][0]["batch"] = 1
+    assert "cpu analyze 640x360: frames/s" in [c["measure"] for c in compare(res, prev)["changes"]]
+    res["speed"]["rows"][0]["batch"] = 4
+    cmp = compare(res, prev)
+    assert "cpu analyze 640x360: frames/s" not in [c["measure"] for c in cmp["changes"]]
+    assert "not in the previous run (other sizes, devices or variants): cpu analyze 640x360" in cmp["notes"]
     # Tables computed in another precision are compared, and said to be.
     bf16 = fake_results()
     bf16["environment"]["cpu_precision"] = "bf16"

@@ -166,8 +166,7 @@ def _speed_changes(res: dict, prev: dict, tol: float, notes: list[str]) -> list[
     for _, row, old in comparable_rows(res, prev, skipped):
         device = row["device"].split(":")[0]
         devices.add(device)
-        name = f"{device} {row['what']}{' (lite model)' if row.get('arch') == 'lite' else ''} " \
-               f"{row['size'][0]}x{row['size'][1]}{_variant(row)}"
+        name = _row_name(row)
         peer = row["what"] == "peer"  # the peer is a gauge of the machine's speed, not ours
         out.append(Change(f"{name}: frames/s", old["fps"], row["fps"], False, tol, counts=not peer))
         if row.get("timed_again_fps"):
@@ -177,6 +176,11 @@ def _speed_changes(res: dict, prev: dict, tol: float, notes: list[str]) -> list[
             if row.get(mem) and old.get(mem):
                 out.append(Change(f"{name}: {label} peak MiB", old[mem], row[mem], True, MEMORY_TOLERANCE[mem],
                                   counts=not peer))
+    new = [r for r in res["speed"].get("rows", []) if "error" not in r
+           and not any(_same_row(old, r) for old in prev["speed"].get("rows", []))]
+    if new:
+        notes.append("not in the previous run (other sizes, devices or variants): "
+                     + ", ".join(sorted({_row_name(r) for r in new})))
     if "cpu" in devices and "cpu_capability" not in prev["environment"]:
         notes.append("the previous run does not record the CPU's vector extensions (AVX2, AVX-512, AMX): "
                      "its CPU is taken to be of the same kind where the model name and core count match")
@@ -218,8 +222,22 @@ def slower_cpu_rows(res: dict, prev: dict, tol: float) -> list[int]:
 
 
 def _same_row(a: dict, b: dict) -> bool:
-    return all(a.get(k) == b.get(k) for k in ROW_KEY) and tuple(a.get("size", ())) == tuple(b.get("size", ())) \
+    return all(_key(a, k) == _key(b, k) for k in ROW_KEY) and tuple(a.get("size", ())) == tuple(b.get("size", ())) \
         and a.get("device", "").split(":")[0] == b.get("device", "").split(":")[0]
+
+
+def _key(row: dict, name: str):
+    """A field of a speed row's identity. Analysis rows from before batched analysis (CUDA reports
+    until 2026-11-27) have no batch: they analysed one frame a pass."""
+    if name == "batch" and row.get("what") == "analyze":
+        return row.get("batch", 1)
+    return row.get(name)
+
+
+def _row_name(row: dict) -> str:
+    """"cpu stylize (lite model) 640x360, with own colours" and the like."""
+    return f"{row['device'].split(':')[0]} {row['what']}{' (lite model)' if row.get('arch') == 'lite' else ''} " \
+           f"{row['size'][0]}x{row['size'][1]}{_variant(row)}"
 
 
 def _variant(row: dict) -> str:
