@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import VstError
+from .quality import aggregate
 
 # Relative tolerances. The quality tables are deterministic: in fp32 a 2-core AVX2 CPU (NNPACK) and a
 # 2-core AVX-512 one (oneDNN) gave every mean loss of the default and baseline models within 3e-6 of
@@ -124,7 +125,6 @@ def _quality_changes(res: dict, prev: dict, table: str, title: str, tol: float, 
     """Each method's losses, averaged over the clip and style pairs that both runs measured on the same
     clip data: a style missing from one run (its data absent) or a clip of other content would move
     every mean (the peer's and the input's too)."""
-    from .quality import aggregate
     now, then = res[table], prev[table]
     data = [{c["name"]: (c.get("sha256"), c.get("excerpt_start"), c.get("frames")) for c in r.get("clips", [])}
             for r in (res, prev)]
@@ -133,11 +133,11 @@ def _quality_changes(res: dict, prev: dict, table: str, title: str, tol: float, 
     def pairs(q: dict) -> set:
         return {(c["clip"], r["method"], r["style"]) for c in q["clips"] if c["clip"] not in other_data
                 for r in c["runs"]}
-    common = pairs(now) & pairs(then)
+    measured = pairs(now), pairs(then)
+    common = measured[0] & measured[1]
     if other_data:
         notes.append(f"{title}: {', '.join(other_data)} left out (other clip data)")
-    left_out = sorted({f"{clip} x {style}" for clip, _, style in (pairs(now) ^ pairs(then)) - common
-                       if clip not in other_data and style})
+    left_out = sorted({f"{clip} x {style}" for clip, _, style in measured[0] ^ measured[1] if style})
     if left_out:
         notes.append(f"{title} compared on the clips and styles both runs measured; left out: {', '.join(left_out)}")
 
@@ -161,7 +161,7 @@ def _speed_changes(res: dict, prev: dict, tol: float, notes: list[str]) -> list[
     """fps and peak memory of the rows both runs timed on the same kind of machine, and the analysis's
     share of a clip."""
     out = []
-    skipped: set[str] = set()
+    skipped: dict[str, set[str]] = {}
     devices = set()
     for _, row, old in comparable_rows(res, prev, skipped):
         device = row["device"].split(":")[0]
@@ -176,31 +176,31 @@ def _speed_changes(res: dict, prev: dict, tol: float, notes: list[str]) -> list[
             if row.get(mem) and old.get(mem):
                 out.append(Change(f"{name}: {label} peak MiB", old[mem], row[mem], True, MEMORY_TOLERANCE[mem],
                                   counts=not peer))
-    new = [r for r in res["speed"].get("rows", []) if "error" not in r
-           and not any(_same_row(old, r) for old in prev["speed"].get("rows", []))]
+    new = [r for r in res["speed"].get("rows", []) if "error" not in r and _counterpart(r, prev) is None]
     if new:
         notes.append("not in the previous run (other sizes, devices or variants): "
                      + ", ".join(sorted({_row_name(r) for r in new})))
     if "cpu" in devices and "cpu_capability" not in prev["environment"]:
         notes.append("the previous run does not record the CPU's vector extensions (AVX2, AVX-512, AMX): "
                      "its CPU is taken to be of the same kind where the model name and core count match")
-    notes += sorted(skipped)
+    notes += sorted(set().union(*skipped.values()))
     old_shares = {(label, tuple(size)): f for label, size, f in prev["speed"].get("overhead_values", [])}
     for label, size, share in res["speed"].get("overhead_values", []):
         old = old_shares.get((label, tuple(size)))
-        if old is not None and not any(n.startswith(label.split()[0] + " speed") for n in skipped):
+        if old is not None and label.split()[0] not in skipped:
             out.append(Change(f"{label} {size[0]}x{size[1]}: analysis share of a 132-frame clip, %", 100 * old,
                               100 * share, True, tol))
     return out
 
 
-def comparable_rows(res: dict, prev: dict, skipped: set[str] | None = None) -> Iterator[tuple[int, dict, dict]]:
+def comparable_rows(res: dict, prev: dict,
+                    skipped: dict[str, set[str]] | None = None) -> Iterator[tuple[int, dict, dict]]:
     """(index, row, previous row) for each speed row of `res` that `prev` timed too, on the same kind
-    of machine; `skipped` collects why other devices' rows were not compared."""
+    of machine; `skipped` collects, per device, why its other rows were not compared."""
     env, old_env = res["environment"], prev["environment"]
     cpu_differs = [f for f in CPU_FIELDS if f in env and f in old_env and env[f] != old_env[f]]
     for index, row in enumerate(res["speed"].get("rows", [])):
-        old = next((r for r in prev["speed"].get("rows", []) if _same_row(r, row)), None)
+        old = _counterpart(row, prev)
         if old is None or "error" in row or "error" in old:
             continue
         device = row["device"].split(":")[0]
@@ -209,7 +209,7 @@ def comparable_rows(res: dict, prev: dict, skipped: set[str] | None = None) -> I
         else:
             differs = ["GPU"] if row.get("device_name") != old.get("device_name") else []
         if differs and skipped is not None:
-            skipped.add(f"{device} speed not compared: other {', '.join(differs)}")
+            skipped.setdefault(device, set()).add(f"{device} speed not compared: other {', '.join(differs)}")
         if not differs:
             yield index, row, old
 
@@ -219,6 +219,11 @@ def slower_cpu_rows(res: dict, prev: dict, tol: float) -> list[int]:
     as a shared CPU's speed moves between processes."""
     return [i for i, row, old in comparable_rows(res, prev) if row["device"] == "cpu" and row["what"] != "peer"
             and row["fps"] < old["fps"] * (1 - tol)]
+
+
+def _counterpart(row: dict, prev: dict) -> dict | None:
+    """The row of `prev` that timed what `row` times, if any."""
+    return next((r for r in prev["speed"].get("rows", []) if _same_row(r, row)), None)
 
 
 def _same_row(a: dict, b: dict) -> bool:
