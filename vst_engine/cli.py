@@ -50,24 +50,36 @@ def _open_input(args: argparse.Namespace):
 def _analysis(engine, source, styles, args, size: tuple[int, int], start: int, end: int, own_colours: bool = True,
               batch: int | None = None):
     """Analyse frames start:end (sampled) of the source at the processing size, `batch` frames a pass
-    (default: the engine's choice)."""
+    (default: the engine's choice); with --deflicker, also every frame's exposure."""
+    from .deflicker import LevelTrack
     from .features import sample_indices
     picks = sample_indices(start, end, args.interval)
     run = engine.analysis(styles, own_colours, batch=batch)
-    _feed(run, source, picks, size)
-    return run.finish(source=str(args.input), frame_range=(start, end), interval=args.interval, sampled=picks,
-                      settings={"max_side": args.max_side})
+    track = LevelTrack() if args.deflicker else None
+    _feed(run, source, picks, size, track, start, end)
+    feats = run.finish(source=str(args.input), frame_range=(start, end), interval=args.interval, sampled=picks,
+                       settings={"max_side": args.max_side})
+    return feats.with_deflicker(track.corrections()) if track else feats
 
 
-def _feed(run, source, picks: list[int], size: tuple[int, int]) -> None:
-    """Give an analysis the source's frames `picks` at the processing size, with a progress bar."""
+def _feed(run, source, picks: list[int], size: tuple[int, int], track=None, start: int = 0, end: int = 0) -> None:
+    """Give an analysis the source's frames `picks` at the processing size, with a progress bar; with a
+    deflicker `track`, every frame of start:end passes by it (read ahead in a thread)."""
     from .engine import resize_frame
-    bar = _progress(len(picks), "analyze")
+    from .pipeline import prefetch
+    wanted = set(picks)
+    frames = prefetch((i, source.read(i)) for i in range(start, end)) if track else \
+        ((i, source.read(i)) for i in picks)
+    bar = _progress(end - start if track else len(picks), "analyze")
     try:
-        for i in picks:
-            run.add(resize_frame(source.read(i), size))
+        for i, frame in frames:
+            if track:
+                track.add(frame)
+            if i in wanted:
+                run.add(resize_frame(frame, size))
             bar.update(1)
     finally:
+        frames.close()
         bar.close()
 
 
@@ -93,8 +105,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     styles = engine.load_styles(args.style)
     if args.complete and args.full_strength:
         raise VstError("--complete and --full-strength contradict each other")
-    if args.complete and (args.frames or args.max_side is not None):
-        raise VstError("--complete reuses the features' frames and size: leave out --frames and --max-side")
+    if args.complete and (args.frames or args.max_side is not None or args.deflicker):
+        raise VstError("--complete reuses the features' frames, size and deflicker: leave out --frames, --max-side "
+                       "and --deflicker")
     with _open_input(args) as source:
         if args.complete:
             feats = _complete(engine, source, styles, args.complete)
@@ -107,6 +120,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     feats.save(args.output)
     (start, end), (w, h) = feats.frame_range, feats.process_size
     note = " (added the clip's own colours)" if args.complete else " (full strength only)" if args.full_strength else ""
+    note += " (with deflicker corrections)" if feats.deflickered else ""
     print(f"analysed {len(feats.sampled)} of frames {start}:{end} at {w}x{h}{note} -> {args.output}")
     return 0
 
@@ -119,6 +133,7 @@ def _write_group(out: WriteBehind, group: list, results: Pending, bar) -> None:
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
+    from .deflicker import apply_correction
     from .engine import normalize_weights, process_size, resize_frame
     from .features import GlobalFeatures, sample_indices
     from .keys import WeightKeys, parse_weights
@@ -149,14 +164,17 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         info = source.info
         start, end = parse_frame_range(args.frames, info.count) if args.frames else (0, info.count)
         size = process_size(info.width, info.height, args.max_side)
-        if args.no_global and args.features:
-            raise VstError("--features and --no-global contradict each other")
+        if args.no_global and (args.features or args.deflicker):
+            raise VstError(f"{'--features' if args.features else '--deflicker'} and --no-global contradict each other "
+                           "(per-frame statistics normalize each frame's exposure anyway)")
         batch = args.batch or engine.auto_batch(*size)
         analysed = 0 if args.no_global or args.features else len(sample_indices(0, info.count, args.interval))
         _compile_for(engine, end - start, size, analysed)
         plan = GlobalFeatures.load(args.features) if args.features else styles
         if args.features:
             plan.check(engine.model.model_id, styles.refs, size, strength=lowest)
+            if args.deflicker and not plan.deflickered:
+                raise VstError(f"{args.features} was analysed without --deflicker: analyze again with it")
         audio = info.path if info.has_audio else None  # only a video output takes it
         # Opened before the analysis so an unwritable output fails at once, not after minutes.
         with open_sink(args.output, info.fps, size[0], size[1], audio_from=audio, start_time=start / info.fps) as sink:
@@ -168,9 +186,12 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                 # The clip's own colours are analysed only if some frame blends towards them.
                 plan = _analysis(engine, source, styles, args, size, 0, info.count, own_colours=lowest < 1,
                                  batch=args.batch)
+            correction = plan.exposure_correction if isinstance(plan, GlobalFeatures) else lambda index: (1.0, 0.0)
+            correction(start), correction(end - 1)  # a deflicker of other frames is refused before any output
             bar = _progress(end - start, "stylize")
             # Decoding and encoding overlap with the model's work (reader and writer threads).
-            frames = prefetch(resize_frame(source.read(i), size) for i in range(start, end))
+            frames = prefetch(apply_correction(resize_frame(source.read(i), size), correction(i))
+                              for i in range(start, end))
             write = sink.write
             if info.has_alpha and sink.keeps_alpha:  # PNG frames (and PNG, TIFF, WebP images) keep it
                 write = lambda index, rgb: sink.write(index, rgb, resize_frame(source.read_alpha(index), size))  # noqa: E731
@@ -274,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-side", type=int, default=None, help="downscale so the longer side is at most N pixels")
         p.add_argument("--frames", default=None, help="A:B, 0-based, end exclusive")
         p.add_argument("--interval", type=int, default=8, help="analyse every Nth frame (plus the last)")
+        p.add_argument("--deflicker", action="store_true",
+                       help="measure every frame's exposure in the analysis and even out its flicker (reads every "
+                       "frame; features analysed so deflicker every stylization that uses them)")
         common(p)
 
     p = sub.add_parser("stylize", help="stylize a clip")

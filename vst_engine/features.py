@@ -16,6 +16,7 @@ import torch
 
 from .errors import VstError
 from .atomic import atomic_write_bytes
+from .deflicker import check_corrections
 from .network import StyleTargets
 from .norms import NUM_NORM_LAYERS, NUM_PREDICTORS, RecordLayout, SharedNorm, moments
 
@@ -65,6 +66,29 @@ class GlobalFeatures:
     def has_own_colours(self) -> bool:
         """False for features analysed for full strength only (without the clip's own colours)."""
         return bool(self.extra.get("own_colours", True))
+
+    @property
+    def deflickered(self) -> bool:
+        """Whether the analysis measured every frame's exposure (`vst analyze --deflicker`)."""
+        return "deflicker" in self.extra
+
+    def with_deflicker(self, corrections: list[list[float]]) -> "GlobalFeatures":
+        """These features with a deflicker correction for every frame of their range
+        (`deflicker.frame_corrections`)."""
+        if not check_corrections(corrections, self.frame_range[1] - self.frame_range[0]):
+            raise ValueError(f"expected {self.frame_range[1] - self.frame_range[0]} corrections within range")
+        return replace(self, extra=dict(self.extra, deflicker=corrections))
+
+    def exposure_correction(self, index: int) -> list[float]:
+        """What clip frame `index` is mapped by before stylization (`deflicker.apply_correction`): its
+        deflicker [scale, offset], else the identity."""
+        if not self.deflickered:
+            return [1.0, 0.0]
+        start, end = self.frame_range
+        if not start <= index < end:
+            raise VstError(f"frame {index} is outside the frames {start}:{end} the deflicker was analysed over: "
+                           "analyze the whole clip")
+        return self.extra["deflicker"][index - start]
 
     def shared_norm(self, alpha: torch.Tensor, device: torch.device | str = "cpu") -> SharedNorm:
         """The clip statistics blended with slot weights `alpha`, held on `device`."""
@@ -148,7 +172,9 @@ class GlobalFeatures:
             norms = (feats.norm_mean, feats.norm_std, feats.norm_min, feats.norm_max)
             ok = (all(len(t) == NUM_NORM_LAYERS and all(x.shape[0] == slots for x in t) for t in norms)
                   and len(feats.content_desc) == NUM_PREDICTORS and len(feats.style.desc) == NUM_PREDICTORS
-                  and all(x.shape[0] == slots for x in feats.style.mean + feats.style.std + feats.style.desc))
+                  and all(x.shape[0] == slots for x in feats.style.mean + feats.style.std + feats.style.desc)
+                  and (not feats.deflickered or check_corrections(feats.extra["deflicker"],
+                                                                  feats.frame_range[1] - feats.frame_range[0])))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError):
             ok = False
         if not ok:
