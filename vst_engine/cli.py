@@ -175,6 +175,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             plan.check(engine.model.model_id, styles.refs, size, strength=lowest)
             if args.deflicker and not plan.deflickered:
                 raise VstError(f"{args.features} was analysed without --deflicker: analyze again with it")
+            plan.exposure_correction(start), plan.exposure_correction(end - 1)  # a deflicker of other frames
         audio = info.path if info.has_audio else None  # only a video output takes it
         # Opened before the analysis so an unwritable output fails at once, not after minutes.
         with open_sink(args.output, info.fps, size[0], size[1], audio_from=audio, start_time=start / info.fps) as sink:
@@ -187,7 +188,6 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                 plan = _analysis(engine, source, styles, args, size, 0, info.count, own_colours=lowest < 1,
                                  batch=args.batch)
             correction = plan.exposure_correction if isinstance(plan, GlobalFeatures) else lambda index: (1.0, 0.0)
-            correction(start), correction(end - 1)  # a deflicker of other frames is refused before any output
             bar = _progress(end - start, "stylize")
             # Decoding and encoding overlap with the model's work (reader and writer threads).
             frames = prefetch(apply_correction(resize_frame(source.read(i), size), correction(i))

@@ -1,0 +1,194 @@
+"""Exposure deflicker: the corrections even out flicker and keep fades, cuts and changes of light; the
+features file carries them; `vst analyze/stylize --deflicker` applies them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from synthetic import synth_frame
+from test_cli import ok, pngs, same_frames, visible_lines, vst, vst_many
+
+from conftest import write_png
+from vst_engine.deflicker import LevelTrack, apply_correction, frame_corrections
+from vst_engine.errors import VstError
+from vst_engine.features import GlobalFeatures
+from vst_engine.video import open_source, read_image
+
+ASSETS = Path(__file__).resolve().parents[1] / "vst_engine" / "assets"
+
+
+def photo(w: int = 160, h: int = 96) -> np.ndarray:
+    """A real picture (the bundled clip's first frame), mid-grey on average."""
+    with open_source(ASSETS / "bigbuckbunny.mp4") as clip:
+        return cv2.resize(clip.read(0), (w, h), interpolation=cv2.INTER_AREA)
+
+
+def exposed(frame: np.ndarray, gain: float, offset: float = 0.0) -> np.ndarray:
+    return np.clip(frame.astype(np.float64) * gain + offset, 0, 255).round().astype(np.uint8)
+
+
+def corrected(frames: list[np.ndarray]) -> tuple[list[np.ndarray], LevelTrack]:
+    track = LevelTrack()
+    for f in frames:
+        track.add(f)
+    return [apply_correction(f, c) for f, c in zip(frames, track.corrections())], track
+
+
+def step_diff(frames: list[np.ndarray]) -> float:
+    """Mean absolute change between consecutive frames, in grey levels."""
+    return float(np.mean([np.abs(a.astype(np.int16) - b).mean() for a, b in zip(frames, frames[1:])]))
+
+
+@pytest.mark.parametrize("kind", ["gain", "offset", "random gain"])
+def test_flicker_of_a_still_shot_is_evened_out(kind):
+    base = photo()
+    rng = np.random.default_rng(3)
+    alternate = [(-1) ** t for t in range(30)]
+    if kind == "gain":  # an exposure alternating by +-4%
+        frames = [exposed(base, 1 + 0.04 * s) for s in alternate]
+    elif kind == "offset":  # a black level alternating by +-3 grey levels
+        frames = [exposed(base, 1, 3 * s) for s in alternate]
+    else:  # a time-lapse's random exposure, 3% standard deviation
+        frames = [exposed(base, 1 + 0.03 * g) for g in rng.standard_normal(30)]
+    out, _ = corrected(frames)
+    before, after = step_diff(frames), step_diff(out)
+    assert before > 3.0
+    # Measured: 0.41 / 0.08 / 0.61 grey levels against 8.2 / 6.0 / 3.8 (the rounding of both the flickering
+    # and the corrected frames remains; a random flicker is smoothed over 11 frames, not removed).
+    assert after < {"gain": 0.6, "offset": 0.3, "random gain": 1.2}[kind], (before, after)
+    if kind != "random gain":  # away from the clip's ends (one-sided fits) the frame itself comes back
+        assert all(np.abs(f.astype(np.int16) - base).mean() < 0.7 for f in out[6:-6])
+
+
+def test_fades_ramps_cuts_and_changes_of_light_are_kept():
+    base = photo()
+    # A fade from 130% to 40% exposure and on to black: no flicker, nothing to correct.
+    fade = [exposed(base, g) for g in np.linspace(1.3, 0.4, 20)] + [exposed(base, g) for g in (0.2, 0.08, 0.02, 0)]
+    out, track = corrected(fade)
+    assert track.cuts == []
+    assert max(np.abs(a.astype(np.int16) - b).mean() for a, b in zip(out, fade)) < 1.0
+    # A lamp switched on (+30%), and a cut to another picture only 10% brighter: kept sharp.
+    other = exposed(cv2.resize(read_image(ASSETS / "starry_night.jpg"), base.shape[1::-1]), 1.0)
+    other = exposed(other, 1.1 * base.mean() / other.mean())
+    clip = [base] * 12 + [exposed(base, 1.3)] * 12 + [exposed(other, 1.3)] * 12
+    out, track = corrected(clip)
+    assert track.cuts == [24]
+    assert all(np.abs(a.astype(np.int16) - b).mean() < 0.5 for a, b in zip(out, clip))
+
+
+def test_cuts_are_told_from_motion():
+    with open_source(ASSETS / "bigbuckbunny.mp4") as clip:
+        moving = [cv2.resize(clip.read(i), (160, 96), interpolation=cv2.INTER_AREA) for i in range(0, 60, 3)]
+    track = LevelTrack()
+    for f in moving:  # the clip's motion, sped up 3x
+        track.add(f)
+    assert track.cuts == []
+    track.add(cv2.resize(read_image(ASSETS / "starry_night.jpg"), (160, 96)))
+    assert track.cuts == [len(moving)]
+
+
+def test_levels_fit_within_a_shot_and_leave_dark_frames():
+    levels = [100.0, 104, 100, 104, 100, 104, 3, 3, 100, 104, 100, 200, 190]
+    c = frame_corrections(levels, [40.0] * len(levels), cuts=[8, 11])
+    assert c[6] == c[7] == [1.0, 0.0]  # dark: left as they are
+    assert c[11] == c[12] == [1.0, 0.0]  # a shot of two frames: too few to fit
+    # Frame 9 is fitted over its own shot only (frames 8-10, triangular weights 5, 6, 5).
+    assert c[9][0] == 1.0 and c[9][0] * 104 + c[9][1] == pytest.approx((5 * 100 + 6 * 104 + 5 * 100) / 16)
+    assert 100 < c[0][0] * 100 + c[0][1] < 104  # pulled towards its shot's course, without the dark frames
+    assert frame_corrections([], []) == []
+
+
+def test_corrections_on_uint8_and_float_frames():
+    frame = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, 2)
+    assert apply_correction(frame, [1.0, 0.0]) is frame
+    out = apply_correction(frame, [1.1, -5.0])
+    expect = np.clip(np.arange(256) * 1.1 - 5.0, 0, 255).round().astype(np.uint8).reshape(16, 16, 1).repeat(3, 2)
+    assert np.array_equal(out, expect)
+    as_float = apply_correction(frame.astype(np.float32) / 255, [1.1, -5.0])
+    assert as_float.dtype == np.float32 and as_float.min() == 0.0 and as_float.max() == 1.0
+    assert np.abs(as_float * 255 - expect).max() <= 0.5 + 1e-3
+    with pytest.raises(VstError, match="uint8 or float32"):
+        apply_correction(frame.astype(np.float64), [1.1, 0.0])
+
+
+def features(frame_range=(2, 6)) -> GlobalFeatures:
+    """Global features of one style (zeros) analysed over `frame_range`."""
+    from vst_engine.features import StyleRef
+    from vst_engine.network import StyleTargets
+    from vst_engine.norms import NUM_NORM_LAYERS, NUM_PREDICTORS
+    z = lambda n: [torch.zeros(2, 4) for _ in range(n)]  # noqa: E731
+    descs = [torch.zeros(2, 32) for _ in range(NUM_PREDICTORS)]
+    return GlobalFeatures("m", [StyleRef("s", "0" * 64)], "clip", frame_range, 8, [2, 5], (64, 48), {},
+                          z(NUM_NORM_LAYERS), z(NUM_NORM_LAYERS), z(NUM_NORM_LAYERS), z(NUM_NORM_LAYERS),
+                          [torch.zeros(32) for _ in range(NUM_PREDICTORS)], StyleTargets(z(4), z(4), descs))
+
+
+def test_features_file_carries_the_corrections(tmp_path):
+    plain = features()
+    assert not plain.deflickered and plain.exposure_correction(40) == [1.0, 0.0]
+    corrections = [[1.0, 0.0], [1.02, -1.5], [0.98, 2.0], [1.0, 0.25]]
+    feats = plain.with_deflicker(corrections)
+    with pytest.raises(ValueError):
+        plain.with_deflicker(corrections[:3])
+    with pytest.raises(ValueError):
+        plain.with_deflicker([[1.0, 0.0]] * 3 + [[2.0, 0.0]])  # beyond the largest scale
+    feats.save(tmp_path / "f.vstf")
+    loaded = GlobalFeatures.load(tmp_path / "f.vstf")
+    assert loaded.deflickered and loaded.exposure_correction(3) == [1.02, -1.5]
+    with pytest.raises(VstError, match="outside the frames 2:6"):
+        loaded.exposure_correction(6)
+    d = feats.to_dict()
+    d["meta"]["extra"]["deflicker"][1] = [1.0, float("nan")]
+    torch.save(d, tmp_path / "bad.vstf")
+    with pytest.raises(VstError, match="malformed"):
+        GlobalFeatures.load(tmp_path / "bad.vstf")
+
+
+# ----- the command line -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def flickering_folder(tmp_path_factory) -> Path:
+    """12 frames of one still picture whose exposure alternates by +-5%."""
+    d = tmp_path_factory.mktemp("flicker")
+    base = synth_frame(0)
+    for t in range(12):
+        write_png(d / f"{t:03d}.png", exposed(base, 1 + 0.05 * (-1) ** t))
+    return d
+
+
+def test_cli_deflicker(cli_env, flickering_folder, style_paths, tmp_path):
+    """Stylized with global features, the flicker comes through; deflickered, it does not. Features
+    analysed with --deflicker carry it to every stylization that uses them."""
+    style = ["-s", style_paths["dots"]]
+    plain, fixed, feats = tmp_path / "plain", tmp_path / "fixed", tmp_path / "f.vstf"
+    lean, chunk = tmp_path / "lean.vstf", tmp_path / "chunk.vstf"
+    runs = vst_many(cli_env, [
+        ["stylize", flickering_folder, *style, "-o", f"{plain}/"],
+        ["stylize", flickering_folder, *style, "--deflicker", "-o", f"{fixed}/"],
+        ["analyze", flickering_folder, *style, "--deflicker", "--full-strength", "-o", feats],
+        ["analyze", flickering_folder, *style, "--full-strength", "-o", lean],
+        ["analyze", flickering_folder, *style, "--deflicker", "--frames", "0:6", "-o", chunk],
+    ])
+    for proc in runs:
+        ok(proc)
+    assert "(full strength only) (with deflicker corrections)" in runs[2].stdout
+    before, after = step_diff(list(pngs(plain).values())), step_diff(list(pngs(fixed).values()))
+    print(f"step change: {before:.2f} -> {after:.2f} grey levels")
+    assert after < 0.25 * before, (before, after)
+    used, no_global, not_analysed, complete, outside = vst_many(cli_env, [
+        ["stylize", flickering_folder, *style, "--features", feats, "--frames", "4:12", "-o", f"{tmp_path / 'used'}/"],
+        ["stylize", flickering_folder, *style, "--deflicker", "--no-global", "-o", f"{tmp_path / 'x'}/"],
+        ["stylize", flickering_folder, *style, "--features", lean, "--deflicker", "-o", f"{tmp_path / 'x'}/"],
+        ["analyze", flickering_folder, *style, "--complete", lean, "--deflicker", "-o", tmp_path / "x.vstf"],
+        ["stylize", flickering_folder, *style, "--features", chunk, "--frames", "4:8", "-o", f"{tmp_path / 'x'}/"],
+    ])
+    ok(used)
+    same_frames(pngs(tmp_path / "used"), {k: v for k, v in pngs(fixed).items() if k >= "000004"})
+    for proc, text in ((no_global, "--deflicker and --no-global contradict"),
+                       (not_analysed, "analysed without --deflicker"), (complete, "leave out --frames"),
+                       (outside, "outside the frames 0:6 the deflicker was analysed over")):
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert text in visible_lines(proc.stderr)[-1]
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.vstf").exists()
