@@ -175,7 +175,6 @@ def test_cli_deflicker(cli_env, flickering_folder, style_paths, tmp_path):
         ok(proc)
     assert "(full strength only) (with deflicker corrections)" in runs[2].stdout
     before, after = step_diff(list(pngs(plain).values())), step_diff(list(pngs(fixed).values()))
-    print(f"step change: {before:.2f} -> {after:.2f} grey levels")
     assert after < 0.25 * before, (before, after)
     used, no_global, not_analysed, complete, outside = vst_many(cli_env, [
         ["stylize", flickering_folder, *style, "--features", feats, "--frames", "4:12", "-o", f"{tmp_path / 'used'}/"],

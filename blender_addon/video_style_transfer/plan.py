@@ -12,7 +12,7 @@ Cache layout (under the cache root, by default //vst_cache next to the .blend):
     inputs/<key>/                     ordered links to an image strip's files
 
 clip key = source media + shown frame range + styles' content + model id + processing size,
-consistency, device and the engine's precision there; look key = clip key + per-frame weights and strength + colour option.
+consistency, deflicker, device and the engine's precision there; look key = clip key + per-frame weights and strength + colour option.
 Frames present in the look folder are final (the engine writes them atomically), so an
 interrupted bake resumes by baking only the missing ones. A new look takes over (hard-links) the
 frames of earlier looks of the same clip whose weights, strength and colour option are equal, so
@@ -59,6 +59,7 @@ class BakePlan:
     max_side: int
     consistency: bool
     preserve_color: bool
+    deflicker: bool  # recorded in the features: the stylization then applies it
     clip: source_clip.SourceClip
     styles: list[str]
     weights: dict[int, list[float]]  # media frame -> normalized style weights
@@ -124,7 +125,8 @@ class BakePlan:
                 self.features_path))  # type: ignore[arg-type]
         return Run("analyse", engine_cli.analyze_command(
             self.python, self.engine_input(), self.styles, self.clip.media_range, self.max_side, self.model,
-            self.device, self.features_path, full_strength=not self.needs_own_colours))  # type: ignore[arg-type]
+            self.device, self.features_path, full_strength=not self.needs_own_colours,  # type: ignore[arg-type]
+            deflicker=self.deflicker))
 
     def runs(self, media_frames: Optional[Iterable[int]] = None) -> list[Run]:
         """Engine calls that fill the missing frames among `media_frames` (default: the whole strip)."""
@@ -318,6 +320,9 @@ def make_plan(scene: Any, effect: Any, *, python: Optional[str] = None) -> BakeP
         # The CPU's precision (bf16 or fp32) changes pixels by about a grey level: never mix them.
         "precision": info.get("precision", "fp32"),
     }
+    deflicker = bool(effect.vst_deflicker) and bool(effect.vst_consistency)
+    if deflicker:  # only then: the caches of strips without it keep their keys
+        clip_info["deflicker"] = True
     # Paths stay out of the key (content digests only), so other machines find the same folders.
     clip_key = _key({k: v for k, v in clip_info.items() if k not in ("source", "styles")}
                     | {"styles": [d for _, d in clip_info["styles"]]})
@@ -325,5 +330,5 @@ def make_plan(scene: Any, effect: Any, *, python: Optional[str] = None) -> BakeP
                      "pc": bool(effect.vst_preserve_color)})
     clip_dir = os.path.join(root, clip_key)
     return BakePlan(scene.name, effect.name, source.name, python, model, effect.vst_device, int(effect.vst_max_side),
-                    bool(effect.vst_consistency), bool(effect.vst_preserve_color), clip, styles, weights, strength,
-                    root, clip_dir, os.path.join(clip_dir, look_key), clip_info)
+                    bool(effect.vst_consistency), bool(effect.vst_preserve_color), deflicker, clip, styles, weights,
+                    strength, root, clip_dir, os.path.join(clip_dir, look_key), clip_info)

@@ -43,6 +43,9 @@ def _strip_props() -> dict[str, object]:
         "vst_consistency": BoolProperty(name="Global Consistency", default=True,
                                         description="Share statistics over the whole strip (no flicker); off "
                                                     "processes every frame on its own"),
+        "vst_deflicker": BoolProperty(name="Deflicker", default=False,
+                                      description="Even out a flickering exposure (time-lapses, lights on mains "
+                                                  "power) before stylizing; with Global Consistency only"),
         "vst_device": EnumProperty(name="Device", items=DEVICES, default='auto'),
         "vst_model": StringProperty(name="Model", default="",
                                     description="Engine model name or file (empty: the preferences' model)"),

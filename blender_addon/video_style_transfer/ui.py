@@ -106,6 +106,9 @@ class VST_PT_style_transfer(bpy.types.Panel):
         col.prop(effect, "vst_strength")
         col.prop(effect, "vst_preserve_color")
         col.prop(effect, "vst_consistency")
+        row = col.row()
+        row.active = effect.vst_consistency  # per-frame statistics even out the exposure anyway
+        row.prop(effect, "vst_deflicker")
         col.prop(effect, "vst_max_side")
         col.prop(effect, "vst_device")
         col.prop(effect, "vst_model")

@@ -92,6 +92,34 @@ def test_own_colours_are_analysed_only_once_a_strength_below_1_needs_them(bl_env
         assert torch.allclose(mine, theirs, rtol=1e-5, atol=1e-6)
 
 
+def test_deflicker_goes_into_the_strips_analysis(bl_env, media, tmp_path):
+    """Deflicker is an analysis option: its features (own cache folder) carry a correction per frame,
+    which the stylization applies; without global consistency it has no effect."""
+    r = script(f"""
+        import os
+        from video_style_transfer import plan
+        sc, src = movie_scene({str(media['clip'])!r})
+        e = vst.add_effect(sc, src, styles=[{str(media['style_a'])!r}], max_side=64)
+        bpy.ops.wm.save_as_mainfile(filepath={str(tmp_path / 'd.blend')!r})
+        plain = plan.make_plan(sc, e)
+        e.vst_deflicker = True
+        p = plan.make_plan(sc, e)
+        cmd = p.analysis_run().cmd
+        vst.bake(e)
+        e.vst_consistency = False
+        off = plan.make_plan(sc, e)
+        result(dict(cmd=cmd, features=p.features_path, missing=len(p.missing()), plain_dir=plain.clip_dir,
+                    dir=p.clip_dir, plain_info="deflicker" in plain.clip_info, off=off.deflicker,
+                    off_runs=[r.cmd for r in off.runs()]))
+    """, bl_env, tmp_path).check()
+    res = r.result
+    assert "--deflicker" in res["cmd"] and res["dir"] != res["plain_dir"] and not res["plain_info"]
+    assert res["missing"] == 0
+    feats = GlobalFeatures.load(res["features"])
+    assert feats.deflickered and len(feats.extra["deflicker"]) == 6
+    assert res["off"] is False and all("--deflicker" not in c and "--no-global" in c for c in res["off_runs"])
+
+
 def test_installer_reports_a_bad_engine_package(bl_env, tmp_path):
     r = script(f"""
         from video_style_transfer import installer, prefs
