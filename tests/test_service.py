@@ -112,6 +112,54 @@ def test_full_strength_analysis_and_its_completion(client, analysed, service):
     assert done == fid and (service["features"] / f"{fid}.vstf").is_file()
 
 
+def flickering(t: int) -> np.ndarray:
+    """Host frame t of a still picture whose exposure alternates by +-5% (alpha as `rgba`)."""
+    still = rgba(0)
+    rgb = np.clip(still[..., :3] * (1 + 0.05 * (-1) ** t), 0, 255).round().astype(np.uint8)
+    return np.dstack([rgb, still[..., 3]])
+
+
+def test_deflicker_analysis(client, service, style_paths):
+    """With DEFLICKER the host sends every frame; the features carry one correction per frame (those of
+    `LevelTrack`), which STYLIZE applies by frame number; completing a full-strength analysis keeps them."""
+    from vst_engine.deflicker import LevelTrack
+    from vst_engine.features import GlobalFeatures
+    styles = [str(style_paths["dots"])]
+    plain = client.analyze(10, 21, styles, flickering, interval=4)
+    fid = client.analyze(10, 21, styles, flickering, interval=4, flags=P.DEFLICKER)
+    feats = GlobalFeatures.load(service["features"] / f"{fid}.vstf")
+    track = LevelTrack()
+    for t in range(10, 22):
+        track.add(flickering(t)[..., :3])
+    assert feats.deflickered and feats.extra["deflicker"] == track.corrections() and feats.sampled == [10, 14, 18, 21]
+
+    def step(features_id: str) -> float:
+        a, b = (client.stylize(flickering(t), styles, [1.0], features_id=features_id, frame=t) for t in (15, 16))
+        return float(np.abs(a[..., :3].astype(np.int16) - b[..., :3]).mean())
+
+    assert step(fid) < 0.25 * step(plain), (step(fid), step(plain))
+    with pytest.raises(ServiceError) as e:
+        client.stylize(flickering(9), styles, [1.0], features_id=fid, frame=9)
+    assert e.value.code == P.E_INVALID and "outside the frames 10..21" in str(e.value)
+    lean = client.analyze(10, 21, styles, flickering, interval=4, flags=P.FULL_STRENGTH | P.DEFLICKER)
+    assert client.analyze(10, 21, styles, flickering, interval=4, base=lean) == fid
+    session = client.request(P.ANALYZE_BEGIN, P.analyze_begin(10, 21, 4, 0, styles, "x", P.DEFLICKER)).u32()
+    for frame in (10, 14):  # every frame is expected, not only the sampled ones
+        fd, desc = shared_image(flickering(frame))
+        try:
+            if frame == 10:
+                client.request(P.ANALYZE_FRAME, desc.write(P.Writer().pack("<Ii", session, frame)).bytes(), fd)
+                continue
+            with pytest.raises(ServiceError) as e:
+                client.request(P.ANALYZE_FRAME, desc.write(P.Writer().pack("<Ii", session, frame)).bytes(), fd)
+            assert "expected frame 11, got 14" in str(e.value)
+        finally:
+            os.close(fd)
+    with pytest.raises(ServiceError) as e:
+        client.request(P.ANALYZE_END, P.Writer().pack("<I", session).bytes())
+    assert "only 1 of 12 frames were sent" in str(e.value)
+
+
 def test_float_frames_and_preserve_colours(client, analysed, engine):
     fid, styles = analysed
     frame = rgba(3).astype(np.float32) / 255.0
@@ -195,11 +243,9 @@ def test_invalid_stylize_requests(client, style_paths, case, code, text):
             styles = [(s, 1.0)] * 9
         elif case == "id without consistency":
             fid = "a" * 64
-        w = desc.write(P.Writer()).pack("<fBBHI", strength, 0, consistency, 0, 0).str(fid).pack("<I", len(styles))
-        for path, weight in styles:
-            w.str(path).pack("<f", weight)
+        payload = P.stylize(desc, styles, strength, consistency=consistency, features_id=fid)
         with pytest.raises(ServiceError) as e:
-            client.request(P.STYLIZE, w.bytes(), fd)
+            client.request(P.STYLIZE, payload, fd)
     finally:
         os.close(fd)
     assert e.value.code == code and text in str(e.value)
@@ -209,9 +255,8 @@ def test_shared_memory_is_validated(client, style_paths):
     s = str(style_paths["dots"])
 
     def stylize_with(fd: int, desc: P.ImageDesc) -> ServiceError:
-        w = desc.write(P.Writer()).pack("<fBBHI", 1.0, 0, 0, 0, 0).str("").pack("<I", 1).str(s).pack("<f", 1.0)
         with pytest.raises(ServiceError) as e:
-            client.request(P.STYLIZE, w.bytes(), fd)
+            client.request(P.STYLIZE, P.stylize(desc, [(s, 1.0)]), fd)
         return e.value
 
     fd, desc = shared_image(rgba(0))
@@ -227,8 +272,7 @@ def test_shared_memory_is_validated(client, style_paths):
     finally:
         os.close(unsealed)
     with pytest.raises(ServiceError) as e:  # an image request without a descriptor
-        w = desc.write(P.Writer()).pack("<fBBHI", 1.0, 0, 0, 0, 0).str("").pack("<I", 1).str(s).pack("<f", 1.0)
-        client.request(P.STYLIZE, w.bytes())
+        client.request(P.STYLIZE, P.stylize(desc, [(s, 1.0)]))
     assert e.value.code == P.E_INVALID and "descriptor" in str(e.value)
 
 

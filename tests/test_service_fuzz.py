@@ -33,8 +33,7 @@ def fuzz_service(tmp_path_factory, cli_env, style_paths):
         P.ANALYZE_BEGIN: P.analyze_begin(0, 11, 4, 0, [style], "clip"),
         P.ANALYZE_FRAME: P.ImageDesc(64, 48, 1).write(P.Writer().pack("<Ii", 1, 0)).bytes(),
         P.ANALYZE_END: P.Writer().pack("<I", 1).bytes(),
-        P.STYLIZE: P.ImageDesc(64, 48, 1).write(P.Writer()).pack("<fBBHI", 1.0, 0, 0, 0, 16).str("")
-        .pack("<I", 1).str(style).pack("<f", 1.0).bytes(),
+        P.STYLIZE: P.stylize(P.ImageDesc(64, 48, 1), [(style, 1.0)], max_side=16),
         P.PING: b"",
     }
     yield {"socket": sock, "proc": proc, "seeds": seeds}

@@ -28,6 +28,7 @@
 #define P_PRESERVE "preserveColours"
 #define P_CONSISTENCY "consistency"
 #define P_MAX_SIDE "maxSide"
+#define P_DEFLICKER "deflicker"
 
 static OfxHost *g_host;
 static const OfxPropertySuiteV1 *g_prop;
@@ -39,7 +40,7 @@ typedef struct Instance {
     OfxImageEffectHandle effect;
     OfxImageClipHandle src, dst;
     OfxParamHandle style[MAX_STYLES], weight[MAX_STYLES];
-    OfxParamHandle strength, preserve, consistency, max_side, status, features;
+    OfxParamHandle strength, preserve, consistency, max_side, deflicker, status, features;
 
     /* Held through a whole analysis, so concurrent renders analyse once and then share it. */
     pthread_mutex_t analysis_lock;
@@ -60,6 +61,7 @@ typedef struct Settings {
     float weights[MAX_STYLES];
     double strength;
     int preserve, consistency;
+    int deflicker; /* only with consistency: the analysis then reads every frame */
     uint32_t max_side;
     char features_id[65]; /* the hidden param's value when it is a valid id, else "" */
 } Settings;
@@ -216,6 +218,7 @@ static void read_settings(Instance *in, OfxTime t, Settings *s)
     s->strength = st < 0 ? 0 : st > 1 ? 1 : st;
     s->preserve = get_int(in->preserve, t, 0) != 0;
     s->consistency = get_int(in->consistency, t, 1) != 0;
+    s->deflicker = s->consistency && get_int(in->deflicker, t, 0) != 0;
     int ms = get_int(in->max_side, t, 0);
     s->max_side = ms <= 0 ? 0 : ms < 8 ? 8 : ms > 16384 ? 16384 : (uint32_t)ms; /* service: 0 or 8..16384 */
     char *id = get_string(in->features, t);
@@ -232,13 +235,14 @@ static int any_weight(const Settings *s)
     return 0;
 }
 
-/* What an analysis depends on: the styles, the processing size and the analysed frame range. */
+/* What an analysis depends on: the styles, the processing size, deflicker and the analysed frame range. */
 static uint64_t analysis_key(const Settings *s, int32_t first, int32_t last)
 {
     uint64_t h = 0xcbf29ce484222325ull;
     for (uint32_t i = 0; i < s->n; i++)
         h = fnv1a(h, s->paths[i], strlen(s->paths[i]) + 1);
     h = fnv1a(h, &s->max_side, sizeof s->max_side);
+    h = fnv1a(h, &s->deflicker, sizeof s->deflicker);
     h = fnv1a(h, &first, sizeof first);
     return fnv1a(h, &last, sizeof last);
 }
@@ -435,9 +439,9 @@ static int get_plan(Instance *in, vst_conn *c, int32_t first, int32_t last, int3
     return 0;
 }
 
-/* SAMPLE_PLAN, ANALYZE_BEGIN, one ANALYZE_FRAME per sampled frame (fetched from the host with
- * temporal access and released at once), ANALYZE_END. in_render: the host's abort is honoured.
- * flags and base as in vst_analyze_begin. */
+/* SAMPLE_PLAN, ANALYZE_BEGIN, one ANALYZE_FRAME per sampled frame (every frame with VST_DEFLICKER;
+ * fetched from the host with temporal access and released at once), ANALYZE_END. in_render: the
+ * host's abort is honoured. flags and base as in vst_analyze_begin. */
 static int analyze_clip(Instance *in, const Settings *s, int32_t first, int32_t last, int in_render,
                         uint32_t flags, const char *base, char id[65], uint32_t *frames_done, char *err)
 {
@@ -461,17 +465,20 @@ static int analyze_clip(Instance *in, const Settings *s, int32_t first, int32_t 
                           &session) < 0)
         goto engine_error;
     session_open = 1;
+    if (flags & VST_DEFLICKER)
+        count = (uint32_t)((int64_t)last - first + 1);
     for (uint32_t i = 0; i < count; i++) {
+        int32_t frame = flags & VST_DEFLICKER ? first + (int32_t)i : plan[i];
         if (in_render && g_effect->abort && g_effect->abort(in->effect)) {
             fmt(err, ERR_LEN, "analysis interrupted: the host aborted the render");
             goto done;
         }
         OfxPropertySetHandle h;
         View v;
-        int got = fetch_image(in->src, (OfxTime)plan[i], &h, &v, err);
+        int got = fetch_image(in->src, (OfxTime)frame, &h, &v, err);
         if (got == 0)
             fmt(err, ERR_LEN, "the host did not provide Source frame %d for the analysis "
-                              "(temporal clip access)", plan[i]);
+                              "(temporal clip access)", frame);
         if (got <= 0)
             goto done;
         uint32_t w = (uint32_t)(v.b.x2 - v.b.x1), ht = (uint32_t)(v.b.y2 - v.b.y1);
@@ -487,7 +494,7 @@ static int analyze_clip(Instance *in, const Settings *s, int32_t first, int32_t 
         if (v.premultiplied)
             scale_by_alpha(&m, 1);
         release(&h);
-        if (vst_analyze_frame(&c, session, plan[i], &m) < 0)
+        if (vst_analyze_frame(&c, session, frame, &m) < 0)
             goto engine_error;
     }
     session_open = 0; /* ANALYZE_END closes the session whatever its answer */
@@ -538,7 +545,9 @@ static int ensure_features(Instance *in, const Settings *s, char id[65], char *e
             memcpy(base, id, 65);
         own = hit || needs_own_colours(in, first, last);
         uint32_t frames = 0;
-        rc = analyze_clip(in, s, first, last, 1, own ? 0 : VST_FULL_STRENGTH, base, id, &frames, err);
+        /* A completion (base) keeps the base's deflicker corrections and takes no flags. */
+        uint32_t flags = base[0] ? 0 : (own ? 0 : VST_FULL_STRENGTH) | (s->deflicker ? VST_DEFLICKER : 0);
+        rc = analyze_clip(in, s, first, last, 1, flags, base, id, &frames, err);
         if (rc == 0) {
             pthread_mutex_lock(&in->lock);
             memcpy(in->cached_id, id, 65);
@@ -683,6 +692,10 @@ static OfxStatus describe_in_context(OfxImageEffectHandle effect, OfxPropertySet
     bad |= define_bool(ps, P_CONSISTENCY, "Consistency",
                        "Share clip-wide statistics between frames (no flicker). Needs an analysis of the clip: "
                        "press Analyze clip, or the first render analyses it.", 1);
+    bad |= define_bool(ps, P_DEFLICKER, "Deflicker",
+                       "Even out a flickering exposure (time-lapses, lights on mains power) while keeping fades, "
+                       "cuts and changes of light. With Consistency only; the analysis then reads every frame of "
+                       "the clip, not one in 8.", 0);
 
     OfxPropertySetHandle p = define_param(ps, kOfxParamTypeInteger, P_MAX_SIDE, "Processing resolution (max side)",
                                           "Process frames with their longest side scaled to this many pixels "
@@ -745,6 +758,7 @@ static OfxStatus create_instance(OfxImageEffectHandle effect)
     in->preserve = param_handle(ps, P_PRESERVE);
     in->consistency = param_handle(ps, P_CONSISTENCY);
     in->max_side = param_handle(ps, P_MAX_SIDE);
+    in->deflicker = param_handle(ps, P_DEFLICKER);
     in->status = param_handle(ps, P_STATUS);
     in->features = param_handle(ps, P_FEATURES);
     pthread_mutex_init(&in->lock, NULL);
@@ -804,6 +818,11 @@ static OfxStatus frames_needed(Instance *in, OfxPropertySetHandle in_args, OfxPr
         ranges[0] = ranges[1] = t;
         for (uint32_t i = 0; i < count; i++)
             ranges[2 + 2 * i] = ranges[3 + 2 * i] = plan[i];
+        if (s.deflicker) { /* the analysis reads every frame */
+            count = 1;
+            ranges[2] = first;
+            ranges[3] = last;
+        }
         g_prop->propSetDoubleN(out_args, kOfxImageClipPropFrameRangePrefix kOfxImageEffectSimpleSourceClipName,
                                (int)(2 * (count + 1)), ranges);
         rc = kOfxStatOK;
@@ -857,8 +876,8 @@ static OfxStatus render(Instance *in, OfxPropertySetHandle in_args)
     if (pack_into_shm(&src, &m, err) < 0)
         goto fail;
     release(&src_h); /* the frame is in shared memory: give the host its image back early */
-    if (vst_open(&c) < 0 || vst_stylize(&c, &m, (float)s.strength, s.preserve, s.consistency, s.max_side, id, s.n,
-                                        (const char *const *)s.paths, s.weights) < 0) {
+    if (vst_open(&c) < 0 || vst_stylize(&c, &m, (float)s.strength, s.preserve, s.consistency, s.max_side,
+                                        round_frame(t), id, s.n, (const char *const *)s.paths, s.weights) < 0) {
         fmt(err, ERR_LEN, "Video Style Transfer: %s", c.err);
         goto fail;
     }
@@ -882,7 +901,7 @@ done:
 static int is_analysis_input(const char *name)
 {
     return (strncmp(name, "style", 5) == 0 && name[5] >= '1' && name[5] <= '8' && !name[6]) ||
-           streq(name, P_MAX_SIDE);
+           streq(name, P_MAX_SIDE) || streq(name, P_DEFLICKER);
 }
 
 static OfxStatus instance_changed(Instance *in, OfxPropertySetHandle in_args)
@@ -908,7 +927,7 @@ static OfxStatus instance_changed(Instance *in, OfxPropertySetHandle in_args)
         } else if (source_range(in, &first, &last, err) == 0) {
             pthread_mutex_lock(&in->analysis_lock);
             /* With the own colours: the stored analysis then serves any strength keyed later. */
-            if (analyze_clip(in, &s, first, last, 0, 0, "", id, &frames, err) == 0) {
+            if (analyze_clip(in, &s, first, last, 0, s.deflicker ? VST_DEFLICKER : 0, "", id, &frames, err) == 0) {
                 pthread_mutex_lock(&in->lock);
                 memcpy(in->cached_id, id, 65);
                 in->cached_key = analysis_key(&s, first, last);

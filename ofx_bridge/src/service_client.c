@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #define MAGIC 0x31545356u
-#define VERSION 2
+#define VERSION 3
 #define HEADER_SIZE 16
 #define MAX_PAYLOAD 65536
 #define MAX_STR 4096
@@ -792,7 +792,7 @@ int vst_analyze_end(vst_conn *c, uint32_t session, char features_id[65])
 }
 
 int vst_stylize(vst_conn *c, const vst_shm *image, float strength, int preserve_colours, int consistency,
-                uint32_t max_side, const char *features_id, uint32_t n, const char *const *paths,
+                uint32_t max_side, int32_t frame, const char *features_id, uint32_t n, const char *const *paths,
                 const float *weights)
 {
     wbuf w = request(c);
@@ -803,6 +803,7 @@ int vst_stylize(vst_conn *c, const vst_shm *image, float strength, int preserve_
     w_u8(&w, consistency ? 1 : 0);
     w_u16(&w, 0);
     w_u32(&w, max_side);
+    w_i32(&w, frame);
     w_str(&w, features_id);
     w_u32(&w, n);
     for (uint32_t i = 0; i < n; i++) {

@@ -10,6 +10,7 @@
 #define VST_MAX_PLAN 4096
 #define VST_ERR_LEN 1024
 #define VST_FULL_STRENGTH 1u /* analysis flag: skip the clip's own colours (strength 1 only) */
+#define VST_DEFLICKER 2u     /* analysis flag: every frame is sent, its exposure evened out */
 
 /* A packed, top-row-first RGBA image in shared memory (depth 1: uint8, 4: float32). */
 typedef struct vst_shm {
@@ -45,15 +46,17 @@ int vst_hello(vst_conn *c, const char *client, char *version, size_t vlen, char 
               char *device, size_t dlen, int *trained);
 int vst_sample_plan(vst_conn *c, int32_t first, int32_t last, uint32_t interval, int32_t *frames,
                     uint32_t max_frames, uint32_t *count);
-/* flags: 0 or VST_FULL_STRENGTH; base: "" or the id of a full-strength analysis of the same
- * frames, to which this one adds the clip's own colours. */
+/* flags: VST_FULL_STRENGTH, VST_DEFLICKER (then every frame of first..last is sent, not only the
+ * sampled ones) or both; base: "" or the id of a full-strength analysis of the same frames, to which
+ * this one adds the clip's own colours (flags 0). */
 int vst_analyze_begin(vst_conn *c, int32_t first, int32_t last, uint32_t interval, uint32_t max_side,
                       uint32_t n, const char *const *paths, const char *label, uint32_t flags, const char *base,
                       uint32_t *session);
 int vst_analyze_frame(vst_conn *c, uint32_t session, int32_t frame, const vst_shm *image);
 int vst_analyze_end(vst_conn *c, uint32_t session, char features_id[65]);
+/* frame: the image's host frame number (deflickered features correct it by that frame's values). */
 int vst_stylize(vst_conn *c, const vst_shm *image, float strength, int preserve_colours, int consistency,
-                uint32_t max_side, const char *features_id, uint32_t n, const char *const *paths,
+                uint32_t max_side, int32_t frame, const char *features_id, uint32_t n, const char *const *paths,
                 const float *weights);
 
 #endif

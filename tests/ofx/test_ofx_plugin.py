@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from ofx_host import FAILED, GENERAL, OK, REPLY_DEFAULT, hanging_server, setup, to_rgba
 
+from vst_engine.deflicker import LevelTrack, apply_correction
 from vst_engine.features import GlobalFeatures, sample_indices
 
 N_FRAMES = 12
@@ -66,15 +67,22 @@ def f32(x: float) -> float:
 
 
 def expected(engine, clip_rgb, styles, times, *, as_float=False, consistency=True, preserve=False,
-             weight_keys=WEIGHT_KEYS, strength=STRENGTH) -> dict:
+             weight_keys=WEIGHT_KEYS, strength=STRENGTH, deflicker=False) -> dict:
     """The engine's own output for these frames and settings (RGB, top row first)."""
     frames = [f.astype(np.float32) / np.float32(255) if as_float else f for f in clip_rgb]
     style_set = engine.load_styles(styles)
     source = engine.analyze([frames[i] for i in PLAN], style_set) if consistency else style_set
+    corrections = [[1.0, 0.0]] * len(frames)
+    if deflicker:  # every frame's exposure, measured as the service measures it
+        track = LevelTrack()
+        for f in frames:
+            track.add(f)
+        corrections = track.corrections()
     out = {}
     for t in times:
         weights = [f32(keyed(weight_keys[f"weight{i + 1}"], t)) for i in range(len(styles))]
-        out[t] = engine.stylize(frames[t], source, weights, f32(strength), preserve, as_float=as_float)
+        out[t] = engine.stylize(apply_correction(frames[t], corrections[t]), source, weights, f32(strength), preserve,
+                                as_float=as_float)
     return out
 
 
@@ -150,8 +158,8 @@ def test_describe(host):
 
     params = desc.param_set.params
     expected_names = ({f"style{i}" for i in range(1, 9)} | {f"weight{i}" for i in range(1, 9)}
-                      | {"strength", "preserveColours", "consistency", "maxSide", "analyze", "engineStatus",
-                         "featuresId"})
+                      | {"strength", "preserveColours", "consistency", "deflicker", "maxSide", "analyze",
+                         "engineStatus", "featuresId"})
     assert set(params) == expected_names
     ranges = ("OfxParamPropMin", "OfxParamPropMax", "OfxParamPropDisplayMin", "OfxParamPropDisplayMax")
     for name, prm in params.items():
@@ -174,6 +182,7 @@ def test_describe(host):
     assert [strength.get(r) for r in ranges] == [0.0, 1.0, 0.0, 1.0] and strength.get("OfxParamPropAnimates") == 1
     assert params["preserveColours"].type == "OfxParamTypeBoolean" and params["preserveColours"].default() == 0
     assert params["consistency"].type == "OfxParamTypeBoolean" and params["consistency"].default() == 1
+    assert params["deflicker"].type == "OfxParamTypeBoolean" and params["deflicker"].default() == 0
     side = params["maxSide"]
     assert side.type == "OfxParamTypeInteger" and side.default() == 0 and side.props.get("OfxParamPropMin") == 0
     assert params["analyze"].type == "OfxParamTypePushButton"
@@ -346,6 +355,28 @@ def test_full_strength_analysis_then_own_colours(host, use_service, engine, clip
     st, out = inst.render(9)  # the completed analysis is kept: only the frame itself is fetched
     assert st == OK and [f for f, _ in inst.source.fetches] == [9.0]
     assert inst.frames_needed(9)[0] == REPLY_DEFAULT
+    assert inst.outstanding() == 0 and host.problems == [] and host.messages == []
+    inst.destroy()
+
+
+def test_deflicker_reads_every_frame(host, use_service, engine, clip_rgb, styles):
+    """With Deflicker the analysis reads (and declares) every frame of the clip; renders match the engine
+    with each frame's correction; switching it off forgets the analysis."""
+    inst = new_instance(host, clip_rgb, styles)
+    inst.set_value("deflicker", 1)
+    st, needed = inst.frames_needed(5)
+    assert st == OK and sorted(needed) == [(0.0, float(N_FRAMES - 1)), (5.0, 5.0)]
+    ref = expected(engine, clip_rgb, styles, [3, 10], deflicker=True)
+    for t in (3, 10):
+        st, out = inst.render(t)
+        assert st == OK, host.messages
+        assert_same(out, ref[t])
+    assert sorted(f for f, _ in inst.source.fetches) == sorted([float(f) for f in range(N_FRAMES)] + [3.0, 10.0])
+    assert inst.user_edit("analyze") == OK
+    assert inst.params["engineStatus"].value.startswith(f"Analysed {N_FRAMES} frames")
+    fid = inst.params["featuresId"].value
+    assert GlobalFeatures.load(use_service.features / f"{fid}.vstf").deflickered
+    assert inst.user_edit("deflicker", 0) == OK and inst.params["featuresId"].value == ""
     assert inst.outstanding() == 0 and host.problems == [] and host.messages == []
     inst.destroy()
 

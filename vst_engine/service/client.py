@@ -102,10 +102,11 @@ class Client:
                 interval: int = 0, max_side: int = 0, label: str = "", flags: int = 0, base: str = "") -> str:
         """Run a whole analysis; `frame_at(n)` gives host frame n as H x W x 4. Returns the features id.
         `flags` P.FULL_STRENGTH skips the clip's own colours; `base` (a features id analysed so)
-        adds them to those features."""
+        adds them to those features; P.DEFLICKER sends every frame (their exposure is measured)."""
         begin = P.analyze_begin(first, last, interval, max_side, [str(s) for s in styles], label, flags, base)
         session = self.request(P.ANALYZE_BEGIN, begin).u32()
-        for n in self.sample_plan(first, last, interval):
+        sends = range(first, last + 1) if flags & P.DEFLICKER else self.sample_plan(first, last, interval)
+        for n in sends:
             fd, desc = shared_image(frame_at(n))
             try:
                 self.request(P.ANALYZE_FRAME, desc.write(P.Writer().pack("<Ii", session, n)).bytes(), fd)
@@ -114,15 +115,14 @@ class Client:
         return self.request(P.ANALYZE_END, P.Writer().pack("<I", session).bytes()).str()
 
     def stylize(self, pixels: np.ndarray, styles: Sequence[str], weights: Sequence[float], strength: float = 1.0,
-                preserve_colours: bool = False, features_id: str = "", max_side: int = 0) -> np.ndarray:
-        """Stylize one H x W x 4 frame; with a features id the clip's global features are used."""
+                preserve_colours: bool = False, features_id: str = "", max_side: int = 0, frame: int = 0) -> np.ndarray:
+        """Stylize one H x W x 4 frame (host frame number `frame`); with a features id the clip's global
+        features are used."""
         fd, desc = shared_image(pixels)
         try:
-            w = desc.write(P.Writer()).pack("<fBBHI", strength, int(preserve_colours), int(bool(features_id)), 0, max_side)
-            w.str(features_id).pack("<I", len(styles))
-            for s, wt in zip(styles, weights, strict=True):
-                w.str(str(s)).pack("<f", wt)
-            self.request(P.STYLIZE, w.bytes(), fd)
+            payload = P.stylize(desc, [(str(s), wt) for s, wt in zip(styles, weights, strict=True)], strength,
+                                int(preserve_colours), int(bool(features_id)), max_side, frame, features_id)
+            self.request(P.STYLIZE, payload, fd)
             return read_shared(fd, desc)
         finally:
             os.close(fd)

@@ -11,11 +11,13 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
 
 from .. import engine_version
+from ..deflicker import LevelTrack, apply_correction
 from ..engine import Analysis, Engine, StyleSet, process_size, resize_frame
 from ..errors import VstError
 from ..features import GlobalFeatures, sample_indices
@@ -92,6 +94,7 @@ def _require_shrink_seal(fd: int) -> None:
 @dataclass
 class Session:
     plan: list[int]
+    sends: Sequence[int]  # the frames the host sends, in order: the plan, or every frame to deflicker
     styles: StyleSet
     max_side: int
     first: int
@@ -100,8 +103,12 @@ class Session:
     label: str
     run: Analysis
     owner: int  # the connection that opened it: its sessions end with it
+    track: LevelTrack | None
     received: int = 0
     touched: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.sampled = frozenset(self.plan)
 
 
 class Handlers:
@@ -164,7 +171,7 @@ class Handlers:
         label = r.str()
         flags, base = r.u32(), r.str()
         r.end()
-        if flags & ~P.FULL_STRENGTH:
+        if flags & ~(P.FULL_STRENGTH | P.DEFLICKER):
             raise P.ProtocolError(P.E_INVALID, f"unknown analysis flags 0x{flags:x}")
         if base and (flags or not FEATURES_ID.fullmatch(base)):
             raise P.ProtocolError(P.E_INVALID, "a base must be a features id (64 hex digits), without flags")
@@ -184,7 +191,10 @@ class Handlers:
             run = self.engine.analysis(styles, own_colours=not flags & P.FULL_STRENGTH)
         sid = self.next_session
         self.next_session = self.next_session % 0xFFFFFFFF + 1
-        self.sessions[sid] = Session(plan, styles, max_side, first, last, interval, label, run, owner)
+        deflicker = bool(flags & P.DEFLICKER)
+        sends = range(first, last + 1) if deflicker else plan
+        self.sessions[sid] = Session(plan, sends, styles, max_side, first, last, interval, label, run, owner,
+                                     LevelTrack() if deflicker else None)
         return P.Writer().pack("<I", sid).bytes()
 
     def analyze_frame(self, r: P.Reader, fd: int, owner: int) -> bytes:
@@ -192,11 +202,12 @@ class Handlers:
         desc = P.ImageDesc.read(r)
         r.end()
         session = self._session(sid, owner)
-        if session.received >= len(session.plan):
-            raise P.ProtocolError(P.E_INVALID, "all sampled frames were already sent")
-        expected = session.plan[session.received]
+        what = "frames" if session.track else "sampled frames"
+        if session.received >= len(session.sends):
+            raise P.ProtocolError(P.E_INVALID, f"all {what} were already sent")
+        expected = session.sends[session.received]
         if frame_no != expected:
-            raise P.ProtocolError(P.E_INVALID, f"expected sampled frame {expected}, got {frame_no}")
+            raise P.ProtocolError(P.E_INVALID, f"expected {what[:-1]} {expected}, got {frame_no}")
         image = SharedImage(fd, desc)
         try:
             rgb = image.rgb()
@@ -205,7 +216,10 @@ class Handlers:
         size = process_size(desc.width, desc.height, session.max_side or None)
         if session.received == 0:  # the clip's size is known now: compile if its length repays the wait
             self.engine.compile_for_render(session.last - session.first + 1, *size, analysed=len(session.plan))
-        session.run.add(resize_frame(rgb, size))
+        if session.track:
+            session.track.add(rgb)
+        if not session.track or frame_no in session.sampled:
+            session.run.add(resize_frame(rgb, size))
         session.received += 1
         session.touched = time.monotonic()
         return b""
@@ -215,11 +229,14 @@ class Handlers:
         r.end()
         session = self._session(sid, owner)
         del self.sessions[sid]
-        if session.received != len(session.plan):
-            raise P.ProtocolError(P.E_INVALID, f"only {session.received} of {len(session.plan)} sampled frames were sent")
+        if session.received != len(session.sends):
+            what = "frames" if session.track else "sampled frames"
+            raise P.ProtocolError(P.E_INVALID, f"only {session.received} of {len(session.sends)} {what} were sent")
         feats = session.run.finish(source=session.label, frame_range=(session.first, session.last + 1),
                                    interval=session.interval, sampled=session.plan,
                                    settings={"max_side": session.max_side or None})
+        if session.track:
+            feats = feats.with_deflicker(session.track.corrections())
         data = feats.to_bytes()
         fid = hashlib.sha256(data).hexdigest()
         path = self.features_dir / f"{fid}.vstf"
@@ -238,6 +255,7 @@ class Handlers:
         preserve, consistency = r.u8(), r.u8()
         r.u16()
         max_side = P.read_max_side(r)
+        frame_no = r.i32()
         fid = r.str()
         paths, weights = P.read_styles(r, with_weights=True)
         r.end()
@@ -260,11 +278,16 @@ class Handlers:
                                                        "with them as the base)")
             size = _features_size(plan, size)
             plan.check(self.engine.model.model_id, styles.refs, size)
+            start, end = plan.frame_range
+            if plan.deflickered and not start <= frame_no < end:
+                raise P.ProtocolError(P.E_INVALID, f"frame {frame_no} is outside the frames {start}..{end - 1} "
+                                                   "these deflickered features were analysed over")
         image = SharedImage(fd, desc)
         try:
-            rgb = image.rgb()
-            out = self.engine.stylize(resize_frame(rgb, size), plan, weights, strength, bool(preserve),
-                                      as_float=desc.depth == 4)
+            rgb = resize_frame(image.rgb(), size)
+            if consistency:
+                rgb = apply_correction(rgb, plan.exposure_correction(frame_no))
+            out = self.engine.stylize(rgb, plan, weights, strength, bool(preserve), as_float=desc.depth == 4)
             if out.shape[:2] != (desc.height, desc.width):
                 out = cv2.resize(out, (desc.width, desc.height), interpolation=cv2.INTER_CUBIC)
                 if out.dtype == np.float32:

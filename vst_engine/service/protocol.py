@@ -10,7 +10,9 @@ import struct
 from dataclasses import dataclass
 
 MAGIC = 0x31545356  # b"VST1" little-endian
-VERSION = 2  # 2: ANALYZE_BEGIN carries flags and a base features id (full-strength analyses, completion)
+# 2: ANALYZE_BEGIN carries flags and a base features id (full-strength analyses, completion).
+# 3: the DEFLICKER flag, and STYLIZE carries the frame number (for the frame's deflicker correction).
+VERSION = 3
 HEADER = struct.Struct("<IHHII")  # magic, version, type, request id, payload length
 MAX_PAYLOAD = 65536
 MAX_STR = 4096
@@ -32,6 +34,7 @@ E_MALFORMED, E_INVALID, E_NOT_FOUND, E_ENGINE, E_LIMIT, E_INTERNAL, E_OWN_COLOUR
 
 # ANALYZE_BEGIN flags
 FULL_STRENGTH = 1  # skip the clip's own colours: the features then serve strength 1 only
+DEFLICKER = 2  # every frame of the range is sent: its exposure is measured, the sampled ones analysed
 
 
 class ProtocolError(Exception):
@@ -218,3 +221,13 @@ def analyze_begin(first: int, last: int, interval: int, max_side: int, styles: l
     for s in styles:
         w.str(s)
     return w.str(label).pack("<I", flags).str(base).bytes()
+
+
+def stylize(desc: ImageDesc, styles: list[tuple[str, float]], strength: float = 1.0, preserve: int = 0,
+            consistency: int = 0, max_side: int = 0, frame: int = 0, features_id: str = "") -> bytes:
+    """A STYLIZE payload (see `Handlers.stylize` for its reading)."""
+    w = desc.write(Writer()).pack("<fBBHIi", strength, preserve, consistency, 0, max_side, frame).str(features_id)
+    w.pack("<I", len(styles))
+    for path, weight in styles:
+        w.str(path).pack("<f", weight)
+    return w.bytes()
