@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from vst_engine import sample_indices
+from vst_engine.deflicker import even_out
 from vst_engine.engine import Engine
 from vst_engine.evaluate import temporal_stats
 from vst_engine.features import StyleRef
@@ -156,15 +157,6 @@ DEFLICKERED_MAX_OVER_STEADY = 1.25  # deflickered flicker over the same clip wit
 DEFLICKERED_MAX_OVER_FLICKER = 0.5  # at i = 1, deflickered over not (measured at most 0.34)
 
 
-def deflickered(frames: list[np.ndarray]) -> list[np.ndarray]:
-    """The frames with the corrections `vst stylize --deflicker` applies."""
-    from vst_engine.deflicker import LevelTrack, apply_correction
-    track = LevelTrack()
-    for f in frames:
-        track.add(f)
-    return [apply_correction(f, c) for f, c in zip(frames, track.corrections())]
-
-
 @pytest.mark.parametrize("model", ["default", "lite"])
 def test_shipped_weights_follow_the_motion_with_global_features(model):
     engine = Engine(model=model, device="cpu")
@@ -183,7 +175,7 @@ def test_shipped_weights_follow_the_motion_with_global_features(model):
         default = losses(frames, stylized(frames, styles))
         no_global = losses(frames, [engine.stylize(f, styles) for f in frames])
         flicker = losses(flickering, stylized(flickering, styles))
-        evened = losses(flickering, stylized(deflickered(flickering), styles))
+        evened = losses(flickering, stylized(even_out(flickering), styles))
         for i in INTERVALS:
             assert default[i] < SHIPPED_MAX_RATIO * no_global[i], (styles.refs, i, default, no_global)
             assert default[i] < SHIPPED_MAX_OVER_INPUT * floor[i], (styles.refs, i, default, floor)

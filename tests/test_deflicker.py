@@ -12,7 +12,7 @@ from synthetic import synth_frame
 from test_cli import ok, pngs, same_frames, visible_lines, vst, vst_many
 
 from conftest import write_png
-from vst_engine.deflicker import LevelTrack, apply_correction, frame_corrections
+from vst_engine.deflicker import LevelTrack, apply_correction, even_out, frame_corrections
 from vst_engine.errors import VstError
 from vst_engine.features import GlobalFeatures
 from vst_engine.video import open_source, read_image
@@ -31,10 +31,13 @@ def exposed(frame: np.ndarray, gain: float, offset: float = 0.0) -> np.ndarray:
 
 
 def corrected(frames: list[np.ndarray]) -> tuple[list[np.ndarray], LevelTrack]:
+    """`even_out(frames)`, and the track it measured (its cuts)."""
     track = LevelTrack()
     for f in frames:
         track.add(f)
-    return [apply_correction(f, c) for f, c in zip(frames, track.corrections())], track
+    out = even_out(frames)
+    assert all(np.array_equal(a, apply_correction(f, c)) for a, f, c in zip(out, frames, track.corrections()))
+    return out, track
 
 
 def step_diff(frames: list[np.ndarray]) -> float:

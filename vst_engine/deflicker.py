@@ -11,7 +11,7 @@ keep their course, while cuts and lasting changes of light (a lamp switched on) 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -109,6 +109,15 @@ def check_corrections(corrections: object, frames: int) -> bool:
         return (isinstance(c, list) and len(c) == 2 and all(isinstance(v, float) and math.isfinite(v) for v in c)
                 and 1 / MAX_SCALE - 1e-9 <= c[0] <= MAX_SCALE + 1e-9 and abs(c[1]) <= 255.0)
     return isinstance(corrections, list) and len(corrections) == frames and all(valid(c) for c in corrections)
+
+
+def even_out(frames: Iterable[np.ndarray]) -> list[np.ndarray]:
+    """Frames in memory, corrected as `vst stylize --deflicker` corrects them (the bench, the tests)."""
+    frames = list(frames)
+    track = LevelTrack()
+    for f in frames:
+        track.add(f)
+    return [apply_correction(f, c) for f, c in zip(frames, track.corrections())]
 
 
 def apply_correction(frame: np.ndarray, correction: Sequence[float]) -> np.ndarray:

@@ -21,6 +21,7 @@ from .common import (
     CLIPS, DEFAULT_CACHE, DEFAULT_CLIPS, DEFAULT_PEER_PYTHON, DEFAULT_SIZES, DEFAULT_STYLES, PEER_PACKAGE,
     ROOT, STYLES, parse_size
 )
+from .flicker import summarize_flicker
 from .quality import peer_info, quality, quality_models, sintel_quality, summarize
 from .report import make_plots, render_report, targets_table
 from .speed import (
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "strength, not the variants with the clip's own colours (a shorter GPU run)")
     ap.add_argument("--skip-quality", action="store_true", help="leave the clips' quality table out")
     ap.add_argument("--skip-speed", action="store_true", help="quality tables only")
+    ap.add_argument("--skip-flicker", action="store_true", help="leave the exposure-flicker table out (ours on "
+                    "the clips with a flickering exposure, with and without --deflicker)")
     ap.add_argument("--sintel", default=None, help="MPI Sintel ground-truth samples for the true-flow table (default "
                     "../shared/data/sintel_gt beside the repository; left out with a note when absent)")
     ap.add_argument("--sintel-max-side", type=int, default=None, help="processing size of the Sintel table "
@@ -123,6 +126,7 @@ def validate(args: argparse.Namespace) -> argparse.Namespace:
     if args.skip_quality and args.skip_speed and args.skip_sintel:
         raise VstError("--skip-quality, --skip-speed and --skip-sintel leave nothing to measure")
     validate_sintel(args)
+    args.flicker = not args.skip_flicker and not args.skip_quality  # it reuses the quality table's excerpts
     if args.compile_timeout < 0:
         raise VstError("--compile-timeout must not be negative")
     if args.peak_tflops is not None and not args.peak_tflops > 0:
@@ -251,6 +255,8 @@ def run(args: argparse.Namespace, argv: Sequence[str], previous: dict | None = N
         clips = fetch_clips(args.clips, args.cache)
         res["clips"] = [{k: v for k, v in c.items() if k != "path"} for c in clips]
         q = summarize(quality(args, clips, styles, status, *models), status, args.model)
+        if q.get("flicker"):
+            res["flicker"] = summarize_flicker(q.pop("flicker"), q)
         runs = [r for c in q["clips"] for r in c["runs"] if r["method"] == "ours"]
         if runs:
             fr = [r["analysis_s"] / (r["analysis_s"] + r["stylize_s"]) for r in runs]

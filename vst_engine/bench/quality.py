@@ -49,10 +49,10 @@ def measure(inputs: np.ndarray, outputs: np.ndarray, flows, intervals: Sequence[
     return res
 
 
-def run_ours(engine, frames: np.ndarray, style: StyleSpec, use_global: bool,
-             shown: slice = slice(None)) -> tuple[np.ndarray, dict]:
-    """Stylize `frames[shown]` of an excerpt (analysed whole); returns the stylized frames and the
-    time of the analysis and stylization passes."""
+def run_ours(engine, frames: np.ndarray, style: StyleSpec, use_global: bool, shown: slice = slice(None),
+             analysed: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """Stylize `frames[shown]` of an excerpt (analysed whole: `analysed`, default `frames`); returns the
+    stylized frames and the time of the analysis and stylization passes."""
     from ..features import sample_indices
     styles = engine.load_styles([style.path])
     t0 = time.perf_counter()
@@ -60,7 +60,8 @@ def run_ours(engine, frames: np.ndarray, style: StyleSpec, use_global: bool,
     picks: list[int] = []
     if use_global:
         picks = sample_indices(0, len(frames), ANALYSIS_INTERVAL)
-        plan = engine.analyze((frames[i] for i in picks), styles, interval=ANALYSIS_INTERVAL, sampled=picks,
+        source = frames if analysed is None else analysed
+        plan = engine.analyze((source[i] for i in picks), styles, interval=ANALYSIS_INTERVAL, sampled=picks,
                               frame_range=(0, len(frames)))
     t1 = time.perf_counter()
     out = np.stack([engine.stylize(f, plan) for f in frames[shown]])
@@ -147,9 +148,11 @@ def quality_models(args, status: dict) -> tuple[dict, object]:
 
 
 def quality(args, clips: list[dict], styles: list[StyleSpec], status: dict, engines: dict, encoder) -> dict:
-    """The per-clip, per-style measurements of every available method."""
+    """The per-clip, per-style measurements of every available method; with `args.flicker`, also the
+    exposure-flicker table's (ours on the first style, under "flicker")."""
+    from .flicker import FLICKER_STD, flicker_runs
     intervals = [i for i in INTERVALS if i < args.frames]
-    results = []
+    results, flicker = [], []
     for clip in clips:
         spec = CLIPS[clip["name"]]
         frames = load_excerpt(clip["path"], spec.start, args.frames, args.max_side)
@@ -161,7 +164,14 @@ def quality(args, clips: list[dict], styles: list[StyleSpec], status: dict, engi
             return measure(frames, out, flows, intervals, style, args.vgg_frames if style else 0, encoder)
         runs = method_runs(args, f"clip {clip['name']}", frames, engines, styles, status, score)
         results.append({"clip": clip["name"], "size": [w, h], "frames": len(frames), "runs": runs})
-    return {"intervals": intervals, "clips": results}
+        if args.flicker:
+            log(f"clip {clip['name']}: with an exposure flicker")
+            flicker.append({"clip": clip["name"], "size": [w, h], "frames": len(frames),
+                            "runs": flicker_runs(engines["ours"], frames, flows, intervals, styles[0])})
+    q = {"intervals": intervals, "clips": results}
+    if flicker:
+        q["flicker"] = {"intervals": intervals, "clips": flicker, "std": FLICKER_STD, "style": styles[0].name}
+    return q
 
 
 def sintel_quality(args, styles: list[StyleSpec], status: dict, engines: dict, encoder) -> dict:

@@ -176,6 +176,8 @@ def render_report(res: dict) -> str:
                   f"the clip's total time on average ({q['overhead']['analysed']} of {args['frames']} frames "
                   "analysed; a short excerpt analyses relatively more frames than a long clip).", ""]
 
+    if res.get("flicker"):
+        L += flicker_section(res["flicker"], args["frames"])
     if res.get("sintel"):
         L += sintel_section(res["sintel"], len(res["styles"]))
 
@@ -273,6 +275,25 @@ def render_report(res: dict) -> str:
         L += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
     L += ["## Settings", "", "```", " ".join(res["argv"]) or "(defaults)", json.dumps(args, indent=1), "```", ""]
     return "\n".join(L)
+
+
+def flicker_section(fq: dict, frames: int) -> list[str]:
+    """The exposure-flicker table: ours on the clips with a flickering exposure, and without it."""
+    intervals = fq["intervals"]
+    L = ["## Exposure flicker", "",
+         f"The same {len(fq['clips'])} excerpts ({frames} frames) with a random exposure: each frame's pixels "
+         f"multiplied by a gain drawn with a standard deviation of {fq['std']:.0%} (the same gains on every run), as "
+         "in a time-lapse. Style "
+         f"{fq['style']}. Temporal loss as above, with the flow and the photometric check of the clip without the "
+         "flicker. `--deflicker` (README) measures every frame's luma mean and contrast in the analysis and "
+         "evens them out before stylization; the first row is ours on the clip without the flicker.", ""]
+    rows = [["ours, global features, no flicker (reference)",
+             *[_num(fq["steady"]["temporal"].get(str(i))) if fq.get("steady") else "-" for i in intervals]]]
+    for key, label in fq["labels"]:
+        a = fq["aggregate"].get(key)
+        rows.append([label, *[_num(a["temporal"].get(str(i))) if a else "-" for i in intervals]])
+    L += [markdown_table(["method", *[f"temporal i={i}" for i in intervals]], rows), ""]
+    return L
 
 
 def sintel_section(sq: dict, styles: int) -> list[str]:
