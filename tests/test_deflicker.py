@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from synthetic import synth_frame
-from test_cli import ok, pngs, same_frames, visible_lines, vst, vst_many
+from test_cli import ok, pngs, same_frames, visible_lines, vst_many
 
 from conftest import write_png
 from vst_engine.deflicker import LevelTrack, apply_correction, even_out, frame_corrections

@@ -12,6 +12,7 @@ from .errors import VstError
 from . import engine_version
 
 if TYPE_CHECKING:  # imported lazily below: `vst --help` stays fast
+    from .deflicker import LevelTrack
     from .pipeline import WriteBehind
     from .transfer import Pending
 
@@ -62,7 +63,8 @@ def _analysis(engine, source, styles, args, size: tuple[int, int], start: int, e
     return feats.with_deflicker(track.corrections()) if track else feats
 
 
-def _feed(run, source, picks: list[int], size: tuple[int, int], track=None, start: int = 0, end: int = 0) -> None:
+def _feed(run, source, picks: list[int], size: tuple[int, int], track: LevelTrack | None = None, start: int = 0,
+          end: int = 0) -> None:
     """Give an analysis the source's frames `picks` at the processing size, with a progress bar; with a
     deflicker `track`, every frame of start:end passes by it (read ahead in a thread)."""
     from .engine import resize_frame
@@ -175,7 +177,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             plan.check(engine.model.model_id, styles.refs, size, strength=lowest)
             if args.deflicker and not plan.deflickered:
                 raise VstError(f"{args.features} was analysed without --deflicker: analyze again with it")
-            plan.exposure_correction(start), plan.exposure_correction(end - 1)  # a deflicker of other frames
+            for index in (start, end - 1):  # a deflicker of other frames is refused here, before any output
+                plan.exposure_correction(index)
         audio = info.path if info.has_audio else None  # only a video output takes it
         # Opened before the analysis so an unwritable output fails at once, not after minutes.
         with open_sink(args.output, info.fps, size[0], size[1], audio_from=audio, start_time=start / info.fps) as sink:

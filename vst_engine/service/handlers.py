@@ -109,6 +109,7 @@ class Session:
 
     def __post_init__(self) -> None:
         self.sampled = frozenset(self.plan)
+        self.what = "frames" if self.track else "sampled frames"  # what the host sends, for errors
 
 
 class Handlers:
@@ -202,12 +203,11 @@ class Handlers:
         desc = P.ImageDesc.read(r)
         r.end()
         session = self._session(sid, owner)
-        what = "frames" if session.track else "sampled frames"
         if session.received >= len(session.sends):
-            raise P.ProtocolError(P.E_INVALID, f"all {what} were already sent")
+            raise P.ProtocolError(P.E_INVALID, f"all {session.what} were already sent")
         expected = session.sends[session.received]
         if frame_no != expected:
-            raise P.ProtocolError(P.E_INVALID, f"expected {what[:-1]} {expected}, got {frame_no}")
+            raise P.ProtocolError(P.E_INVALID, f"expected {session.what[:-1]} {expected}, got {frame_no}")
         image = SharedImage(fd, desc)
         try:
             rgb = image.rgb()
@@ -230,8 +230,8 @@ class Handlers:
         session = self._session(sid, owner)
         del self.sessions[sid]
         if session.received != len(session.sends):
-            what = "frames" if session.track else "sampled frames"
-            raise P.ProtocolError(P.E_INVALID, f"only {session.received} of {len(session.sends)} {what} were sent")
+            raise P.ProtocolError(P.E_INVALID,
+                                  f"only {session.received} of {len(session.sends)} {session.what} were sent")
         feats = session.run.finish(source=session.label, frame_range=(session.first, session.last + 1),
                                    interval=session.interval, sampled=session.plan,
                                    settings={"max_side": session.max_side or None})
