@@ -29,6 +29,15 @@ def rgba(t: int) -> np.ndarray:
     return np.dstack([rgb, alpha])
 
 
+def analyze_frame(client: Client, session: int, frame: int, pixels: np.ndarray) -> None:
+    """One ANALYZE_FRAME request, `pixels` in fresh shared memory."""
+    fd, desc = shared_image(pixels)
+    try:
+        client.request(P.ANALYZE_FRAME, desc.write(P.Writer().pack("<Ii", session, frame)).bytes(), fd)
+    finally:
+        os.close(fd)
+
+
 def start_service(sock: Path, features: Path, env: dict, *extra: str) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "vst_engine", "serve", "--model", "untrained", "--device", "cpu",
                              "--socket", str(sock), "--features-dir", str(features), *extra],
@@ -144,17 +153,10 @@ def test_deflicker_analysis(client, service, style_paths):
     lean = client.analyze(10, 21, styles, flickering, interval=4, flags=P.FULL_STRENGTH | P.DEFLICKER)
     assert client.analyze(10, 21, styles, flickering, interval=4, base=lean) == fid
     session = client.request(P.ANALYZE_BEGIN, P.analyze_begin(10, 21, 4, 0, styles, "x", P.DEFLICKER)).u32()
-    for frame in (10, 14):  # every frame is expected, not only the sampled ones
-        fd, desc = shared_image(flickering(frame))
-        try:
-            if frame == 10:
-                client.request(P.ANALYZE_FRAME, desc.write(P.Writer().pack("<Ii", session, frame)).bytes(), fd)
-                continue
-            with pytest.raises(ServiceError) as e:
-                client.request(P.ANALYZE_FRAME, desc.write(P.Writer().pack("<Ii", session, frame)).bytes(), fd)
-            assert "expected frame 11, got 14" in str(e.value)
-        finally:
-            os.close(fd)
+    analyze_frame(client, session, 10, flickering(10))
+    with pytest.raises(ServiceError) as e:  # every frame is expected, not only the sampled ones
+        analyze_frame(client, session, 14, flickering(14))
+    assert "expected frame 11, got 14" in str(e.value)
     with pytest.raises(ServiceError) as e:
         client.request(P.ANALYZE_END, P.Writer().pack("<I", session).bytes())
     assert "only 1 of 12 frames were sent" in str(e.value)
@@ -280,13 +282,9 @@ def test_analysis_protocol_errors(client, style_paths):
     s = str(style_paths["dots"])
     begin = P.analyze_begin(0, 11, 4, 0, [s], "clip")
     session = client.request(P.ANALYZE_BEGIN, begin).u32()
-    fd, desc = shared_image(rgba(4))
-    try:
-        with pytest.raises(ServiceError) as e:  # frame 0 must come first
-            client.request(P.ANALYZE_FRAME, desc.write(P.Writer().pack("<Ii", session, 4)).bytes(), fd)
-        assert "expected sampled frame 0" in str(e.value)
-    finally:
-        os.close(fd)
+    with pytest.raises(ServiceError) as e:  # frame 0 must come first
+        analyze_frame(client, session, 4, rgba(4))
+    assert "expected sampled frame 0" in str(e.value)
     with pytest.raises(ServiceError) as e:
         client.request(P.ANALYZE_END, P.Writer().pack("<I", session).bytes())
     assert "only 0 of 4" in str(e.value)
