@@ -19,7 +19,7 @@ import numpy as np
 from .errors import VstError
 
 THUMB_WIDTH = 32  # enough to tell a cut from motion, and cheap at any frame size
-WINDOW = 5  # frames each side in the fit (odd: see below); at 25 frames/s, changes over 0.2 s or more are kept
+WINDOW = 5  # frames each side in the fit (odd: its triangular weights then cancel an alternating flicker)
 STEP = 0.15  # relative level change kept as a real change of light (flicker up to about +-7%)
 # A cut: consecutive exposure-normalized thumbnails differing by this much on average. Measured: motion
 # 0.03 at most on the bundled clip, up to 0.21 on a fast bike clip, whose cuts gave 0.35-0.62; cuts
