@@ -11,7 +11,6 @@ import torch
 from synthetic import synth_frame
 from test_cli import ok, pngs, same_frames, visible_lines, vst_many
 
-from conftest import write_png
 from vst_engine.deflicker import LevelTrack, apply_correction, even_out, frame_corrections
 from vst_engine.errors import VstError
 from vst_engine.features import GlobalFeatures
@@ -157,7 +156,7 @@ def flickering_folder(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("flicker")
     base = synth_frame(0)
     for t in range(12):
-        write_png(d / f"{t:03d}.png", exposed(base, 1 + 0.05 * (-1) ** t))
+        cv2.imwrite(str(d / f"{t:03d}.png"), cv2.cvtColor(exposed(base, 1 + 0.05 * (-1) ** t), cv2.COLOR_RGB2BGR))
     return d
 
 
