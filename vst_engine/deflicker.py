@@ -6,7 +6,10 @@ and contrast (standard deviation) and store a correction `scale * x + offset` pe
 the frame the smoothed mean and contrast; stylization applies it before the network. That evens out
 a gain (an exposure) and an offset (a black level) alike. The smoothed values are a local linear fit
 over nearby frames of the same shot whose mean is within STEP of the frame's own, so fades and ramps
-keep their course, while cuts and lasting changes of light (a lamp switched on) stay sharp.
+keep their course, while cuts and lasting changes of light (a lamp switched on) stay sharp. A fast
+camera passing bright and dark content changes a frame's mean as a flicker would (the bench's street
+clip: clean frames moved by 1.05 grey levels on average), so footage that does not flicker is best
+left alone.
 """
 from __future__ import annotations
 
