@@ -30,7 +30,8 @@ SINTEL_SETTINGS = ("sintel_scenes", "sintel_passes", "sintel_max_side")
 ROW_KEY = ("what", "arch", "batch", "default", "own_colours", "added", "overlap")
 # The machine a CPU row was timed on (environment fields; absent ones are not compared).
 CPU_FIELDS = ("cpu_model", "cpu_count", "cpu_capability", "cpu_amx", "cpu_compiled", "torch")
-OURS = ("ours", "ours_noglobal", "ours_deflicker", "baseline", "baseline_noglobal", "lite", "lite_noglobal")
+OURS = ("ours", "ours_noglobal", "ours_deflicker", "ours_deflicker_steady", "baseline", "baseline_noglobal", "lite",
+        "lite_noglobal")
 
 
 @dataclass

@@ -13,7 +13,8 @@ FLICKER_SEED = 0
 FLICKER_METHODS = (("input", "input clip with the flicker, unstylized"),
                    ("ours", "ours, global features"),
                    ("ours_deflicker", "ours, global features, --deflicker"),
-                   ("ours_noglobal", "ours, --no-global"))
+                   ("ours_noglobal", "ours, --no-global"),
+                   ("ours_deflicker_steady", "ours, global features, --deflicker, on the clip without the flicker"))
 
 
 def flickering(frames: np.ndarray, std: float = FLICKER_STD, seed: int = FLICKER_SEED) -> np.ndarray:
@@ -23,17 +24,20 @@ def flickering(frames: np.ndarray, std: float = FLICKER_STD, seed: int = FLICKER
 
 
 def flicker_runs(engine, frames: np.ndarray, flows, intervals: Sequence[int], style: StyleSpec) -> list[dict]:
-    """Each method's temporal loss on the flickering excerpt. The flows and the photometric check are the
-    clean excerpt's: the flicker moves nothing, and it should not change which pixels count."""
+    """Each method's temporal loss on the flickering excerpt, and the deflicker's on the clean one (what it
+    costs footage that does not flicker). The flows and the photometric check are the clean excerpt's:
+    the flicker moves nothing, and it should not change which pixels count."""
     from ..deflicker import even_out
     from .quality import measure, run_ours
     flicker = flickering(frames)
     runs = [{"method": "input", "style": None, **measure(frames, flicker, flows, intervals, None, 0)}]
     # As `vst stylize --deflicker` does: the analysis reads the frames as they are, and stylization
     # takes them corrected.
-    for method, inputs, use_global in (("ours", flicker, True), ("ours_deflicker", np.stack(even_out(flicker)), True),
-                                       ("ours_noglobal", flicker, False)):
-        out, times = run_ours(engine, inputs, style, use_global, analysed=flicker)
+    evened, steady = np.stack(even_out(flicker)), np.stack(even_out(frames))
+    for method, inputs, analysed, use_global in (
+            ("ours", flicker, flicker, True), ("ours_deflicker", evened, flicker, True),
+            ("ours_noglobal", flicker, flicker, False), ("ours_deflicker_steady", steady, frames, True)):
+        out, times = run_ours(engine, inputs, style, use_global, analysed=analysed)
         runs.append({"method": method, "style": style.name, **times,
                      **measure(frames, out, flows, intervals, None, 0)})
     return runs
