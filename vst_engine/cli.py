@@ -124,6 +124,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     note = " (added the clip's own colours)" if args.complete else " (full strength only)" if args.full_strength else ""
     note += " (with deflicker corrections)" if feats.deflickered else ""
     print(f"analysed {len(feats.sampled)} of frames {start}:{end} at {w}x{h}{note} -> {args.output}")
+    if feats.deflickered:  # how much the deflicker will change: nothing to see on footage without flicker
+        scales, offsets = zip(*feats.extra["deflicker"])
+        print(f"deflicker: frames scaled by {min(scales):.3f}-{max(scales):.3f}, offset by {min(offsets):+.1f} to "
+              f"{max(offsets):+.1f} grey levels")
     return 0
 
 
