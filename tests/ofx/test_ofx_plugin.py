@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from ofx_host import FAILED, GENERAL, OK, REPLY_DEFAULT, hanging_server, setup, to_rgba
 
-from vst_engine.deflicker import LevelTrack, apply_correction
+from vst_engine.deflicker import even_out
 from vst_engine.features import GlobalFeatures, sample_indices
 
 N_FRAMES = 12
@@ -72,17 +72,12 @@ def expected(engine, clip_rgb, styles, times, *, as_float=False, consistency=Tru
     frames = [f.astype(np.float32) / np.float32(255) if as_float else f for f in clip_rgb]
     style_set = engine.load_styles(styles)
     source = engine.analyze([frames[i] for i in PLAN], style_set) if consistency else style_set
-    corrections = [[1.0, 0.0]] * len(frames)
-    if deflicker:  # every frame's exposure, measured as the service measures it
-        track = LevelTrack()
-        for f in frames:
-            track.add(f)
-        corrections = track.corrections()
+    # Deflickered: the analysis reads the frames as they are, the stylization takes them corrected.
+    inputs = even_out(frames) if deflicker else frames
     out = {}
     for t in times:
         weights = [f32(keyed(weight_keys[f"weight{i + 1}"], t)) for i in range(len(styles))]
-        out[t] = engine.stylize(apply_correction(frames[t], corrections[t]), source, weights, f32(strength), preserve,
-                                as_float=as_float)
+        out[t] = engine.stylize(inputs[t], source, weights, f32(strength), preserve, as_float=as_float)
     return out
 
 
