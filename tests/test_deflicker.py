@@ -2,6 +2,7 @@
 features file carries them; `vst analyze/stylize --deflicker` applies them."""
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from synthetic import synth_frame
 from test_cli import ok, pngs, same_frames, visible_lines, vst_many
 
-from vst_engine.deflicker import LevelTrack, apply_correction, even_out, frame_corrections
+from vst_engine.deflicker import LevelTrack, apply_correction, even_out, frame_change, frame_corrections, thumbnail_luma
 from vst_engine.errors import VstError
 from vst_engine.features import GlobalFeatures
 from vst_engine.video import open_source, read_image
@@ -71,14 +72,14 @@ def test_fades_ramps_cuts_and_changes_of_light_are_kept():
     # A fade from 130% to 40% exposure and on to black: no flicker, nothing to correct.
     fade = [exposed(base, g) for g in np.linspace(1.3, 0.4, 20)] + [exposed(base, g) for g in (0.2, 0.08, 0.02, 0)]
     out, track = corrected(fade)
-    assert track.cuts == []
+    assert track.cuts[0] == 20  # halving the exposure from one frame to the next is no flicker
     assert max(np.abs(a.astype(np.int16) - b).mean() for a, b in zip(out, fade)) < 1.0
     # A lamp switched on (+30%), and a cut to another picture only 10% brighter: kept sharp.
     other = exposed(cv2.resize(read_image(ASSETS / "starry_night.jpg"), base.shape[1::-1]), 1.0)
     other = exposed(other, 1.1 * base.mean() / other.mean())
     clip = [base] * 12 + [exposed(base, 1.3)] * 12 + [exposed(other, 1.3)] * 12
     out, track = corrected(clip)
-    assert track.cuts == [24]
+    assert track.cuts == [12, 24]  # 30% more light in one frame is no flicker either: a shot of its own
     assert all(np.abs(a.astype(np.int16) - b).mean() < 0.5 for a, b in zip(out, clip))
 
 
@@ -94,14 +95,27 @@ def test_cuts_are_told_from_motion():
 
 
 def test_levels_fit_within_a_shot_and_leave_dark_frames():
-    levels = [100.0, 104, 100, 104, 100, 104, 3, 3, 100, 104, 100, 200, 190]
-    c = frame_corrections(levels, [40.0] * len(levels), cuts=[8, 11])
+    step = math.log(1.04)
+    log_gains = [0, step, 0, step, 0, step, 0, 0, 0, step, 0, 0, 0]
+    offsets = [0.0] * 8 + [0, 3, 0] + [0, 0]
+    dark = [False] * 6 + [True, True] + [False] * 5
+    c = frame_corrections(log_gains, offsets, cuts=[6, 7, 8, 11], dark=dark)
     assert c[6] == c[7] == [1.0, 0.0]  # dark: left as they are
     assert c[11] == c[12] == [1.0, 0.0]  # a shot of two frames: too few to fit
     # Frame 9 is fitted over its own shot only (frames 8-10, triangular weights 5, 6, 5).
-    assert c[9][0] == 1.0 and c[9][0] * 104 + c[9][1] == pytest.approx((5 * 100 + 6 * 104 + 5 * 100) / 16)
-    assert 100 < c[0][0] * 100 + c[0][1] < 104  # pulled towards its shot's course, without the dark frames
+    assert c[9] == pytest.approx([math.exp((6 / 16 - 1) * step), 6 * 3 / 16 - 3 * math.exp((6 / 16 - 1) * step)])
+    assert 1.0 < c[0][0] < 1.04 and c[0][1] == 0.0  # pulled towards its shot's course, without the dark frames
     assert frame_corrections([], []) == []
+
+
+def test_gain_and_offset_between_two_frames_are_read_through_motion():
+    with open_source(ASSETS / "bigbuckbunny.mp4") as clip:
+        a, b = (thumbnail_luma(cv2.resize(clip.read(i), (160, 96), interpolation=cv2.INTER_AREA)) for i in (30, 33))
+    gain, offset = frame_change(a, b)  # motion only: no change of exposure
+    assert abs(gain - 1) < 0.01 and abs(offset) < 1.0
+    gain, offset = frame_change(a, np.clip(b * 1.1 - 4, 0, 255))
+    assert gain == pytest.approx(1.1, abs=0.015) and offset == pytest.approx(-4, abs=1.5)
+    assert frame_change(a, np.full_like(a, 255.0)) is None  # clipped: nothing to tell
 
 
 def test_corrections_on_uint8_and_float_frames():

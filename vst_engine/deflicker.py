@@ -1,15 +1,18 @@
-"""Exposure deflicker: per-frame corrections that bring a clip's brightness onto its smoothed course.
+"""Exposure deflicker: per-frame corrections that bring a clip's exposure onto its smoothed course.
 
 Global features carry a flickering exposure through to the stylized frames (per-frame statistics
-normalize it away, with their own flicker). So an analysis can also measure every frame's luma mean
-and contrast (standard deviation) and store a correction `scale * x + offset` per frame that gives
-the frame the smoothed mean and contrast; stylization applies it before the network. That evens out
-a gain (an exposure) and an offset (a black level) alike. The smoothed values are a local linear fit
-over nearby frames of the same shot whose mean is within STEP of the frame's own, so fades and ramps
-keep their course, while cuts and lasting changes of light (a lamp switched on) stay sharp. A fast
-camera passing bright and dark content changes a frame's mean as a flicker would (the bench's street
-clip: clean frames moved by 1.05 grey levels on average), so footage that does not flicker is best
-left alone.
+normalize it away, with their own flicker). So an analysis can also measure how each frame's exposure
+(a gain) and black level (an offset) changed from the frame before, chain those changes along the
+shot, and store a correction `scale * x + offset` per frame that puts the frame on their smoothed
+course; stylization applies it before the network.
+
+The change between two frames is read from small luma thumbnails once the motion between them is
+undone (optical flow on contrast-normalized thumbnails, which a flicker does not move): a robust line
+through the pairs of aligned pixels gives the gain and the offset. A frame's mean or spread would
+follow the content instead (a fast street camera passing bright and dark things: clean frames moved
+by 1.05 grey levels on average, against 0.19 now). The smoothing is a local linear fit over nearby
+frames of the same shot whose exposure is within STEP of the frame's own, so fades and ramps keep
+their course, while cuts and lasting changes of light (a lamp switched on) stay sharp.
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ import numpy as np
 
 from .errors import VstError
 
-THUMB_WIDTH = 32  # enough to tell a cut from motion, and cheap at any frame size
+THUMB_PIXELS = 8192  # thumbnail area: enough pixels for a robust fit, cheap at any frame size
+CUT_WIDTH = 32  # thumbnails compared for cuts are this wide (what CUT was measured on)
 WINDOW = 5  # frames each side in the fit (odd: its triangular weights then cancel an alternating flicker)
 STEP = 0.15  # relative level change kept as a real change of light (flicker up to about +-7%)
 # A cut: consecutive exposure-normalized thumbnails differing by this much on average. Measured: motion
@@ -29,80 +33,136 @@ STEP = 0.15  # relative level change kept as a real change of light (flicker up 
 # between the bench's four clips 0.36-1.1.
 CUT = 0.3
 DARK = 8.0  # mean luma (of 255) below which a frame is left as it is: its ratios are meaningless
-FLAT = 2.0  # luma standard deviation (of 255) below which only the mean is corrected (a slate, fog)
+FLAT = 8.0  # spread of levels (of 255) below which only an offset is told
+CLIPPED = (8.0, 247.0)  # thumbnail pixels outside these levels (of 255) say nothing of a gain or offset
+MIN_PIXELS = 0.25  # frames sharing fewer such pixels are not related (a new shot starts)
 MAX_SCALE = 1.25
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # BT.601, as the network's content input
 
 
 def thumbnail_luma(frame: np.ndarray) -> np.ndarray:
-    """A frame (uint8, or float in [0, 1]) as a small luma image on the 0..255 scale."""
+    """A frame (uint8, or float in [0, 1]) as a small luma image (about THUMB_PIXELS) on the 0..255 scale."""
     h, w = frame.shape[:2]
-    size = (min(w, THUMB_WIDTH), max(1, round(min(w, THUMB_WIDTH) * h / w)))
-    small = cv2.resize(frame[..., :3], size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    width = min(w, max(CUT_WIDTH, round(math.sqrt(THUMB_PIXELS * w / h))))
+    small = cv2.resize(frame[..., :3], (width, max(1, round(width * h / w))), interpolation=cv2.INTER_AREA)
+    small = small.astype(np.float32)
     if frame.dtype != np.uint8:
         small *= 255.0
     return small @ _LUMA
 
 
 class LevelTrack:
-    """Every frame's luma mean and standard deviation, and where the shots change, measured frame by
-    frame in clip order. Memory: two numbers a frame and the last thumbnail."""
+    """Every frame's exposure and black level relative to the first frame of its shot, and where the shots
+    change, measured frame by frame in clip order. Memory: three numbers a frame and the last thumbnail."""
 
     def __init__(self) -> None:
-        self.means: list[float] = []
-        self.stds: list[float] = []
-        self.cuts: list[int] = []  # frames (0-based in the track) that open a new shot
+        self.log_gains: list[float] = []
+        self.offsets: list[float] = []  # grey levels (of 255), on the same terms
+        self.dark: list[bool] = []
+        self.cuts: list[int] = []  # frames that open a new shot, or cannot be related to the one before
         self._last: np.ndarray | None = None
 
     def add(self, frame: np.ndarray) -> None:
         thumb = thumbnail_luma(frame)
-        mean = float(thumb.mean())
-        shape = thumb / mean if mean >= DARK else None
-        if self.means and _is_cut(self._last, shape):
-            self.cuts.append(len(self.means))
-        self.means.append(mean)
-        self.stds.append(float(thumb.std()))
-        self._last = shape
+        dark = float(thumb.mean()) < DARK
+        change = None if dark or not self.dark or self.dark[-1] else frame_change(self._last, thumb)
+        if change is None:
+            if self.dark:
+                self.cuts.append(len(self.dark))
+            log_gain, offset = 0.0, 0.0
+        else:
+            gain, shift = change
+            log_gain, offset = self.log_gains[-1] + math.log(gain), gain * self.offsets[-1] + shift
+        self.log_gains.append(log_gain)
+        self.offsets.append(offset)
+        self.dark.append(dark)
+        self._last = thumb
 
     def corrections(self) -> list[list[float]]:
-        return frame_corrections(self.means, self.stds, self.cuts)
+        return frame_corrections(self.log_gains, self.offsets, self.cuts, self.dark)
 
 
-def _is_cut(before: np.ndarray | None, after: np.ndarray | None) -> bool:
-    """A new shot: consecutive frames whose exposure-normalized thumbnails differ (dark ones cannot tell)."""
-    if before is None or after is None:
-        return False
-    return float(np.abs(after - before).mean()) > CUT
+def frame_change(before: np.ndarray, after: np.ndarray) -> tuple[float, float] | None:
+    """(gain, offset) with after = gain * before + offset on two luma thumbnails once the motion between
+    them is undone, or None where they are not one shot (a cut, too few unclipped pixels, a gain beyond
+    a flicker's, a nearly black thumbnail)."""
+    if min(before.mean(), after.mean()) < DARK or _is_cut(before, after):
+        return None
+    x, y = _aligned_pairs(before, after)
+    if len(x) < MIN_PIXELS * after.size:
+        return None
+    # A line through the pairs, refitted without the pairs it misses by over 2.5 robust standard
+    # deviations (occlusions, flow errors). Its slope is the ratio of the spreads (x and y are equally
+    # noisy: regressing y on x would shrink the gain). Content of one level tells only an offset.
+    keep = np.ones(len(x), dtype=bool)
+    for _ in range(3):
+        xs, ys = x[keep], y[keep]
+        gain = float(ys.std() / xs.std()) if xs.std() >= FLAT else 1.0
+        offset = float(ys.mean() - gain * xs.mean())
+        miss = np.abs(y - gain * x - offset)
+        keep = miss < 2.5 * (1.4826 * float(np.median(miss)) + 0.5)  # + 0.5: frames identical to rounding
+    if not 1 / MAX_SCALE <= gain <= MAX_SCALE:  # beyond what a flicker does: not related
+        return None
+    return gain, offset
 
 
-def frame_corrections(means: Sequence[float], stds: Sequence[float], cuts: Sequence[int] = ()) -> list[list[float]]:
-    """Each frame's [scale, offset] (on the 0..255 scale): the luma mean and standard deviation fitted over
-    nearby frames of its shot (within WINDOW frames, means within STEP of its own), reached from its own;
-    [1, 0] for dark frames and where fewer than 3 frames fit."""
-    means, stds = np.asarray(means, dtype=np.float64), np.asarray(stds, dtype=np.float64)
-    shot = np.zeros(len(means), dtype=np.int64)
+def _is_cut(before: np.ndarray, after: np.ndarray) -> bool:
+    """A new shot: consecutive thumbnails, at CUT_WIDTH and exposure-normalized, differing by over CUT."""
+    def small(t: np.ndarray) -> np.ndarray:
+        h, w = t.shape
+        width = min(w, CUT_WIDTH)
+        s = cv2.resize(t, (width, max(1, round(width * h / w))), interpolation=cv2.INTER_AREA)
+        return s / s.mean()
+    return float(np.abs(small(after) - small(before)).mean()) > CUT
+
+
+def _aligned_pairs(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of `before` moved onto `after` by dense optical flow (DIS), paired with `after`'s: both
+    unclipped, the flow inside the frame."""
+    def normalized(t: np.ndarray) -> np.ndarray:  # the flow should see the content, not the exposure
+        return np.clip((t - t.mean()) * (40.0 / (t.std() + 1e-6)) + 128.0, 0, 255).astype(np.uint8)
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(normalized(after), normalized(before), None)
+    h, w = after.shape
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    mx, my = gx + flow[..., 0], gy + flow[..., 1]
+    moved = cv2.remap(before, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    lo, hi = CLIPPED
+    usable = ((mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1) & (moved > lo) & (moved < hi)
+              & (after > lo) & (after < hi))
+    return moved[usable].astype(np.float64), after[usable].astype(np.float64)
+
+
+def frame_corrections(log_gains: Sequence[float], offsets: Sequence[float], cuts: Sequence[int] = (),
+                      dark: Sequence[bool] = ()) -> list[list[float]]:
+    """Each frame's [scale, offset] (on the 0..255 scale) from its exposure and black level (`LevelTrack`):
+    both fitted over nearby frames of its shot (within WINDOW frames, exposures within STEP of its
+    own), reached from its own; [1, 0] for dark frames and where fewer than 3 frames fit."""
+    log_gains, offsets = np.asarray(log_gains, dtype=np.float64), np.asarray(offsets, dtype=np.float64)
+    dark = np.asarray(dark if len(dark) else [False] * len(log_gains), dtype=bool)
+    shot = np.zeros(len(log_gains), dtype=np.int64)
     for c in cuts:
         shot[c:] += 1
-    out = [[1.0, 0.0] for _ in means]
-    for t, mean in enumerate(means):
-        if mean < DARK:
+    out = [[1.0, 0.0] for _ in log_gains]
+    for t in range(len(log_gains)):
+        if dark[t]:
             continue
-        lo, hi = max(0, t - WINDOW), min(len(means), t + WINDOW + 1)
+        lo, hi = max(0, t - WINDOW), min(len(log_gains), t + WINDOW + 1)
         near = np.arange(lo, hi)
-        near = near[(shot[lo:hi] == shot[t]) & (means[lo:hi] >= DARK) & (np.abs(means[lo:hi] / mean - 1.0) <= STEP)]
+        near = near[(shot[lo:hi] == shot[t]) & ~dark[lo:hi]
+                    & (np.abs(log_gains[lo:hi] - log_gains[t]) <= math.log1p(STEP))]
         if len(near) < 3:
             continue
-        # Weighted least squares value = a + b (s - t), for the mean and the std; a is the smoothed value
-        # at t (on a ramp, the one-sided windows at a shot's ends do not pull it towards the shot's
+        # Weighted least squares value = a + b (s - t), for the log gain and the offset; a is the smoothed
+        # value at t (on a ramp, the one-sided windows at a shot's ends do not pull it towards the shot's
         # middle). Triangular weights over 2 * WINDOW + 1 frames cancel a flicker alternating frame by
         # frame exactly.
         root_w = np.sqrt(WINDOW + 1.0 - np.abs(near - t))
         design = np.stack([np.ones(len(near)), near - t], axis=1) * root_w[:, None]
-        fit = np.linalg.lstsq(design, np.stack([means[near], stds[near]], axis=1) * root_w[:, None], rcond=None)[0]
-        smooth_mean, smooth_std = fit[0]
-        scale = smooth_std / stds[t] if stds[t] >= FLAT and smooth_std > 0 else 1.0
-        scale = min(MAX_SCALE, max(1.0 / MAX_SCALE, scale))
-        out[t] = [float(scale), float(smooth_mean - scale * mean)]
+        values = np.stack([log_gains[near], offsets[near]], axis=1) * root_w[:, None]
+        smooth_log_gain, smooth_offset = np.linalg.lstsq(design, values, rcond=None)[0][0]
+        # The frame's pixels x = gain_t y + offset_t of the scene's y, put on the smoothed course.
+        scale = min(MAX_SCALE, max(1.0 / MAX_SCALE, math.exp(smooth_log_gain - log_gains[t])))
+        out[t] = [float(scale), float(min(255.0, max(-255.0, smooth_offset - scale * offsets[t])))]
     return out
 
 
