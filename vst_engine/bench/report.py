@@ -285,9 +285,10 @@ def flicker_section(fq: dict, frames: int) -> list[str]:
          f"multiplied by a gain drawn with a standard deviation of {fq['std']:.0%} (the same gains on every run), as "
          "in a time-lapse. Style "
          f"{fq['style']}. Temporal loss as above, with the flow and the photometric check of the clip without the "
-         "flicker. `--deflicker` (README) measures every frame's luma mean and contrast in the analysis and "
-         "evens them out before stylization; the first row is ours on the clip without the flicker, the last ours "
-         "with `--deflicker` on it (what the deflicker costs footage that does not flicker).", ""]
+         "flicker. `--deflicker` (README) measures in the analysis how each frame's exposure and black level "
+         "changed from the frame before (on thumbnails with the motion undone) and evens them out before "
+         "stylization; the first row is ours on the clip without the flicker, the last ours with `--deflicker` on "
+         "it (what the deflicker costs footage that does not flicker).", ""]
     rows = [["ours, global features, no flicker (reference)",
              *[_num(fq["steady"]["temporal"].get(str(i))) if fq.get("steady") else "-" for i in intervals]]]
     for key, label in fq["labels"]:
