@@ -43,8 +43,10 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # BT.601, as the netw
 def thumbnail_luma(frame: np.ndarray) -> np.ndarray:
     """A frame (uint8, or float in [0, 1]) as a small luma image (about THUMB_PIXELS) on the 0..255 scale."""
     h, w = frame.shape[:2]
-    width = min(w, max(CUT_WIDTH, round(math.sqrt(THUMB_PIXELS * w / h))))
-    small = cv2.resize(frame[..., :3], (width, max(1, round(width * h / w))), interpolation=cv2.INTER_AREA)
+    # An integer factor (the frame cropped by under `k` pixels to a multiple of it): OpenCV's area
+    # resampling is 2-3x faster then (1920x1080: 3.6 against 8.6 ms).
+    k = max(1, min(w // CUT_WIDTH, h, round(math.sqrt(w * h / THUMB_PIXELS))))
+    small = cv2.resize(frame[: h - h % k, : w - w % k, :3], (w // k, h // k), interpolation=cv2.INTER_AREA)
     small = small.astype(np.float32)
     if frame.dtype != np.uint8:
         small *= 255.0
