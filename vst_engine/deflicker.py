@@ -10,7 +10,7 @@ The change between two frames is read from small luma thumbnails once the motion
 undone (optical flow on contrast-normalized thumbnails, which a flicker does not move): a robust line
 through the pairs of aligned pixels gives the gain and the offset. A frame's mean or spread would
 follow the content instead (a fast street camera passing bright and dark things: clean frames moved
-by 1.05 grey levels on average, against 0.19 now). The smoothing is a local linear fit over nearby
+by 1.05 grey levels on average, against 0.18 now). The smoothing is a local linear fit over nearby
 frames of the same shot whose exposure is within STEP of the frame's own, so fades and ramps keep
 their course, while cuts and lasting changes of light (a lamp switched on) stay sharp.
 """
