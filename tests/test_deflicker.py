@@ -136,6 +136,14 @@ def test_motion_is_not_read_as_flicker():
     assert changes(flicker).mean() > 3.0 and changes(even_out(flicker))[6:-6].max() < 0.6
 
 
+@pytest.mark.parametrize("size", [(40, 12), (7, 5)])
+def test_small_frames(size):
+    """Frames too small for the flow as they are (DIS: 16 px a side) are measured too."""
+    base = cv2.resize(photo(), size, interpolation=cv2.INTER_AREA)
+    frames = [exposed(base, 1.04 if t % 2 else 0.96) for t in range(16)]
+    assert step_diff(even_out(frames)) < 0.3 * step_diff(frames)
+
+
 def test_corrections_on_uint8_and_float_frames():
     frame = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, 2)
     assert apply_correction(frame, [1.0, 0.0]) is frame

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -184,6 +186,25 @@ def test_moving_clip_scores_near_zero_with_dis():
     assert stats[8] == {"loss": None, "mae": None, "coverage": None, "pairs": 0, "empty_pairs": 0}
     frozen = temporal_loss(clip, [clip[0]] * 8, (1, 2, 4))
     assert min(frozen.values()) > 0.03
+
+
+def test_dis_flow_on_low_frames():
+    """OpenCV's DIS crashes the process on frames 12-15 px high and 40 px wide or more; `dis_flow`
+    pads such frames and still finds the motion (in a child process, so a crash fails only this test)."""
+    script = """
+import cv2, numpy as np
+from vst_engine.flow import dis_flow
+tex = cv2.GaussianBlur(np.random.default_rng(1).uniform(0, 255, (15, 200)).astype(np.float32), (0, 0), 1.5)
+tex = cv2.normalize(tex, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+for h, w in ((12, 40), (15, 99), (14, 60), (3, 1)):
+    flow = dis_flow(tex[:h, 10:10 + w], tex[:h, 12:12 + w])  # the second frame is the first moved 2 px left
+    assert flow.shape == (h, w, 2) and flow.dtype == np.float32
+    if w >= 40:
+        assert abs(float(flow[..., 0][:, 8:-8].mean()) + 2) < 0.2 and abs(float(flow[..., 1].mean())) < 0.2
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-2000:])
 
 
 def test_occlusion_mask_synthetic():

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from .errors import VstError
+from .flow import dis_flow, in_frame, warp
 
 THUMB_PIXELS = 8192  # thumbnail area: enough pixels for a robust fit, cheap at any frame size
 CUT_WIDTH = 32  # thumbnails compared for cuts are this wide (what CUT was measured on)
@@ -123,14 +124,10 @@ def _aligned_pairs(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, n
     unclipped, the flow inside the frame."""
     def normalized(t: np.ndarray) -> np.ndarray:  # the flow should see the content, not the exposure
         return np.clip((t - t.mean()) * (40.0 / (t.std() + 1e-6)) + 128.0, 0, 255).astype(np.uint8)
-    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(normalized(after), normalized(before), None)
-    h, w = after.shape
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    mx, my = gx + flow[..., 0], gy + flow[..., 1]
-    moved = cv2.remap(before, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    flow = dis_flow(normalized(after), normalized(before))
+    moved = warp(before, flow)
     lo, hi = CLIPPED
-    usable = ((mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1) & (moved > lo) & (moved < hi)
-              & (after > lo) & (after < hi))
+    usable = in_frame(flow) & (moved > lo) & (moved < hi) & (after > lo) & (after < hi)
     return moved[usable].astype(np.float64), after[usable].astype(np.float64)
 
 
