@@ -85,6 +85,26 @@ def _feed(run, source, picks: list[int], size: tuple[int, int], track: LevelTrac
         bar.close()
 
 
+def _shots(source, end: int) -> list[tuple[int, int]]:
+    """The source's shots, as frame ranges, up to the one that frame `end - 1` belongs to (read ahead
+    in a thread, at full size)."""
+    from .pipeline import prefetch
+    from .shots import CutFinder, shot_ranges
+    finder, count = CutFinder(), source.info.count
+    frames = prefetch(source.read(i) for i in range(count))
+    bar = _progress(count, "find shots")
+    try:
+        for frame in frames:
+            finder.add(frame)
+            bar.update(1)
+            if finder.cuts and finder.cuts[-1] >= end:  # the shots after it are not needed
+                break
+    finally:
+        frames.close()
+        bar.close()
+    return shot_ranges(finder.cuts, 0, count)
+
+
 def _complete(engine, source, styles, lean_path: Path):
     """The features at `lean_path` (analysed with --full-strength) plus the clip's own colours."""
     from .engine import process_size
@@ -170,6 +190,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         info = source.info
         start, end = parse_frame_range(args.frames, info.count) if args.frames else (0, info.count)
         size = process_size(info.width, info.height, args.max_side)
+        if args.per_shot and (args.no_global or args.features):
+            raise VstError(f"--per-shot analyses each shot itself: leave out "
+                           f"{'--no-global' if args.no_global else '--features'}")
         if args.no_global and (args.features or args.deflicker):
             raise VstError(f"{'--features' if args.features else '--deflicker'} and --no-global contradict each other "
                            "(per-frame statistics normalize each frame's exposure anyway)")
@@ -189,12 +212,21 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             if sink.single_frame and end - start != 1:  # refused before anything runs or is written
                 raise VstError(f"an image output holds one frame, and frames {start}:{end} are {end - start}: pick "
                                "one with --frames K:K+1, or write a video or a folder (a path ending in '/')")
+            plans = [(0, info.count, plan)]  # (first, end, what stylizes frames first:end)
             if not args.no_global and not args.features:
-                # The whole clip, not just --frames: separate chunks of a render then share one result.
-                # The clip's own colours are analysed only if some frame blends towards them.
-                plan = _analysis(engine, source, styles, args, size, 0, info.count, own_colours=lowest < 1,
-                                 batch=args.batch)
-            correction = plan.exposure_correction if isinstance(plan, GlobalFeatures) else lambda index: (1.0, 0.0)
+                # The whole clip (or the shots --frames touch, whole), not just --frames: separate chunks
+                # of a render then share one result. The clip's own colours are analysed only if some
+                # frame blends towards them.
+                shots = _shots(source, end) if args.per_shot else [(0, info.count)]
+                plans = [(s, e, _analysis(engine, source, styles, args, size, s, e, own_colours=lowest < 1,
+                                          batch=args.batch)) for s, e in shots if s < end and e > start]
+
+            def plan_at(index: int):
+                return next(p for s, e, p in plans if s <= index < e)
+
+            def correction(index: int) -> tuple[float, float]:
+                p = plan_at(index)
+                return p.exposure_correction(index) if isinstance(p, GlobalFeatures) else (1.0, 0.0)
             bar = _progress(end - start, "stylize")
             # Decoding and encoding overlap with the model's work (reader and writer threads).
             frames = prefetch(apply_correction(resize_frame(source.read(i), size), correction(i))
@@ -204,14 +236,15 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                 write = lambda index, rgb: sink.write(index, rgb, resize_frame(source.read_alpha(index), size))  # noqa: E731
             try:
                 with WriteBehind(write) as out:
-                    # Frames with the same weights and strength share a pass (several at a time on a GPU).
-                    pose = lambda item: (tuple(keys.at(item[0])), keys.strength_at(item[0], default_strength))  # noqa: E731
+                    # Frames with the same weights, strength and shot share a pass (several at a time on a GPU).
+                    pose = lambda item: (tuple(keys.at(item[0])), keys.strength_at(item[0], default_strength),  # noqa: E731
+                                         id(plan_at(item[0])))
                     # One group stays in flight: on a GPU its copies overlap with the next group's pass.
                     pending = None
                     for group in batched(zip(range(start, end), frames), batch, pose):
-                        weights, strength = pose(group[0])
-                        submitted = group, engine.submit([f for _, f in group], plan, weights, strength,
-                                                         args.preserve_color)
+                        weights, strength, _ = pose(group[0])
+                        submitted = group, engine.submit([f for _, f in group], plan_at(group[0][0]), weights,
+                                                         strength, args.preserve_color)
                         if pending:
                             _write_group(out, *pending, bar)
                         pending = submitted
@@ -221,6 +254,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                 frames.close()
                 bar.close()
     label = "" if engine.trained else " (UNTRAINED model)"
+    if args.per_shot:
+        cuts = ", ".join(str(s) for s, _, _ in plans[1:])
+        label += f" ({len(plans)} shots analysed apart, cuts at frames {cuts})" if cuts else " (1 shot analysed)"
     if sink.encoded_size != size:
         label += f" (encoded at {sink.encoded_size[0]}x{sink.encoded_size[1]}, last row or column repeated: the " \
                  f"codec needs even sizes)"
@@ -316,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preserve-color", action="store_true", help="keep the clip's own colours (luminance transfer)")
     p.add_argument("--no-global", action="store_true", help="per-frame statistics (the paper's baseline behaviour)")
     p.add_argument("--features", default=None, help="use stored global features instead of analysing")
+    p.add_argument("--per-shot", action="store_true", help="find the clip's cuts and analyse each shot on its "
+                   "own (global features shared within a shot, not across cuts; reads every frame once more)")
     p.add_argument("--batch", type=int, default=None,
                    help="frames per network pass, analysed and stylized (default: up to 4 on a GPU with room, "
                    "1 on a CPU)")

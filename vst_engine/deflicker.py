@@ -89,7 +89,7 @@ def frame_change(before: np.ndarray, after: np.ndarray) -> tuple[float, float] |
     """(gain, offset) with after = gain * before + offset on two luma thumbnails once the motion between
     them is undone, or None where they are not one shot (a cut, too few unclipped pixels, a gain beyond
     a flicker's, a nearly black thumbnail)."""
-    if min(before.mean(), after.mean()) < DARK or _is_cut(before, after):
+    if min(before.mean(), after.mean()) < DARK or is_cut(before, after):
         return None
     x, y = _aligned_pairs(before, after)
     if len(x) < MIN_PIXELS * after.size:
@@ -109,7 +109,7 @@ def frame_change(before: np.ndarray, after: np.ndarray) -> tuple[float, float] |
     return gain, offset
 
 
-def _is_cut(before: np.ndarray, after: np.ndarray) -> bool:
+def is_cut(before: np.ndarray, after: np.ndarray) -> bool:
     """A new shot: consecutive thumbnails, at CUT_WIDTH and exposure-normalized, differing by over CUT."""
     def small(t: np.ndarray) -> np.ndarray:
         h, w = t.shape

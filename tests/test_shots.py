@@ -1,0 +1,79 @@
+"""Shots: cuts are found between shots and not within them; `vst stylize --per-shot` analyses each
+shot on its own, exactly as if it were a clip of its own."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from test_cli import ok, pngs, visible_lines, vst_many
+
+from vst_engine.shots import CutFinder, shot_ranges
+from vst_engine.video import open_source, read_image
+
+ASSETS = Path(__file__).resolve().parents[1] / "vst_engine" / "assets"
+
+
+def bunny(first: int, count: int, size: tuple[int, int]) -> list[np.ndarray]:
+    """Frames of the bundled clip (one shot, a moving camera)."""
+    with open_source(ASSETS / "bigbuckbunny.mp4") as clip:
+        return [cv2.resize(clip.read(i), size, interpolation=cv2.INTER_AREA) for i in range(first, first + count)]
+
+
+def starry_pan(count: int, size: tuple[int, int]) -> list[np.ndarray]:
+    """A pan across the bundled painting, 3 px a frame."""
+    w, h = size
+    art = cv2.resize(read_image(ASSETS / "starry_night.jpg"), (w + 3 * count, h), interpolation=cv2.INTER_AREA)
+    return [np.ascontiguousarray(art[:, 3 * t: 3 * t + w]) for t in range(count)]
+
+
+def test_cuts_are_found_between_shots_and_not_within():
+    size = (160, 96)
+    black = [np.zeros((96, 160, 3), np.uint8)] * 3
+    # Motion within the bundled clip (30 frames) is no cut; the painting is; so is the clip again after a
+    # fade through black (compared with the last frame before the black).
+    clip = bunny(0, 30, size) + starry_pan(10, size) + black + bunny(60, 10, size)
+    finder = CutFinder()
+    for frame in clip:
+        finder.add(frame)
+    assert finder.cuts == [30, 43] and finder.frames == 53
+    assert shot_ranges(finder.cuts, 0, 53) == [(0, 30), (30, 43), (43, 53)]
+    assert shot_ranges(finder.cuts, 35, 50) == [(35, 43), (43, 50)]
+    assert shot_ranges([], 0, 5) == [(0, 5)]
+
+
+def write_folder(folder: Path, frames: list[np.ndarray]) -> Path:
+    folder.mkdir()
+    for t, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"{t:03d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def test_cli_per_shot(cli_env, style_paths, tmp_path):
+    size = (64, 48)
+    first, second = bunny(0, 6, size), starry_pan(6, size)
+    joined = write_folder(tmp_path / "joined", first + second)
+    alone = write_folder(tmp_path / "alone", second)
+    style = ["-s", style_paths["dots"]]
+    runs = vst_many(cli_env, [
+        ["stylize", joined, *style, "--per-shot", "-o", f"{tmp_path / 'shots'}/"],
+        ["stylize", alone, *style, "-o", f"{tmp_path / 'alone_out'}/"],
+        ["stylize", joined, *style, "-o", f"{tmp_path / 'whole'}/"],
+        ["stylize", joined, *style, "--per-shot", "--frames", "8:10", "-o", f"{tmp_path / 'chunk'}/"],
+        ["stylize", joined, *style, "--per-shot", "--no-global", "-o", f"{tmp_path / 'x'}/"],
+        ["stylize", joined, *style, "--per-shot", "--features", tmp_path / "f.vstf", "-o", f"{tmp_path / 'x'}/"],
+    ])
+    for proc in runs[:4]:
+        ok(proc)
+    assert "(2 shots analysed apart, cuts at frames 6)" in runs[0].stdout
+    assert "(1 shot analysed)" in runs[3].stdout  # --frames 8:10 touches the second shot only
+    shots, alone_out, whole, chunk = (list(pngs(tmp_path / d).values()) for d in ("shots", "alone_out", "whole", "chunk"))
+    # The second shot is stylized exactly as a clip of its own; the chunk as the whole render.
+    assert all(np.array_equal(a, b) for a, b in zip(shots[6:], alone_out, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(chunk, shots[8:10], strict=True))
+    # Features pooled over both shots stylize it otherwise.
+    assert np.mean([np.abs(a.astype(np.int16) - b).mean() for a, b in zip(whole[6:], shots[6:])]) > 2.0
+    for proc, text in ((runs[4], "leave out --no-global"), (runs[5], "leave out --features")):
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert text in visible_lines(proc.stderr)[-1]
+    assert not (tmp_path / "x").exists()
