@@ -29,15 +29,15 @@ def starry_pan(count: int, size: tuple[int, int]) -> list[np.ndarray]:
 
 def test_cuts_are_found_between_shots_and_not_within():
     size = (160, 96)
-    black = [np.zeros((96, 160, 3), np.uint8)] * 3
+    black, slate = [np.zeros((96, 160, 3), np.uint8)] * 3, [np.full((96, 160, 3), 150, np.uint8)] * 2
     # Motion within the bundled clip (30 frames) is no cut; the painting is; so is the clip again after a
-    # fade through black (compared with the last frame before the black).
-    clip = bunny(0, 30, size) + starry_pan(10, size) + black + bunny(60, 10, size)
+    # fade through black (compared with the last frame before the black), and after a grey slate.
+    clip = bunny(0, 30, size) + starry_pan(10, size) + black + bunny(60, 10, size) + slate + starry_pan(4, size)
     finder = CutFinder()
     for frame in clip:
         finder.add(frame)
-    assert finder.cuts == [30, 43] and finder.frames == 53
-    assert shot_ranges(finder.cuts, 0, 53) == [(0, 30), (30, 43), (43, 53)]
+    assert finder.cuts == [30, 43, 55] and finder.frames == 59
+    assert shot_ranges(finder.cuts, 0, 59) == [(0, 30), (30, 43), (43, 55), (55, 59)]
     assert shot_ranges(finder.cuts, 35, 50) == [(35, 43), (43, 50)]
     assert shot_ranges([], 0, 5) == [(0, 5)]
 

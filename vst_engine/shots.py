@@ -13,10 +13,15 @@ import numpy as np
 from .deflicker import DARK, is_cut, thumbnail_luma
 
 
+# Thumbnail luma spread (of 255) of a frame with nothing to compare (a slate, a single colour): the
+# analysis leaves such frames out too (`engine.is_flat`).
+FLAT = 2.0
+
+
 class CutFinder:
     """Cuts between frames fed in clip order, by the deflicker's test (exposure-normalized thumbnails
-    that differ). Nearly black frames are passed over: the frame after a fade through black is
-    compared with the last one before it. Memory: the last thumbnail."""
+    that differ). Nearly black and single-colour frames are passed over: the frame after a fade
+    through black or a slate is compared with the last one before it. Memory: the last thumbnail."""
 
     def __init__(self) -> None:
         self.cuts: list[int] = []  # frames (counted from the first one fed) that open a new shot
@@ -25,7 +30,7 @@ class CutFinder:
 
     def add(self, frame: np.ndarray) -> None:
         thumb = thumbnail_luma(frame)
-        if float(thumb.mean()) >= DARK:
+        if float(thumb.mean()) >= DARK and float(thumb.std()) >= FLAT:
             if self._last is not None and is_cut(self._last, thumb):
                 self.cuts.append(self.frames)
             self._last = thumb
