@@ -6,8 +6,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from test_cli import ok, pngs, visible_lines, vst_many
 
+from vst_engine.errors import VstError
+from vst_engine.features import GlobalFeatures, load_shots
 from vst_engine.shots import CutFinder, shot_ranges
 from vst_engine.video import open_source, read_image
 
@@ -55,25 +58,49 @@ def test_cli_per_shot(cli_env, style_paths, tmp_path):
     joined = write_folder(tmp_path / "joined", first + second)
     alone = write_folder(tmp_path / "alone", second)
     style = ["-s", style_paths["dots"]]
+    feats, lean, full = tmp_path / "shots.vstf", tmp_path / "lean.vstf", tmp_path / "full.vstf"
     runs = vst_many(cli_env, [
         ["stylize", joined, *style, "--per-shot", "-o", f"{tmp_path / 'shots'}/"],
         ["stylize", alone, *style, "-o", f"{tmp_path / 'alone_out'}/"],
         ["stylize", joined, *style, "-o", f"{tmp_path / 'whole'}/"],
         ["stylize", joined, *style, "--per-shot", "--frames", "8:10", "-o", f"{tmp_path / 'chunk'}/"],
-        ["stylize", joined, *style, "--per-shot", "--no-global", "-o", f"{tmp_path / 'x'}/"],
-        ["stylize", joined, *style, "--per-shot", "--features", tmp_path / "f.vstf", "-o", f"{tmp_path / 'x'}/"],
+        ["analyze", joined, *style, "--per-shot", "-o", feats],
+        ["analyze", joined, *style, "--per-shot", "--full-strength", "-o", lean],
+        ["analyze", joined, *style, "--per-shot", "--frames", "2:12", "-o", tmp_path / "part.vstf"],
     ])
-    for proc in runs[:4]:
+    for proc in runs:
         ok(proc)
-    assert "(2 shots analysed apart, cuts at frames 6)" in runs[0].stdout
-    assert "(1 shot analysed)" in runs[3].stdout  # --frames 8:10 touches the second shot only
+    assert runs[0].stdout.rstrip().endswith("/ (2 shots, cuts at frames 6)")
+    assert runs[3].stdout.rstrip().endswith("/ (one shot)")  # --frames 8:10 touches the second shot only
+    assert "analysed 4 of frames 0:12 at 64x48 (2 shots, cuts at frames 6) ->" in runs[4].stdout
     shots, alone_out, whole, chunk = (list(pngs(tmp_path / d).values()) for d in ("shots", "alone_out", "whole", "chunk"))
     # The second shot is stylized exactly as a clip of its own; the chunk as the whole render.
     assert all(np.array_equal(a, b) for a, b in zip(shots[6:], alone_out, strict=True))
     assert all(np.array_equal(a, b) for a, b in zip(chunk, shots[8:10], strict=True))
     # Features pooled over both shots stylize it otherwise.
     assert np.mean([np.abs(a.astype(np.int16) - b).mean() for a, b in zip(whole[6:], shots[6:])]) > 2.0
-    for proc, text in ((runs[4], "leave out --no-global"), (runs[5], "leave out --features")):
+    # The features file carries the shots; stylized with it, the frames are the same, and so they are with
+    # full-strength features completed later (at a strength below 1, which needs the clip's own colours).
+    assert [f.frame_range for f in load_shots(feats)] == [(0, 6), (6, 12)]
+    with pytest.raises(VstError, match="holds the global features of 2 shots"):
+        GlobalFeatures.load(feats)
+    used, completed, weak, weak_used, no_global, with_features, outside = vst_many(cli_env, [
+        ["stylize", joined, *style, "--features", feats, "--frames", "4:9", "-o", f"{tmp_path / 'used'}/"],
+        ["analyze", joined, *style, "--complete", lean, "-o", full],
+        ["stylize", joined, *style, "--per-shot", "--strength", "0.5", "-o", f"{tmp_path / 'weak'}/"],
+        ["stylize", joined, *style, "--features", full, "--strength", "0.5", "-o", f"{tmp_path / 'weak_used'}/"],
+        ["stylize", joined, *style, "--per-shot", "--no-global", "-o", f"{tmp_path / 'x'}/"],
+        ["stylize", joined, *style, "--per-shot", "--features", feats, "-o", f"{tmp_path / 'x'}/"],
+        ["stylize", joined, *style, "--features", tmp_path / "part.vstf", "--frames", "0:4", "-o", f"{tmp_path / 'x'}/"],
+    ])
+    for proc in (used, completed, weak, weak_used):
+        ok(proc)
+    assert "(2 shots, cuts at frames 6) (added the clip's own colours)" in completed.stdout
+    assert all(np.array_equal(a, b) for a, b in zip(pngs(tmp_path / "used").values(), shots[4:9], strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(pngs(tmp_path / "weak_used").values(),
+                                                    pngs(tmp_path / "weak").values(), strict=True))
+    for proc, text in ((no_global, "leave out --no-global"), (with_features, "leave out --features"),
+                       (outside, "frames 0:4 are not all within the frames 2:12")):
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert text in visible_lines(proc.stderr)[-1]
     assert not (tmp_path / "x").exists()

@@ -85,67 +85,80 @@ def _feed(run, source, picks: list[int], size: tuple[int, int], track: LevelTrac
         bar.close()
 
 
-def _shots(source, end: int) -> list[tuple[int, int]]:
-    """The source's shots, as frame ranges, up to the one that frame `end - 1` belongs to (read ahead
-    in a thread, at full size)."""
+def _cuts(source, first: int, end: int) -> list[int]:
+    """The source's cuts from frame `first` on, up to the first at or after `end` (read ahead in a thread,
+    at full size)."""
     from .pipeline import prefetch
-    from .shots import CutFinder, shot_ranges
+    from .shots import CutFinder
     finder, count = CutFinder(), source.info.count
-    frames = prefetch(source.read(i) for i in range(count))
-    bar = _progress(count, "find shots")
+    frames = prefetch(source.read(i) for i in range(first, count))
+    bar = _progress(count - first, "find shots")
     try:
         for frame in frames:
             finder.add(frame)
             bar.update(1)
-            if finder.cuts and finder.cuts[-1] >= end:  # the shots after it are not needed
+            if finder.cuts and first + finder.cuts[-1] >= end:  # the shots after it are not needed
                 break
     finally:
         frames.close()
         bar.close()
-    return shot_ranges(finder.cuts, 0, count)
+    return [first + c for c in finder.cuts]
 
 
-def _complete(engine, source, styles, lean_path: Path):
-    """The features at `lean_path` (analysed with --full-strength) plus the clip's own colours."""
+def _complete(engine, source, styles, lean_path: Path) -> list:
+    """The features at `lean_path` (analysed with --full-strength, shot by shot or not) plus the clip's own
+    colours."""
     from .engine import process_size
-    from .features import GlobalFeatures
-    lean = GlobalFeatures.load(lean_path)
-    run = engine.own_colour_analysis(lean, styles)
-    info = source.info
-    size = process_size(info.width, info.height, lean.settings.get("max_side"))
-    if size != tuple(lean.process_size) or max(lean.sampled, default=info.count) >= info.count:
-        raise VstError(f"{lean_path} was analysed from another clip or size: analyze again")
-    _feed(run, source, lean.sampled, size)
-    return run.finish()
+    from .features import load_shots
+    out = []
+    for lean in load_shots(lean_path):
+        run = engine.own_colour_analysis(lean, styles)
+        info = source.info
+        size = process_size(info.width, info.height, lean.settings.get("max_side"))
+        if size != tuple(lean.process_size) or max(lean.sampled, default=info.count) >= info.count:
+            raise VstError(f"{lean_path} was analysed from another clip or size: analyze again")
+        _feed(run, source, lean.sampled, size)
+        out.append(run.finish())
+    return out
+
+
+def _shots_note(shots: list) -> str:
+    """How a clip was split into shots, for the command's last line."""
+    cuts = ", ".join(str(f.frame_range[0]) for f in shots[1:])
+    return f"{len(shots)} shots, cuts at frames {cuts}" if cuts else "one shot"
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .engine import process_size
-    from .features import sample_indices
+    from .features import sample_indices, save_shots
+    from .shots import shot_ranges
     from .video import parse_frame_range
     engine = _engine(args)
     styles = engine.load_styles(args.style)
     if args.complete and args.full_strength:
         raise VstError("--complete and --full-strength contradict each other")
-    if args.complete and (args.frames or args.max_side is not None or args.deflicker):
-        raise VstError("--complete reuses the features' frames, size and deflicker: leave out --frames, --max-side "
-                       "and --deflicker")
+    if args.complete and (args.frames or args.max_side is not None or args.deflicker or args.per_shot):
+        raise VstError("--complete reuses the features' frames, size, deflicker and shots: leave out --frames, "
+                       "--max-side, --deflicker and --per-shot")
     with _open_input(args) as source:
         if args.complete:
-            feats = _complete(engine, source, styles, args.complete)
+            shots = _complete(engine, source, styles, args.complete)
         else:
             info = source.info
             start, end = parse_frame_range(args.frames, info.count) if args.frames else (0, info.count)
             size = process_size(info.width, info.height, args.max_side)
             _compile_for(engine, 0, size, len(sample_indices(start, end, args.interval)))
-            feats = _analysis(engine, source, styles, args, size, start, end, own_colours=not args.full_strength)
-    feats.save(args.output)
-    (start, end), (w, h) = feats.frame_range, feats.process_size
+            ranges = shot_ranges(_cuts(source, start, end), start, end) if args.per_shot else [(start, end)]
+            shots = [_analysis(engine, source, styles, args, size, s, e, own_colours=not args.full_strength)
+                     for s, e in ranges]
+    save_shots(shots, args.output)
+    (w, h), start, end = shots[0].process_size, shots[0].frame_range[0], shots[-1].frame_range[1]
     note = " (added the clip's own colours)" if args.complete else " (full strength only)" if args.full_strength else ""
-    note += " (with deflicker corrections)" if feats.deflickered else ""
-    print(f"analysed {len(feats.sampled)} of frames {start}:{end} at {w}x{h}{note} -> {args.output}")
-    if feats.deflickered:  # how much the deflicker will change: nothing to see on footage without flicker
-        scales, offsets = zip(*feats.extra["deflicker"])
+    note += " (with deflicker corrections)" if shots[0].deflickered else ""
+    note = (f" ({_shots_note(shots)})" if args.per_shot or len(shots) > 1 else "") + note
+    print(f"analysed {sum(len(f.sampled) for f in shots)} of frames {start}:{end} at {w}x{h}{note} -> {args.output}")
+    if shots[0].deflickered:  # how much the deflicker will change: nothing to see on footage without flicker
+        scales, offsets = zip(*(c for f in shots for c in f.extra["deflicker"]))
         print(f"deflicker: frames scaled by {min(scales):.3f}-{max(scales):.3f}, offset by {min(offsets):+.1f} to "
               f"{max(offsets):+.1f} grey levels")
     return 0
@@ -161,8 +174,9 @@ def _write_group(out: WriteBehind, group: list, results: Pending, bar) -> None:
 def cmd_stylize(args: argparse.Namespace) -> int:
     from .deflicker import apply_correction
     from .engine import normalize_weights, process_size, resize_frame
-    from .features import GlobalFeatures, sample_indices
+    from .features import GlobalFeatures, load_shots, sample_indices
     from .keys import WeightKeys, parse_weights
+    from .shots import shot_ranges
     from .pipeline import WriteBehind, batched, prefetch
     from .video import open_sink, parse_frame_range
 
@@ -191,38 +205,46 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         start, end = parse_frame_range(args.frames, info.count) if args.frames else (0, info.count)
         size = process_size(info.width, info.height, args.max_side)
         if args.per_shot and (args.no_global or args.features):
-            raise VstError(f"--per-shot analyses each shot itself: leave out "
-                           f"{'--no-global' if args.no_global else '--features'}")
+            raise VstError("--per-shot analyses each shot itself (features analysed with it carry their shots): "
+                           f"leave out {'--no-global' if args.no_global else '--features'}")
         if args.no_global and (args.features or args.deflicker):
             raise VstError(f"{'--features' if args.features else '--deflicker'} and --no-global contradict each other "
                            "(per-frame statistics normalize each frame's exposure anyway)")
         batch = args.batch or engine.auto_batch(*size)
         analysed = 0 if args.no_global or args.features else len(sample_indices(0, info.count, args.interval))
         _compile_for(engine, end - start, size, analysed)
-        plan = GlobalFeatures.load(args.features) if args.features else styles
+        plans = [(0, info.count, styles)]  # (first, end, what stylizes frames first:end)
+
+        def plan_at(index: int):
+            return next(p for s, e, p in plans if s <= index < e)
+
         if args.features:
-            plan.check(engine.model.model_id, styles.refs, size, strength=lowest)
-            if args.deflicker and not plan.deflickered:
+            shots = load_shots(args.features)
+            for feats in shots:
+                feats.check(engine.model.model_id, styles.refs, size, strength=lowest)
+            if args.deflicker and not shots[0].deflickered:
                 raise VstError(f"{args.features} was analysed without --deflicker: analyze again with it")
+            first, last = shots[0].frame_range[0], shots[-1].frame_range[1]
+            if len(shots) > 1 and not first <= start < end <= last:
+                raise VstError(f"frames {start}:{end} are not all within the frames {first}:{last} {args.features} "
+                               "analysed shot by shot: analyze the whole clip")
+            plans = [(f.frame_range[0], f.frame_range[1], f) for f in shots] if len(shots) > 1 else \
+                [(0, info.count, shots[0])]
             for index in (start, end - 1):  # a deflicker of other frames is refused here, before any output
-                plan.exposure_correction(index)
+                plan_at(index).exposure_correction(index)
         audio = info.path if info.has_audio else None  # only a video output takes it
         # Opened before the analysis so an unwritable output fails at once, not after minutes.
         with open_sink(args.output, info.fps, size[0], size[1], audio_from=audio, start_time=start / info.fps) as sink:
             if sink.single_frame and end - start != 1:  # refused before anything runs or is written
                 raise VstError(f"an image output holds one frame, and frames {start}:{end} are {end - start}: pick "
                                "one with --frames K:K+1, or write a video or a folder (a path ending in '/')")
-            plans = [(0, info.count, plan)]  # (first, end, what stylizes frames first:end)
             if not args.no_global and not args.features:
                 # The whole clip (or the shots --frames touch, whole), not just --frames: separate chunks
                 # of a render then share one result. The clip's own colours are analysed only if some
                 # frame blends towards them.
-                shots = _shots(source, end) if args.per_shot else [(0, info.count)]
+                ranges = shot_ranges(_cuts(source, 0, end), 0, info.count) if args.per_shot else [(0, info.count)]
                 plans = [(s, e, _analysis(engine, source, styles, args, size, s, e, own_colours=lowest < 1,
-                                          batch=args.batch)) for s, e in shots if s < end and e > start]
-
-            def plan_at(index: int):
-                return next(p for s, e, p in plans if s <= index < e)
+                                          batch=args.batch)) for s, e in ranges if s < end and e > start]
 
             def correction(index: int) -> tuple[float, float]:
                 p = plan_at(index)
@@ -254,9 +276,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                 frames.close()
                 bar.close()
     label = "" if engine.trained else " (UNTRAINED model)"
-    if args.per_shot:
-        cuts = ", ".join(str(s) for s, _, _ in plans[1:])
-        label += f" ({len(plans)} shots analysed apart, cuts at frames {cuts})" if cuts else " (1 shot analysed)"
+    if args.per_shot or len(plans) > 1:
+        label += f" ({_shots_note([p for _, _, p in plans])})"
     if sink.encoded_size != size:
         label += f" (encoded at {sink.encoded_size[0]}x{sink.encoded_size[1]}, last row or column repeated: the " \
                  f"codec needs even sizes)"
@@ -338,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-side", type=int, default=None, help="downscale so the longer side is at most N pixels")
         p.add_argument("--frames", default=None, help="A:B, 0-based, end exclusive")
         p.add_argument("--interval", type=int, default=8, help="analyse every Nth frame (plus the last)")
+        p.add_argument("--per-shot", action="store_true", help="find the clip's cuts and analyse each shot on its "
+                       "own (global features shared within a shot, not across cuts; reads every frame once more)")
         p.add_argument("--deflicker", action="store_true",
                        help="measure every frame's exposure in the analysis and even out its flicker (reads every "
                        "frame; features analysed so deflicker every stylization that uses them)")
@@ -352,8 +375,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preserve-color", action="store_true", help="keep the clip's own colours (luminance transfer)")
     p.add_argument("--no-global", action="store_true", help="per-frame statistics (the paper's baseline behaviour)")
     p.add_argument("--features", default=None, help="use stored global features instead of analysing")
-    p.add_argument("--per-shot", action="store_true", help="find the clip's cuts and analyse each shot on its "
-                   "own (global features shared within a shot, not across cuts; reads every frame once more)")
     p.add_argument("--batch", type=int, default=None,
                    help="frames per network pass, analysed and stylized (default: up to 4 on a GPU with room, "
                    "1 on a CPU)")

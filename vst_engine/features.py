@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -136,31 +137,21 @@ class GlobalFeatures:
         }
 
     def to_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        torch.save(self.to_dict(), buf)
-        return buf.getvalue()
+        return _to_bytes(self.to_dict())
 
     def save(self, path: str | Path) -> None:
-        try:
-            atomic_write_bytes(Path(path), self.to_bytes())
-        except OSError as exc:
-            raise VstError(f"cannot write global features to {path}: {exc.strerror or exc}") from None
+        _write(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | Path) -> "GlobalFeatures":
-        path = Path(path)
-        if path.is_dir():
-            raise VstError(f"{path} is a folder, not a global features file")
-        if not path.is_file():
-            raise VstError(f"global features file not found: {path}")
-        try:
-            d = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            raise VstError(f"not a global features file (unreadable): {path}") from None
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise VstError(f"not a global features file: {path}")
-        if d.get("version") != FORMAT_VERSION:
-            raise VstError(f"global features file {path} has version {d.get('version')}, expected {FORMAT_VERSION}")
+        d = _read(path)
+        if "shots" in d:
+            raise VstError(f"{path} holds the global features of {len(d['shots'])} shots (`--per-shot`): only `vst "
+                           "stylize --features` and `vst analyze --complete` read such files")
+        return cls._from_dict(d, path)
+
+    @classmethod
+    def _from_dict(cls, d: dict, path: str | Path) -> "GlobalFeatures":
         try:
             m = d["meta"]
             feats = cls(m["model_id"], [StyleRef(n, h) for n, h in m["styles"]], m["source"],
@@ -180,6 +171,60 @@ class GlobalFeatures:
         if not ok:
             raise VstError(f"not a global features file (malformed contents): {path}")
         return feats
+
+
+def save_shots(shots: Sequence[GlobalFeatures], path: str | Path) -> None:
+    """The features of a clip's shots, in order (`--per-shot`), in one file; one shot as a plain file."""
+    if len(shots) == 1:
+        return shots[0].save(path)
+    _write(path, _to_bytes({"format": FORMAT, "version": FORMAT_VERSION, "shots": [f.to_dict() for f in shots]}))
+
+
+def load_shots(path: str | Path) -> list[GlobalFeatures]:
+    """The features of each shot a file holds, in clip order (one for a plain features file). Shots adjoin
+    and share their model, styles and size."""
+    d = _read(path)
+    if "shots" not in d:
+        return [GlobalFeatures._from_dict(d, path)]
+    if not isinstance(d["shots"], list) or not d["shots"] or not all(isinstance(x, dict) for x in d["shots"]):
+        raise VstError(f"not a global features file (malformed contents): {path}")
+    shots = [GlobalFeatures._from_dict(x, path) for x in d["shots"]]
+    for a, b in zip(shots, shots[1:]):
+        if (a.frame_range[1] != b.frame_range[0] or a.model_id != b.model_id or a.styles != b.styles
+                or a.process_size != b.process_size or a.has_own_colours != b.has_own_colours):
+            raise VstError(f"not a global features file (shots that do not fit together): {path}")
+    return shots
+
+
+def _to_bytes(d: dict) -> bytes:
+    buf = io.BytesIO()
+    torch.save(d, buf)
+    return buf.getvalue()
+
+
+def _write(path: str | Path, data: bytes) -> None:
+    try:
+        atomic_write_bytes(Path(path), data)
+    except OSError as exc:
+        raise VstError(f"cannot write global features to {path}: {exc.strerror or exc}") from None
+
+
+def _read(path: str | Path) -> dict:
+    """A features file's contents, checked for the format and version (weights only: no code runs)."""
+    path = Path(path)
+    if path.is_dir():
+        raise VstError(f"{path} is a folder, not a global features file")
+    if not path.is_file():
+        raise VstError(f"global features file not found: {path}")
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        raise VstError(f"not a global features file (unreadable): {path}") from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise VstError(f"not a global features file: {path}")
+    if d.get("version") != FORMAT_VERSION:
+        raise VstError(f"global features file {path} has version {d.get('version')}, expected {FORMAT_VERSION}")
+    return d
 
 
 class FeatureAccumulator:
