@@ -117,12 +117,13 @@ def clear_info_cache() -> None:
 
 def analyze_command(python: str, source: str, styles: Sequence[str], frames: tuple[int, int], max_side: int,
                     model: str, device: str, output: str, *, full_strength: bool = False,
-                    deflicker: bool = False) -> list[str]:
+                    deflicker: bool = False, per_shot: bool = False) -> list[str]:
     cmd = [python, "-m", "vst_engine", "analyze", source]
     for s in styles:
         cmd += ["-s", s]
     cmd += ["--full-strength"] if full_strength else []
     cmd += ["--deflicker"] if deflicker else []
+    cmd += ["--per-shot"] if per_shot else []
     return cmd + ["--frames", f"{frames[0]}:{frames[1]}", "--max-side", str(max_side), "--model", model,
                   "--device", device, "-o", output]
 

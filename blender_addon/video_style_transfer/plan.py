@@ -12,7 +12,7 @@ Cache layout (under the cache root, by default //vst_cache next to the .blend):
     inputs/<key>/                     ordered links to an image strip's files
 
 clip key = source media + shown frame range + styles' content + model id + processing size,
-consistency, deflicker, device and the engine's precision there; look key = clip key + per-frame weights and strength + colour option.
+consistency, deflicker, per-shot analysis, device and the engine's precision there; look key = clip key + per-frame weights and strength + colour option.
 Frames present in the look folder are final (the engine writes them atomically), so an
 interrupted bake resumes by baking only the missing ones. A new look takes over (hard-links) the
 frames of earlier looks of the same clip whose weights, strength and colour option are equal, so
@@ -60,6 +60,7 @@ class BakePlan:
     consistency: bool
     preserve_color: bool
     deflicker: bool  # recorded in the features: the stylization then applies it
+    per_shot: bool  # the features hold each shot's statistics: the stylization picks a frame's shot
     clip: source_clip.SourceClip
     styles: list[str]
     weights: dict[int, list[float]]  # media frame -> normalized style weights
@@ -126,7 +127,7 @@ class BakePlan:
         return Run("analyse", engine_cli.analyze_command(
             self.python, self.engine_input(), self.styles, self.clip.media_range, self.max_side, self.model,
             self.device, self.features_path, full_strength=not self.needs_own_colours,  # type: ignore[arg-type]
-            deflicker=self.deflicker))
+            deflicker=self.deflicker, per_shot=self.per_shot))
 
     def runs(self, media_frames: Optional[Iterable[int]] = None) -> list[Run]:
         """Engine calls that fill the missing frames among `media_frames` (default: the whole strip)."""
@@ -321,8 +322,9 @@ def make_plan(scene: Any, effect: Any, *, python: Optional[str] = None) -> BakeP
         "precision": info.get("precision", "fp32"),
     }
     deflicker = bool(effect.vst_deflicker) and bool(effect.vst_consistency)
-    if deflicker:  # only then: the caches of strips without it keep their keys
-        clip_info["deflicker"] = True
+    per_shot = bool(effect.vst_per_shot) and bool(effect.vst_consistency)
+    # Recorded only when on: the caches of strips without them keep their keys.
+    clip_info |= {name: True for name, on in (("deflicker", deflicker), ("per_shot", per_shot)) if on}
     # Paths stay out of the key (content digests only), so other machines find the same folders.
     clip_key = _key({k: v for k, v in clip_info.items() if k not in ("source", "styles")}
                     | {"styles": [d for _, d in clip_info["styles"]]})
@@ -330,5 +332,5 @@ def make_plan(scene: Any, effect: Any, *, python: Optional[str] = None) -> BakeP
                      "pc": bool(effect.vst_preserve_color)})
     clip_dir = os.path.join(root, clip_key)
     return BakePlan(scene.name, effect.name, source.name, python, model, effect.vst_device, int(effect.vst_max_side),
-                    bool(effect.vst_consistency), bool(effect.vst_preserve_color), deflicker, clip, styles, weights,
-                    strength, root, clip_dir, os.path.join(clip_dir, look_key), clip_info)
+                    bool(effect.vst_consistency), bool(effect.vst_preserve_color), deflicker, per_shot, clip, styles,
+                    weights, strength, root, clip_dir, os.path.join(clip_dir, look_key), clip_info)

@@ -46,6 +46,10 @@ def _strip_props() -> dict[str, object]:
         "vst_deflicker": BoolProperty(name="Deflicker", default=False,
                                       description="Even out a flickering exposure (time-lapses, lights on mains "
                                                   "power) before stylizing; with Global Consistency only"),
+        "vst_per_shot": BoolProperty(name="Per Shot", default=False,
+                                     description="Find the cuts in the strip and share statistics within each "
+                                                 "shot only (a strip holding several shots); with Global "
+                                                 "Consistency only"),
         "vst_device": EnumProperty(name="Device", items=DEVICES, default='auto'),
         "vst_model": StringProperty(name="Model", default="",
                                     description="Engine model name or file (empty: the preferences' model)"),

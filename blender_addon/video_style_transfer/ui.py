@@ -109,6 +109,7 @@ class VST_PT_style_transfer(bpy.types.Panel):
         row = col.row()
         row.active = effect.vst_consistency  # per-frame statistics even out the exposure anyway
         row.prop(effect, "vst_deflicker")
+        row.prop(effect, "vst_per_shot")
         col.prop(effect, "vst_max_side")
         col.prop(effect, "vst_device")
         col.prop(effect, "vst_model")

@@ -21,7 +21,7 @@ def test_register_and_unregister(bl_env, tmp_path):
     r = script("""
         S = compat.STRIP_TYPE
         names = ["vst_weight_1", "vst_weight_8", "vst_strength", "vst_preserve_color", "vst_max_side",
-                 "vst_consistency", "vst_deflicker", "vst_device", "vst_styles"]
+                 "vst_consistency", "vst_deflicker", "vst_per_shot", "vst_device", "vst_styles"]
         before = {n: n in S.bl_rna.properties for n in names}
         ops = [hasattr(bpy.ops.vst, o) for o in ("add_effect", "bake", "bake_cancel", "install_dependencies")]
         anim = {n: S.bl_rna.properties[n].is_animatable for n in ("vst_weight_1", "vst_strength")}

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from vst_engine import GlobalFeatures
+from vst_engine.features import load_shots
 
-from blender_run import script
+from blender_run import engine_python, script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,6 +119,43 @@ def test_deflicker_goes_into_the_strips_analysis(bl_env, media, tmp_path):
     feats = GlobalFeatures.load(res["features"])
     assert feats.deflickered and len(feats.extra["deflicker"]) == 6
     assert res["off"] is False and all("--deflicker" not in c and "--no-global" in c for c in res["off_runs"])
+
+
+def test_per_shot_goes_into_the_strips_analysis(bl_env, tmp_path):
+    """Per Shot is an analysis option: on a strip holding two shots, its features (own cache folder)
+    hold each shot's statistics, and the bake stylizes every frame with its shot's."""
+    clip = tmp_path / "two_shots.mp4"
+    subprocess.run([engine_python(), "-c", f"""
+import cv2, numpy as np
+from vst_engine.video import open_sink, open_source, read_image
+with open_source({str(ROOT / 'vst_engine' / 'assets' / 'bigbuckbunny.mp4')!r}) as src:
+    first = [cv2.resize(src.read(i), (64, 36), interpolation=cv2.INTER_AREA) for i in range(3)]
+art = cv2.resize(read_image({str(ROOT / 'vst_engine' / 'assets' / 'starry_night.jpg')!r}), (73, 36))
+second = [np.ascontiguousarray(art[:, 3 * t: 3 * t + 64]) for t in range(3)]
+with open_sink({str(clip)!r}, 24.0, 64, 36) as sink:
+    for i, f in enumerate(first + second):
+        sink.write(i, f)
+"""], check=True, cwd=ROOT)
+    style = ROOT / "vst_engine" / "assets" / "starry_night.jpg"
+    r = script(f"""
+        from video_style_transfer import plan
+        sc, src = movie_scene({str(clip)!r})
+        e = vst.add_effect(sc, src, styles=[{str(style)!r}], max_side=64)
+        bpy.ops.wm.save_as_mainfile(filepath={str(tmp_path / 's.blend')!r})
+        plain = plan.make_plan(sc, e)
+        e.vst_per_shot = True
+        p = plan.make_plan(sc, e)
+        cmd = p.analysis_run().cmd
+        vst.bake(e)
+        e.vst_consistency = False
+        off = plan.make_plan(sc, e)
+        result(dict(cmd=cmd, features=p.features_path, missing=len(p.missing()), plain_dir=plain.clip_dir,
+                    dir=p.clip_dir, plain_info="per_shot" in plain.clip_info, off=off.per_shot))
+    """, bl_env, tmp_path).check()
+    res = r.result
+    assert "--per-shot" in res["cmd"] and res["dir"] != res["plain_dir"] and not res["plain_info"]
+    assert res["missing"] == 0 and res["off"] is False
+    assert [f.frame_range for f in load_shots(res["features"])] == [(0, 3), (3, 6)]
 
 
 def test_installer_reports_a_bad_engine_package(bl_env, tmp_path):
