@@ -93,27 +93,31 @@ def test_own_colours_are_analysed_only_once_a_strength_below_1_needs_them(bl_env
         assert torch.allclose(mine, theirs, rtol=1e-5, atol=1e-6)
 
 
-def test_deflicker_goes_into_the_strips_analysis(bl_env, media, tmp_path):
-    """Deflicker is an analysis option: its features (own cache folder) carry a correction per frame,
-    which the stylization applies; without global consistency it has no effect."""
-    r = script(f"""
-        import os
+def bake_with_option(bl_env, tmp_path, clip: Path, style: Path, option: str) -> dict:
+    """Bake a strip with the analysis option `option` (a strip property) on, and report its plan beside
+    the plans without it and without global consistency."""
+    return script(f"""
         from video_style_transfer import plan
-        sc, src = movie_scene({str(media['clip'])!r})
-        e = vst.add_effect(sc, src, styles=[{str(media['style_a'])!r}], max_side=64)
-        bpy.ops.wm.save_as_mainfile(filepath={str(tmp_path / 'd.blend')!r})
+        sc, src = movie_scene({str(clip)!r})
+        e = vst.add_effect(sc, src, styles=[{str(style)!r}], max_side=64)
+        bpy.ops.wm.save_as_mainfile(filepath={str(tmp_path / 'o.blend')!r})
         plain = plan.make_plan(sc, e)
-        e.vst_deflicker = True
+        setattr(e, "vst_" + {option!r}, True)
         p = plan.make_plan(sc, e)
         cmd = p.analysis_run().cmd
         vst.bake(e)
         e.vst_consistency = False
         off = plan.make_plan(sc, e)
         result(dict(cmd=cmd, features=p.features_path, missing=len(p.missing()), plain_dir=plain.clip_dir,
-                    dir=p.clip_dir, plain_info="deflicker" in plain.clip_info, off=off.deflicker,
+                    dir=p.clip_dir, plain_info={option!r} in plain.clip_info, off=getattr(off, {option!r}),
                     off_runs=[r.cmd for r in off.runs()]))
-    """, bl_env, tmp_path).check()
-    res = r.result
+    """, bl_env, tmp_path).check().result
+
+
+def test_deflicker_goes_into_the_strips_analysis(bl_env, media, tmp_path):
+    """Deflicker is an analysis option: its features (own cache folder) carry a correction per frame,
+    which the stylization applies; without global consistency it has no effect."""
+    res = bake_with_option(bl_env, tmp_path, media["clip"], media["style_a"], "deflicker")
     assert "--deflicker" in res["cmd"] and res["dir"] != res["plain_dir"] and not res["plain_info"]
     assert res["missing"] == 0
     feats = GlobalFeatures.load(res["features"])
@@ -136,23 +140,7 @@ with open_sink({str(clip)!r}, 24.0, 64, 36) as sink:
     for i, f in enumerate(first + second):
         sink.write(i, f)
 """], check=True, cwd=ROOT)
-    style = ROOT / "vst_engine" / "assets" / "starry_night.jpg"
-    r = script(f"""
-        from video_style_transfer import plan
-        sc, src = movie_scene({str(clip)!r})
-        e = vst.add_effect(sc, src, styles=[{str(style)!r}], max_side=64)
-        bpy.ops.wm.save_as_mainfile(filepath={str(tmp_path / 's.blend')!r})
-        plain = plan.make_plan(sc, e)
-        e.vst_per_shot = True
-        p = plan.make_plan(sc, e)
-        cmd = p.analysis_run().cmd
-        vst.bake(e)
-        e.vst_consistency = False
-        off = plan.make_plan(sc, e)
-        result(dict(cmd=cmd, features=p.features_path, missing=len(p.missing()), plain_dir=plain.clip_dir,
-                    dir=p.clip_dir, plain_info="per_shot" in plain.clip_info, off=off.per_shot))
-    """, bl_env, tmp_path).check()
-    res = r.result
+    res = bake_with_option(bl_env, tmp_path, clip, ROOT / "vst_engine" / "assets" / "starry_night.jpg", "per_shot")
     assert "--per-shot" in res["cmd"] and res["dir"] != res["plain_dir"] and not res["plain_info"]
     assert res["missing"] == 0 and res["off"] is False
     assert [f.frame_range for f in load_shots(res["features"])] == [(0, 3), (3, 6)]
