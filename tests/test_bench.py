@@ -12,6 +12,7 @@ import pytest
 
 from vst_engine.bench import clips, command, common, quality, report, speed
 from vst_engine.bench.flicker import flickering, summarize_flicker
+from vst_engine.bench.shots import joined_shots, shots_table, summarize_shots
 from vst_engine.errors import VstError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -216,6 +217,12 @@ def fake_results() -> dict:
                           ("ours_deflicker_steady", 0.0201))]}]
     res["flicker"] = summarize_flicker({"intervals": intervals, "clips": flicker_clips, "std": 0.04,
                                         "style": "starry_night"}, res["quality"])
+    shot_clips = [{"clip": name, "size": [320, 240], "frames": 12, "runs": [
+        _run(method, "starry_night", {i: t for i in (1, 2)}, style_loss=style, content=0.9)
+        for method, t, style in (("ours", 0.03, 1.6 + k), ("ours_pershot", 0.04, 0.76), ("ours_noglobal", 0.041, 0.74))]}
+        for k, name in enumerate(("vtest", "bikes"))]
+    res["shots"] = summarize_shots({"intervals": [1, 2], "clips": shot_clips, "style": "starry_night", "cuts": [12],
+                                    "true_cuts": [12]})
     res["targets"] = report.targets_table(res)
     return res
 
@@ -261,7 +268,10 @@ def test_report_renders_every_section():
                  "## Exposure flicker", "standard deviation of 4%",
                  "| ours, global features, no flicker (reference) | 0.0200 | 0.0200 |",
                  "| ours, global features, --deflicker | 0.0210 |",
-                 "| ours, global features, --deflicker, on the clip without the flicker | 0.0201 |"):
+                 "| ours, global features, --deflicker, on the clip without the flicker | 0.0201 |",
+                 "## Shots", "joined into one clip of 2 shots; `--per-shot` found its cuts and no others",
+                 "| ours, global features pooled over the shots | 2.1000 | 0.9000 | 0.0300 | 0.0300 |",
+                 "| ours, global features, --per-shot | 0.7600 |", "| bikes | 2.6000 | 0.7600 | 0.7400 |"):
         assert part in md, part
     # Reports say on how many analysed frames the clip's own colours were rendered (every one before
     # OWN_COLOUR_EVERY; such reports have no entry).
@@ -346,6 +356,7 @@ def test_a_run_is_compared_with_a_previous_one():
     _scale(res, "peer", "1", 1.5)  # not ours
     _scale(res, "ours_deflicker", "2", 1.02, table="flicker")
     _scale(res, "input", "2", 1.5, table="flicker")
+    _scale(res, "ours_pershot", "style_loss", 1.02, table="shots")
     rows = {(r["what"], r["size"][0]): r for r in res["speed"]["rows"]}
     rows["stylize", 640]["fps"] *= 0.7  # 30% slower: beyond 25%
     rows["analyze", 640]["rss_peak_mib"] *= 1.35  # 35% more memory: beyond 30%
@@ -354,6 +365,7 @@ def test_a_run_is_compared_with_a_previous_one():
     cmp = compare(res, prev)
     assert cmp["regressions"] == ["quality table, ours: temporal i=4",
                                   "exposure flicker table, ours_deflicker: temporal i=2",
+                                  "shots table, ours_pershot: style loss",
                                   "cpu analyze 640x360: RSS peak MiB", "cpu stylize 640x360: frames/s"]
     assert _change(cmp, "quality table, ours: temporal i=4")["relative"] == pytest.approx(0.05)
     assert not _change(cmp, "quality table, ours: style loss")["worse"]
@@ -373,7 +385,7 @@ def test_a_run_is_compared_with_a_previous_one():
     assert table[1].startswith("| quality table, ours: temporal i=4 | 0.03 | 0.0315 | +5.0% | **worse** |")
     assert "| cpu peer 640x360: frames/s | 5 | 2.5 | -50.0% | worse (not ours) |" in md
     assert "a gauge of the machine's: cpu peer 640x360 -50%." in md
-    assert "4 worse beyond the tolerance (`bench` exits with status 3)" in md
+    assert "5 worse beyond the tolerance (`bench` exits with status 3)" in md
 
 
 def test_slower_cpu_rows_are_timed_again_and_the_faster_timing_counts(monkeypatch, tmp_path):
@@ -574,6 +586,28 @@ def test_quick_bench_end_to_end(tmp_path):
     flicker = data["flicker"]["aggregate"]
     assert flicker["ours_deflicker"]["temporal"]["1"] < flicker["ours"]["temporal"]["1"], flicker
     assert "## Exposure flicker" in md
+
+
+def test_shots_table_on_two_excerpts(engine):
+    """The shots table runs end to end: the excerpts joined at the first one's size, the cut found, and
+    every method measured within each shot."""
+    from vst_engine.bench.common import STYLES
+    from vst_engine.evaluate import _encoder
+    from vst_engine.video import open_source, read_image
+    with open_source(common.ASSETS / "bigbuckbunny.mp4") as src:
+        first = np.stack([src.read(i)[::8, ::8] for i in range(14)])  # 160x90
+    art = read_image(common.ASSETS / "starry_night.jpg")[:60, :100]
+    second = np.stack([art[:, t: t + 80] for t in range(12)])  # 80x60: resized to the first's size
+    shots = joined_shots([first, second])
+    assert [s.shape for s in shots] == [(12, 90, 160, 3)] * 2
+    table = shots_table(engine, {"bunny": first, "art": second}, STYLES["starry_night"], 2, _encoder("cpu"))
+    assert table["cuts"] == table["true_cuts"] == [12] and table["intervals"] == [1, 2, 4, 8]
+    assert [c["clip"] for c in table["clips"]] == ["bunny", "art"]
+    for c in table["clips"]:
+        assert [r["method"] for r in c["runs"]] == ["ours", "ours_pershot", "ours_noglobal"]
+        assert all(r["style_loss"] > 0 and r["content_loss"] > 0 and r["temporal"]["1"] > 0 for r in c["runs"])
+    summary = summarize_shots(table)
+    assert summary["aggregate"]["ours_pershot"]["runs"] == 2
 
 
 def test_flickering_frames_are_the_same_on_every_run():

@@ -1,8 +1,8 @@
 """A clip's shots: where its cuts are, so that each shot can be analysed on its own (`--per-shot`).
 
-Global features pooled over several shots give every shot the statistics of all of them: on four
-bench clips joined by cuts (320x176, starry night), frames came out 16-45 grey levels away from
-those with each shot's own features, and their style loss was 1.5-3.2x as high.
+Global features pooled over several shots give every shot the statistics of all of them, and stylize
+it less than its own would: on the bench's four excerpts joined by cuts, their style loss was 2.2x
+that of each shot's own features (1.64 against 0.76; docs/BENCHMARKS.md, Shots).
 """
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ from .common import (
     ROOT, STYLES, parse_size
 )
 from .flicker import summarize_flicker
+from .shots import summarize_shots
 from .quality import peer_info, quality, quality_models, sintel_quality, summarize
 from .report import make_plots, render_report, targets_table
 from .speed import (
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--skip-speed", action="store_true", help="quality tables only")
     ap.add_argument("--skip-flicker", action="store_true", help="leave the exposure-flicker table out (ours on "
                     "the clips with a flickering exposure, with and without --deflicker)")
+    ap.add_argument("--skip-shots", action="store_true", help="leave the shots table out (ours on the clips joined "
+                    "by cuts, with features pooled over the shots and --per-shot)")
     ap.add_argument("--sintel", default=None, help="MPI Sintel ground-truth samples for the true-flow table (default "
                     "../shared/data/sintel_gt beside the repository; left out with a note when absent)")
     ap.add_argument("--sintel-max-side", type=int, default=None, help="processing size of the Sintel table "
@@ -127,6 +130,7 @@ def validate(args: argparse.Namespace) -> argparse.Namespace:
         raise VstError("--skip-quality, --skip-speed and --skip-sintel leave nothing to measure")
     validate_sintel(args)
     args.flicker = not args.skip_flicker and not args.skip_quality  # it reuses the quality table's excerpts
+    args.shots = not args.skip_shots and not args.skip_quality  # so does the shots table
     if args.compile_timeout < 0:
         raise VstError("--compile-timeout must not be negative")
     if args.peak_tflops is not None and not args.peak_tflops > 0:
@@ -257,6 +261,8 @@ def run(args: argparse.Namespace, argv: Sequence[str], previous: dict | None = N
         q = summarize(quality(args, clips, styles, status, *models), status, args.model)
         if q.get("flicker"):
             res["flicker"] = summarize_flicker(q.pop("flicker"), q)
+        if q.get("shots"):
+            res["shots"] = summarize_shots(q.pop("shots"))
         runs = [r for c in q["clips"] for r in c["runs"] if r["method"] == "ours"]
         if runs:
             fr = [r["analysis_s"] / (r["analysis_s"] + r["stylize_s"]) for r in runs]

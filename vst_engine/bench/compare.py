@@ -30,8 +30,8 @@ SINTEL_SETTINGS = ("sintel_scenes", "sintel_passes", "sintel_max_side")
 ROW_KEY = ("what", "arch", "batch", "default", "own_colours", "added", "overlap")
 # The machine a CPU row was timed on (environment fields; absent ones are not compared).
 CPU_FIELDS = ("cpu_model", "cpu_count", "cpu_capability", "cpu_amx", "cpu_compiled", "torch")
-OURS = ("ours", "ours_noglobal", "ours_deflicker", "ours_deflicker_steady", "baseline", "baseline_noglobal", "lite",
-        "lite_noglobal")
+OURS = ("ours", "ours_noglobal", "ours_deflicker", "ours_deflicker_steady", "ours_pershot", "baseline",
+        "baseline_noglobal", "lite", "lite_noglobal")
 
 
 @dataclass
@@ -82,7 +82,7 @@ def _is_results(res) -> bool:
             not isinstance(res.get("environment"), dict):
         return False
     speed = res.get("speed")
-    return all(table_ok(res[t]) for t in ("quality", "sintel", "flicker") if res.get(t)) and \
+    return all(table_ok(res[t]) for t in ("quality", "sintel", "flicker", "shots") if res.get(t)) and \
         (not speed or isinstance(speed, dict) and isinstance(speed.get("rows"), list)
          and all(row_ok(r) for r in speed["rows"]))
 
@@ -102,6 +102,7 @@ def compare(res: dict, prev: dict, quality_tol: float = QUALITY_TOLERANCE,
             notes.append(f"the {name} model changed: {ids[0]} -> {ids[1]}")
     for table, fields, title in (("quality", QUALITY_SETTINGS, "quality table"),
                                  ("flicker", QUALITY_SETTINGS, "exposure flicker table"),
+                                 ("shots", QUALITY_SETTINGS, "shots table"),
                                  ("sintel", SINTEL_SETTINGS, "MPI Sintel table")):
         if res.get(table) and prev.get(table):
             differ = [f for f in fields if res["settings"].get(f) != prev["settings"].get(f)]

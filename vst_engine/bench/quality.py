@@ -149,10 +149,12 @@ def quality_models(args, status: dict) -> tuple[dict, object]:
 
 def quality(args, clips: list[dict], styles: list[StyleSpec], status: dict, engines: dict, encoder) -> dict:
     """The per-clip, per-style measurements of every available method; with `args.flicker`, also the
-    exposure-flicker table's (ours on the first style, under "flicker")."""
+    exposure-flicker table's (ours on the first style, under "flicker"); with `args.shots` and two clips
+    or more, the shots table's (under "shots")."""
     from .flicker import FLICKER_STD, flicker_runs
+    from .shots import shots_table
     intervals = [i for i in INTERVALS if i < args.frames]
-    results, flicker = [], []
+    results, flicker, excerpts = [], [], {}
     for clip in clips:
         spec = CLIPS[clip["name"]]
         frames = load_excerpt(clip["path"], spec.start, args.frames, args.max_side)
@@ -164,6 +166,7 @@ def quality(args, clips: list[dict], styles: list[StyleSpec], status: dict, engi
             return measure(frames, out, flows, intervals, style, args.vgg_frames if style else 0, encoder)
         runs = method_runs(args, f"clip {clip['name']}", frames, engines, styles, status, score)
         results.append({"clip": clip["name"], "size": [w, h], "frames": len(frames), "runs": runs})
+        excerpts[clip["name"]] = frames
         if args.flicker:
             log(f"clip {clip['name']}: with an exposure flicker")
             flicker.append({"clip": clip["name"], "size": [w, h], "frames": len(frames),
@@ -171,6 +174,9 @@ def quality(args, clips: list[dict], styles: list[StyleSpec], status: dict, engi
     q = {"intervals": intervals, "clips": results}
     if flicker:
         q["flicker"] = {"intervals": intervals, "clips": flicker, "std": FLICKER_STD, "style": styles[0].name}
+    if args.shots and len(excerpts) > 1:
+        log("shots: the excerpts joined by cuts")
+        q["shots"] = shots_table(engines["ours"], excerpts, styles[0], args.vgg_frames, encoder)
     return q
 
 

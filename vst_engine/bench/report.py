@@ -178,6 +178,8 @@ def render_report(res: dict) -> str:
 
     if res.get("flicker"):
         L += flicker_section(res["flicker"], args["frames"])
+    if res.get("shots"):
+        L += shots_section(res["shots"])
     if res.get("sintel"):
         L += sintel_section(res["sintel"], len(res["styles"]))
 
@@ -295,6 +297,34 @@ def flicker_section(fq: dict, frames: int) -> list[str]:
         a = fq["aggregate"].get(key)
         rows.append([label, *[_num(a["temporal"].get(str(i))) if a else "-" for i in intervals]])
     L += [markdown_table(["method", *[f"temporal i={i}" for i in intervals]], rows), ""]
+    return L
+
+
+def shots_section(sq: dict) -> list[str]:
+    """The shots table: ours on the excerpts joined by cuts, global features pooled over the shots or each
+    shot's own."""
+    intervals, clips = sq["intervals"], sq["clips"]
+    w, h = clips[0]["size"]
+    found = "`--per-shot` found its cuts and no others" if sq["cuts"] == sq["true_cuts"] else \
+        f"`--per-shot` found cuts at frames {', '.join(map(str, sq['cuts'])) or 'none'} (the true ones: " \
+        f"{', '.join(map(str, sq['true_cuts']))})"
+    L = ["## Shots", "",
+         f"The first {clips[0]['frames']} frames of each of the {len(clips)} excerpts, at {w}x{h}, joined into one "
+         f"clip of {len(clips)} shots; {found}. Style {sq['style']}. Losses within each shot, means over the shots. "
+         "With global features pooled over all the shots, each shot gets the statistics of all of them and is "
+         "stylized less (a higher style loss, a lower content loss, and with it a lower temporal loss); "
+         "`--per-shot` (README) analyses each shot on its own.", ""]
+    header = ["method", "style loss", "content loss", *[f"temporal i={i}" for i in intervals]]
+    rows = []
+    for key, label in sq["labels"]:
+        a = sq["aggregate"].get(key)
+        rows.append([label, *([_num(a["style_loss"]), _num(a["content_loss"]),
+                               *[_num(a["temporal"].get(str(i))) for i in intervals]] if a else
+                              ["-"] * (2 + len(intervals)))])
+    L += [markdown_table(header, rows), ""]
+    per_shot = [[f"{c['clip']}", *[_num(next(r["style_loss"] for r in c["runs"] if r["method"] == key))
+                                   for key, _ in sq["labels"]]] for c in clips]
+    L += [markdown_table(["shot: style loss", *[label for _, label in sq["labels"]]], per_shot), ""]
     return L
 
 
