@@ -2,6 +2,9 @@
 name, so test files can import it whatever conftest.py pytest loaded first)."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 
 # Style images: 64x64, clearly different textures and colours.
@@ -38,3 +41,11 @@ def style_image(kind: str, size: int = 64) -> np.ndarray:
     else:
         raise ValueError(kind)
     return np.asarray(img, dtype=np.uint8)
+
+
+def write_folder(path: Path, frames) -> Path:
+    """RGB frames as a folder of PNGs (f000.png, f001.png, ...): a clip the command line reads."""
+    path.mkdir(exist_ok=True)
+    for k, frame in enumerate(frames):
+        cv2.imwrite(str(path / f"f{k:03d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    return path

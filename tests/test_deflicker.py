@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from synthetic import synth_frame
+from synthetic import synth_frame, write_folder
 from test_cli import ok, pngs, same_frames, visible_lines, vst_many
 
 from vst_engine.deflicker import LevelTrack, apply_correction, even_out, frame_change, frame_corrections, thumbnail_luma
@@ -194,11 +194,8 @@ def test_features_file_carries_the_corrections(tmp_path):
 @pytest.fixture(scope="module")
 def flickering_folder(tmp_path_factory) -> Path:
     """12 frames of one still picture whose exposure alternates by +-5%."""
-    d = tmp_path_factory.mktemp("flicker")
     base = synth_frame(0)
-    for t in range(12):
-        cv2.imwrite(str(d / f"{t:03d}.png"), cv2.cvtColor(exposed(base, 1 + 0.05 * (-1) ** t), cv2.COLOR_RGB2BGR))
-    return d
+    return write_folder(tmp_path_factory.mktemp("flicker"), [exposed(base, 1 + 0.05 * (-1) ** t) for t in range(12)])
 
 
 def test_cli_deflicker(cli_env, flickering_folder, style_paths, tmp_path):

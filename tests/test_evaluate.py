@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from synthetic import write_folder
 
 from vst_engine import sintel as sintel_data
 from vst_engine.errors import VstError
@@ -251,21 +252,14 @@ def test_style_and_content_losses():
 # --------------------------------------------------------------------------- evaluate / CLI
 
 
-def _write_folder(path: Path, frames: list[np.ndarray]) -> Path:
-    path.mkdir()
-    for k, f in enumerate(frames):
-        cv2.imwrite(str(path / f"f{k:03d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    return path
-
-
 def test_evaluate_folders_and_cli(tmp_path, capsys):
     big = texture(48, 64 + 10, seed=2)
     inputs = [big[:, k: k + 64] for k in range(6)]
     # "Stylized" at half size with one frame flickering.
     outs = [cv2.resize(f, (32, 24), interpolation=cv2.INTER_AREA) for f in inputs]
     outs[3] = np.clip(outs[3].astype(int) + 30, 0, 255).astype(np.uint8)
-    a = _write_folder(tmp_path / "in", inputs)
-    b = _write_folder(tmp_path / "out", outs)
+    a = write_folder(tmp_path / "in", inputs)
+    b = write_folder(tmp_path / "out", outs)
     cv2.imwrite(str(tmp_path / "style.png"), texture(40, 40, seed=9))
 
     res = evaluate(a, b, intervals=(1, 2), max_frames=5)
@@ -308,7 +302,7 @@ def test_eval_with_true_flow_and_occlusions(tmp_path, capsys):
     gt_dir = sintel_data.scene_dir(sintel_data.DEFAULT_ROOT, "clean", "alley_1") / "gt"
     frames = [(f * 255).round().astype(np.uint8) for f in (f2, f3)]
     outs = [frames[0], np.clip(frames[1].astype(int) + 20, 0, 255).astype(np.uint8)]  # frame 3 flickers
-    a, b = _write_folder(tmp_path / "in", frames), _write_folder(tmp_path / "out", outs)
+    a, b = write_folder(tmp_path / "in", frames), write_folder(tmp_path / "out", outs)
     for folder, src in (("flow", gt_dir / "frame_0002.flo"), ("occ", gt_dir / "occlusions" / "frame_0002.png")):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / src.name).write_bytes(src.read_bytes())

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from synthetic import write_folder
 from test_cli import ok, pngs, visible_lines, vst_many
 
 from vst_engine.errors import VstError
@@ -43,13 +44,6 @@ def test_cuts_are_found_between_shots_and_not_within():
     assert shot_ranges(finder.cuts, 0, 59) == [(0, 30), (30, 43), (43, 55), (55, 59)]
     assert shot_ranges(finder.cuts, 35, 50) == [(35, 43), (43, 50)]
     assert shot_ranges([], 0, 5) == [(0, 5)]
-
-
-def write_folder(folder: Path, frames: list[np.ndarray]) -> Path:
-    folder.mkdir()
-    for t, frame in enumerate(frames):
-        cv2.imwrite(str(folder / f"{t:03d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    return folder
 
 
 def test_cli_per_shot(cli_env, style_paths, tmp_path):
