@@ -1,11 +1,13 @@
-"""Deterministic synthetic frames and style images shared by the tests (a module with a unique
-name, so test files can import it whatever conftest.py pytest loaded first)."""
+"""Deterministic synthetic frames, clips of the bundled assets and style images shared by the tests (a
+module with a unique name, so test files can import it whatever conftest.py pytest loaded first)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from vst_engine.video import open_source, read_image
 
 # Style images: 64x64, clearly different textures and colours.
 STYLE_NAMES = ("stripes", "checker", "dots")
@@ -49,3 +51,19 @@ def write_folder(path: Path, frames) -> Path:
     for k, frame in enumerate(frames):
         cv2.imwrite(str(path / f"f{k:03d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     return path
+
+
+ASSETS = Path(__file__).resolve().parents[1] / "vst_engine" / "assets"
+
+
+def bunny(first: int, count: int, size: tuple[int, int]) -> list[np.ndarray]:
+    """Frames of the bundled clip (one shot, a moving camera)."""
+    with open_source(ASSETS / "bigbuckbunny.mp4") as clip:
+        return [cv2.resize(clip.read(i), size, interpolation=cv2.INTER_AREA) for i in range(first, first + count)]
+
+
+def starry_pan(count: int, size: tuple[int, int]) -> list[np.ndarray]:
+    """A pan across the bundled painting, 3 px a frame."""
+    w, h = size
+    art = cv2.resize(read_image(ASSETS / "starry_night.jpg"), (w + 3 * count, h), interpolation=cv2.INTER_AREA)
+    return [np.ascontiguousarray(art[:, 3 * t: 3 * t + w]) for t in range(count)]

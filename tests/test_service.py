@@ -15,7 +15,7 @@ import pytest
 from vst_engine.service import protocol as P
 from vst_engine.service.client import Client, ServiceError, shared_image
 
-from synthetic import synth_frame
+from synthetic import bunny, starry_pan, synth_frame
 
 
 FRAMES = 12
@@ -160,6 +160,49 @@ def test_deflicker_analysis(client, service, style_paths):
     with pytest.raises(ServiceError) as e:
         client.request(P.ANALYZE_END, P.Writer().pack("<I", session).bytes())
     assert "only 1 of 12 frames were sent" in str(e.value)
+
+
+def test_per_shot_analysis(client, service, style_paths):
+    """With PER_SHOT the host sends every frame; the service finds the cut and analyses each shot on its
+    own: a shot's frames are stylized exactly as when it is analysed as a clip of its own. STYLIZE picks
+    the shot by frame number; a full-strength analysis is completed shot by shot."""
+    from vst_engine.features import GlobalFeatures, load_shots
+    size = (64, 48)
+    clip = [np.dstack([f, np.full(f.shape[:2], 255, np.uint8)]) for f in bunny(0, 6, size) + starry_pan(6, size)]
+    at = lambda t: clip[t - 10]  # noqa: E731  host frames 10..21, a cut at 16
+    styles = [str(style_paths["dots"])]
+    fid = client.analyze(10, 21, styles, at, interval=4, flags=P.PER_SHOT)
+    shots = load_shots(service["features"] / f"{fid}.vstf")
+    assert [(f.frame_range, f.sampled) for f in shots] == [((10, 16), [10, 14, 15]), ((16, 22), [16, 20, 21])]
+    alone = client.analyze(16, 21, styles, at, interval=4)
+    assert shots[1].to_bytes() == GlobalFeatures.load(service["features"] / f"{alone}.vstf").to_bytes()
+    whole = client.analyze(10, 21, styles, at, interval=4)
+    for t in (12, 18):
+        out = client.stylize(at(t), styles, [1.0], 0.6, features_id=fid, frame=t)
+        ref = client.stylize(at(t), styles, [1.0], 0.6, features_id=alone if t >= 16 else
+                             client.analyze(10, 15, styles, at, interval=4), frame=t)
+        assert np.array_equal(out, ref), t
+    pooled = client.stylize(at(18), styles, [1.0], 0.6, features_id=whole, frame=18)
+    assert np.abs(pooled[..., :3].astype(np.int16) - out[..., :3]).mean() > 2.0
+    with pytest.raises(ServiceError) as e:
+        client.stylize(at(10), styles, [1.0], features_id=fid, frame=22)
+    assert e.value.code == P.E_INVALID
+    assert "outside the frames 10..21 these features were analysed over (shot by shot)" in str(e.value)
+    both = client.analyze(10, 21, styles, at, interval=4, flags=P.PER_SHOT | P.DEFLICKER)
+    both = load_shots(service["features"] / f"{both}.vstf")
+    assert [f.frame_range for f in both] == [(10, 16), (16, 22)] and all(f.deflickered for f in both)
+    lean = client.analyze(10, 21, styles, at, interval=4, flags=P.PER_SHOT | P.FULL_STRENGTH)
+    assert client.analyze(10, 21, styles, at, interval=4, flags=P.PER_SHOT, base=lean) == fid
+    with pytest.raises(ServiceError) as e:  # its shots' frames are not the plan a host sends without the flag
+        client.analyze(10, 21, styles, at, interval=4, base=lean)
+    assert e.value.code == P.E_INVALID and "analysed shot by shot" in str(e.value)
+    session = client.request(P.ANALYZE_BEGIN, P.analyze_begin(10, 21, 4, 0, styles, "x", P.PER_SHOT)).u32()
+    analyze_frame(client, session, 10, at(10))
+    with pytest.raises(ServiceError) as e:  # every frame is expected
+        analyze_frame(client, session, 14, at(14))
+    assert "expected frame 11, got 14" in str(e.value)
+    with pytest.raises(ServiceError):
+        client.request(P.ANALYZE_END, P.Writer().pack("<I", session).bytes())
 
 
 def test_float_frames_and_preserve_colours(client, analysed, engine):

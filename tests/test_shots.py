@@ -2,34 +2,14 @@
 shot on its own, exactly as if it were a clip of its own."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import cv2
 import numpy as np
 import pytest
-from synthetic import write_folder
+from synthetic import bunny, starry_pan, write_folder
 from test_cli import ok, pngs, visible_lines, vst_many
 
 from vst_engine.errors import VstError
 from vst_engine.features import GlobalFeatures, load_shots
 from vst_engine.shots import CutFinder, shot_ranges
-from vst_engine.video import open_source, read_image
-
-ASSETS = Path(__file__).resolve().parents[1] / "vst_engine" / "assets"
-
-
-def bunny(first: int, count: int, size: tuple[int, int]) -> list[np.ndarray]:
-    """Frames of the bundled clip (one shot, a moving camera)."""
-    with open_source(ASSETS / "bigbuckbunny.mp4") as clip:
-        return [cv2.resize(clip.read(i), size, interpolation=cv2.INTER_AREA) for i in range(first, first + count)]
-
-
-def starry_pan(count: int, size: tuple[int, int]) -> list[np.ndarray]:
-    """A pan across the bundled painting, 3 px a frame."""
-    w, h = size
-    art = cv2.resize(read_image(ASSETS / "starry_night.jpg"), (w + 3 * count, h), interpolation=cv2.INTER_AREA)
-    return [np.ascontiguousarray(art[:, 3 * t: 3 * t + w]) for t in range(count)]
-
 
 def test_cuts_are_found_between_shots_and_not_within():
     size = (160, 96)

@@ -12,7 +12,6 @@ from .errors import VstError
 from . import engine_version
 
 if TYPE_CHECKING:  # imported lazily below: `vst --help` stays fast
-    from .deflicker import LevelTrack
     from .pipeline import WriteBehind
     from .transfer import Pending
 
@@ -48,37 +47,27 @@ def _open_input(args: argparse.Namespace):
     return open_source(args.input)
 
 
-def _analysis(engine, source, styles, args, size: tuple[int, int], start: int, end: int, own_colours: bool = True,
-              batch: int | None = None):
-    """Analyse frames start:end (sampled) of the source at the processing size, `batch` frames a pass
-    (default: the engine's choice); with --deflicker, also every frame's exposure."""
-    from .deflicker import LevelTrack
-    from .features import sample_indices
-    picks = sample_indices(start, end, args.interval)
-    run = engine.analysis(styles, own_colours, batch=batch)
-    track = LevelTrack() if args.deflicker else None
-    _feed(run, source, picks, size, track, start, end)
-    feats = run.finish(source=str(args.input), frame_range=(start, end), interval=args.interval, sampled=picks,
-                       settings={"max_side": args.max_side})
-    return feats.with_deflicker(track.corrections()) if track else feats
+def _analyses(engine, source, styles, args, start: int, end: int, cuts: list[int] | None,
+              own_colours: bool = True, batch: int | None = None) -> list:
+    """The features of frames start:end of the source, shot by shot (split at `cuts`; None: at the cuts
+    found on the way), `batch` frames a pass (default: the engine's choice); with --deflicker, also
+    every frame's exposure."""
+    from .shots import ShotAnalyses
+    shots = ShotAnalyses(lambda _: engine.analysis(styles, own_colours, batch=batch), start, end, args.interval,
+                         args.max_side, cuts, args.deflicker, source=str(args.input))
+    _feed(shots, source)
+    return shots.finish()
 
 
-def _feed(run, source, picks: list[int], size: tuple[int, int], track: LevelTrack | None = None, start: int = 0,
-          end: int = 0) -> None:
-    """Give an analysis the source's frames `picks` at the processing size, with a progress bar; with a
-    deflicker `track`, every frame of start:end passes by it (read ahead in a thread)."""
-    from .engine import resize_frame
+def _feed(shots, source) -> None:
+    """Give shot analyses the source frames they want, read ahead in a thread, with a progress bar."""
     from .pipeline import prefetch
-    wanted = set(picks)
-    frames = prefetch((i, source.read(i)) for i in range(start, end)) if track else \
-        ((i, source.read(i)) for i in picks)
-    bar = _progress(end - start if track else len(picks), "analyze")
+    wanted = shots.wanted()
+    frames = prefetch((i, source.read(i)) for i in wanted)
+    bar = _progress(len(wanted), "analyze")
     try:
         for i, frame in frames:
-            if track:
-                track.add(frame)
-            if i in wanted:
-                run.add(resize_frame(frame, size))
+            shots.add(i, frame)
             bar.update(1)
     finally:
         frames.close()
@@ -110,16 +99,16 @@ def _complete(engine, source, styles, lean_path: Path) -> list:
     colours."""
     from .engine import process_size
     from .features import load_shots
-    out = []
-    for lean in load_shots(lean_path):
-        run = engine.own_colour_analysis(lean, styles)
-        info = source.info
-        size = process_size(info.width, info.height, lean.settings.get("max_side"))
-        if size != tuple(lean.process_size) or max(lean.sampled, default=info.count) >= info.count:
-            raise VstError(f"{lean_path} was analysed from another clip or size: analyze again")
-        _feed(run, source, lean.sampled, size)
-        out.append(run.finish())
-    return out
+    from .shots import ShotAnalyses
+    leans = load_shots(lean_path)
+    max_side, info = leans[0].settings.get("max_side"), source.info
+    shots = ShotAnalyses(lambda k: engine.own_colour_analysis(leans[k], styles), leans[0].frame_range[0],
+                         leans[-1].frame_range[1], leans[0].interval, max_side, [f.frame_range[0] for f in leans[1:]])
+    if (process_size(info.width, info.height, max_side) != tuple(leans[0].process_size)
+            or leans[-1].frame_range[1] > info.count or list(shots.wanted()) != [i for f in leans for i in f.sampled]):
+        raise VstError(f"{lean_path} was analysed from another clip or size: analyze again")
+    _feed(shots, source)
+    return shots.finish()
 
 
 def _shots_note(shots: list) -> str:
@@ -131,7 +120,6 @@ def _shots_note(shots: list) -> str:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .engine import process_size
     from .features import sample_indices, save_shots
-    from .shots import shot_ranges
     from .video import parse_frame_range
     engine = _engine(args)
     styles = engine.load_styles(args.style)
@@ -148,9 +136,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             start, end = parse_frame_range(args.frames, info.count) if args.frames else (0, info.count)
             size = process_size(info.width, info.height, args.max_side)
             _compile_for(engine, 0, size, len(sample_indices(start, end, args.interval)))
-            ranges = shot_ranges(_cuts(source, start, end), start, end) if args.per_shot else [(start, end)]
-            shots = [_analysis(engine, source, styles, args, size, s, e, own_colours=not args.full_strength)
-                     for s, e in ranges]
+            # With --per-shot, one pass finds the cuts and analyses each shot's sampled frames.
+            shots = _analyses(engine, source, styles, args, start, end, None if args.per_shot else [],
+                              own_colours=not args.full_strength)
     save_shots(shots, args.output)
     (w, h), start, end = shots[0].process_size, shots[0].frame_range[0], shots[-1].frame_range[1]
     note = " (added the clip's own colours)" if args.complete else " (full strength only)" if args.full_strength else ""
@@ -242,9 +230,11 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                 # The whole clip (or the shots --frames touch, whole), not just --frames: separate chunks
                 # of a render then share one result. The clip's own colours are analysed only if some
                 # frame blends towards them.
-                ranges = shot_ranges(_cuts(source, 0, end), 0, info.count) if args.per_shot else [(0, info.count)]
-                plans = [(s, e, _analysis(engine, source, styles, args, size, s, e, own_colours=lowest < 1,
-                                          batch=args.batch)) for s, e in ranges if s < end and e > start]
+                cuts = _cuts(source, 0, end) if args.per_shot else []
+                ranges = [(s, e) for s, e in shot_ranges(cuts, 0, info.count) if s < end and e > start]
+                plans = [(f.frame_range[0], f.frame_range[1], f) for f in
+                         _analyses(engine, source, styles, args, ranges[0][0], ranges[-1][1],
+                                   [s for s, _ in ranges[1:]], own_colours=lowest < 1, batch=args.batch)]
 
             def correction(index: int) -> tuple[float, float]:
                 p = plan_at(index)

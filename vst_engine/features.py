@@ -173,11 +173,15 @@ class GlobalFeatures:
         return feats
 
 
-def save_shots(shots: Sequence[GlobalFeatures], path: str | Path) -> None:
-    """The features of a clip's shots, in order (`--per-shot`), in one file; one shot as a plain file."""
+def shots_to_bytes(shots: Sequence[GlobalFeatures]) -> bytes:
+    """The features of a clip's shots, in order (`--per-shot`), as one file; one shot as a plain file."""
     if len(shots) == 1:
-        return shots[0].save(path)
-    _write(path, _to_bytes({"format": FORMAT, "version": FORMAT_VERSION, "shots": [f.to_dict() for f in shots]}))
+        return shots[0].to_bytes()
+    return _to_bytes({"format": FORMAT, "version": FORMAT_VERSION, "shots": [f.to_dict() for f in shots]})
+
+
+def save_shots(shots: Sequence[GlobalFeatures], path: str | Path) -> None:
+    _write(path, shots_to_bytes(shots))
 
 
 def load_shots(path: str | Path) -> list[GlobalFeatures]:

@@ -6,11 +6,16 @@ that of each shot's own features (1.64 against 0.76; docs/BENCHMARKS.md, Shots).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from .deflicker import DARK, is_cut, thumbnail_luma
+from .deflicker import DARK, LevelTrack, is_cut, thumbnail_luma
+from .engine import process_size, resize_frame
+from .features import GlobalFeatures, sample_indices
+
+if TYPE_CHECKING:
+    from .engine import Analysis
 
 
 # Thumbnail luma spread (of 255) of a frame with nothing to compare (a slate, a single colour): the
@@ -41,3 +46,75 @@ def shot_ranges(cuts: Sequence[int], start: int, end: int) -> list[tuple[int, in
     """Frames start:end split at `cuts` (clip frame numbers) into [first, end) ranges."""
     bounds = [start] + sorted(c for c in set(cuts) if start < c < end) + [end]
     return list(zip(bounds, bounds[1:]))
+
+
+class ShotAnalyses:
+    """The global features of clip frames start:end, one analysis per shot, from frames fed in clip order.
+
+    Each shot's analysis gets its sampled frames (`sample_indices` over the shot: every `interval`-th from
+    its first, and its last) at the processing size for `max_side`. With `cuts` None the shots are found
+    as the frames arrive (`CutFinder`), so every frame must be fed, and an unsampled frame is held until
+    the next one tells whether it ended its shot; otherwise the frames are split at `cuts` and only
+    `wanted()` need to be fed. With `deflicker`, every frame's exposure is measured, shot by shot.
+    `begin(k)` starts shot k's analysis (a completion's starts one of the clip's own colours)."""
+
+    def __init__(self, begin: Callable[[int], "Analysis"], start: int, end: int, interval: int,
+                 max_side: int | None, cuts: Sequence[int] | None = None, deflicker: bool = False,
+                 source: str = "") -> None:
+        self.begin, self.end, self.interval, self.max_side = begin, end, interval, max_side
+        self.finder = CutFinder() if cuts is None else None
+        self.ranges = shot_ranges(cuts or (), start, end)  # when found as they come: only the first shot's start
+        self.deflicker, self.source = deflicker, source
+        self.shots: list[GlobalFeatures] = []
+        self._open(start)
+
+    def wanted(self) -> Sequence[int]:
+        """The frames to feed, in order."""
+        if self.finder is not None or self.deflicker:
+            return range(self.ranges[0][0], self.end)
+        return [i for a, b in self.ranges for i in sample_indices(a, b, self.interval)]
+
+    def add(self, index: int, frame: np.ndarray) -> None:
+        """Clip frame `index` (full size: the cut finder and the deflicker read it so)."""
+        if self._opens_shot(index, frame):
+            self._close(index)
+            self._open(index)
+        if self.track is not None:
+            self.track.add(frame)
+        if (index - self.first) % self.interval == 0 or index == self.shot_end - 1:
+            self._analyse(index, frame)
+        elif self.finder is not None:
+            self.held = index, frame
+
+    def finish(self) -> list[GlobalFeatures]:
+        """Each shot's features, in clip order."""
+        self._close(self.end)
+        return self.shots
+
+    @property
+    def shot_end(self) -> int:
+        """Where the current shot ends, as far as known."""
+        return self.end if self.finder is not None else self.ranges[len(self.shots)][1]
+
+    def _opens_shot(self, index: int, frame: np.ndarray) -> bool:
+        if self.finder is None:
+            return index >= self.shot_end
+        self.finder.add(frame)
+        return bool(self.finder.cuts) and self.finder.cuts[-1] == self.finder.frames - 1
+
+    def _open(self, first: int) -> None:
+        self.first, self.picks, self.held = first, [], None
+        self.run = self.begin(len(self.shots))
+        self.track = LevelTrack() if self.deflicker else None
+
+    def _analyse(self, index: int, frame: np.ndarray) -> None:
+        self.run.add(resize_frame(frame, process_size(frame.shape[1], frame.shape[0], self.max_side)))
+        self.picks.append(index)
+        self.held = None
+
+    def _close(self, end: int) -> None:
+        if self.held is not None:  # the shot's last frame
+            self._analyse(*self.held)
+        feats = self.run.finish(source=self.source, frame_range=(self.first, end), interval=self.interval,
+                                sampled=self.picks, settings={"max_side": self.max_side})
+        self.shots.append(feats.with_deflicker(self.track.corrections()) if self.track is not None else feats)

@@ -102,10 +102,12 @@ class Client:
                 interval: int = 0, max_side: int = 0, label: str = "", flags: int = 0, base: str = "") -> str:
         """Run a whole analysis; `frame_at(n)` gives host frame n as H x W x 4. Returns the features id.
         `flags` P.FULL_STRENGTH skips the clip's own colours; `base` (a features id analysed so)
-        adds them to those features; P.DEFLICKER sends every frame (their exposure is measured)."""
+        adds them to those features; P.DEFLICKER and P.PER_SHOT send every frame (their exposure is
+        measured; the shots are found)."""
         begin = P.analyze_begin(first, last, interval, max_side, [str(s) for s in styles], label, flags, base)
         session = self.request(P.ANALYZE_BEGIN, begin).u32()
-        sends = range(first, last + 1) if flags & P.DEFLICKER else self.sample_plan(first, last, interval)
+        every = flags & (P.DEFLICKER | P.PER_SHOT)
+        sends = range(first, last + 1) if every else self.sample_plan(first, last, interval)
         for n in sends:
             fd, desc = shared_image(frame_at(n))
             try:

@@ -17,10 +17,11 @@ import cv2
 import numpy as np
 
 from .. import engine_version
-from ..deflicker import LevelTrack, apply_correction
-from ..engine import Analysis, Engine, StyleSet, process_size, resize_frame
+from ..deflicker import apply_correction
+from ..engine import Engine, StyleSet, process_size, resize_frame
 from ..errors import VstError
-from ..features import GlobalFeatures, sample_indices
+from ..features import GlobalFeatures, load_shots, sample_indices, shots_to_bytes
+from ..shots import ShotAnalyses
 from ..atomic import atomic_write_bytes
 from . import protocol as P
 
@@ -94,22 +95,17 @@ def _require_shrink_seal(fd: int) -> None:
 @dataclass
 class Session:
     plan: list[int]
-    sends: Sequence[int]  # the frames the host sends, in order: the plan, or every frame to deflicker
-    styles: StyleSet
+    sends: Sequence[int]  # the frames the host sends, in order: the plan, or every frame
     max_side: int
     first: int
     last: int
-    interval: int
-    label: str
-    run: Analysis
+    shots: ShotAnalyses
     owner: int  # the connection that opened it: its sessions end with it
-    track: LevelTrack | None
     received: int = 0
     touched: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
-        self.sampled = frozenset(self.plan)
-        self.what = "frames" if self.track else "sampled frames"  # what the host sends, for errors
+        self.what = "sampled frames" if self.sends is self.plan else "frames"  # what the host sends, for errors
 
 
 class Handlers:
@@ -172,30 +168,37 @@ class Handlers:
         label = r.str()
         flags, base = r.u32(), r.str()
         r.end()
-        if flags & ~(P.FULL_STRENGTH | P.DEFLICKER):
+        if flags & ~(P.FULL_STRENGTH | P.DEFLICKER | P.PER_SHOT):
             raise P.ProtocolError(P.E_INVALID, f"unknown analysis flags 0x{flags:x}")
-        if base and (flags or not FEATURES_ID.fullmatch(base)):
-            raise P.ProtocolError(P.E_INVALID, "a base must be a features id (64 hex digits), without flags")
+        if base and (flags & ~P.PER_SHOT or not FEATURES_ID.fullmatch(base)):
+            raise P.ProtocolError(P.E_INVALID, "a base must be a features id (64 hex digits), without flags other "
+                                               "than PER_SHOT")
         plan = self._plan(first, last, interval)
         self._drop_idle_sessions()
         if len(self.sessions) >= MAX_SESSIONS:
             raise P.ProtocolError(P.E_LIMIT, f"{MAX_SESSIONS} analyses are already open")
         styles = self._styles(paths)
+        settings = dict(source=label, max_side=max_side or None)
         if base:
-            lean = self._features(base)
-            if (lean.sampled, tuple(lean.frame_range), lean.settings.get("max_side")) != \
-                    (plan, (first, last + 1), max_side or None):
+            leans = self._features(base)
+            if len(leans) > 1 and not flags & P.PER_SHOT:
+                raise P.ProtocolError(P.E_INVALID, "the base features were analysed shot by shot: complete them "
+                                                   "with PER_SHOT, sending every frame")
+            shots = ShotAnalyses(lambda k: self.engine.own_colour_analysis(leans[k], styles), first, last + 1,
+                                 interval, cuts=[f.frame_range[0] for f in leans[1:]], **settings)
+            if ([i for f in leans for i in f.sampled], leans[0].frame_range[0], leans[-1].frame_range[1],
+                    leans[0].settings.get("max_side")) != (list(shots.wanted()), first, last + 1, max_side or None):
                 raise P.ProtocolError(P.E_INVALID, "the base features were analysed over other frames or at "
                                                    "another max side: analyze the clip again")
-            run = self.engine.own_colour_analysis(lean, styles)
         else:
-            run = self.engine.analysis(styles, own_colours=not flags & P.FULL_STRENGTH)
+            own = not flags & P.FULL_STRENGTH
+            shots = ShotAnalyses(lambda _: self.engine.analysis(styles, own_colours=own), first, last + 1, interval,
+                                 cuts=None if flags & P.PER_SHOT else [], deflicker=bool(flags & P.DEFLICKER),
+                                 **settings)
         sid = self.next_session
         self.next_session = self.next_session % 0xFFFFFFFF + 1
-        deflicker = bool(flags & P.DEFLICKER)
-        sends = range(first, last + 1) if deflicker else plan
-        self.sessions[sid] = Session(plan, sends, styles, max_side, first, last, interval, label, run, owner,
-                                     LevelTrack() if deflicker else None)
+        sends = range(first, last + 1) if flags & (P.DEFLICKER | P.PER_SHOT) else plan
+        self.sessions[sid] = Session(plan, sends, max_side, first, last, shots, owner)
         return P.Writer().pack("<I", sid).bytes()
 
     def analyze_frame(self, r: P.Reader, fd: int, owner: int) -> bytes:
@@ -216,10 +219,7 @@ class Handlers:
         size = process_size(desc.width, desc.height, session.max_side or None)
         if session.received == 0:  # the clip's size is known now: compile if its length repays the wait
             self.engine.compile_for_render(session.last - session.first + 1, *size, analysed=len(session.plan))
-        if session.track:
-            session.track.add(rgb)
-        if not session.track or frame_no in session.sampled:
-            session.run.add(resize_frame(rgb, size))
+        session.shots.add(frame_no, rgb)
         session.received += 1
         session.touched = time.monotonic()
         return b""
@@ -232,12 +232,8 @@ class Handlers:
         if session.received != len(session.sends):
             raise P.ProtocolError(P.E_INVALID,
                                   f"only {session.received} of {len(session.sends)} {session.what} were sent")
-        feats = session.run.finish(source=session.label, frame_range=(session.first, session.last + 1),
-                                   interval=session.interval, sampled=session.plan,
-                                   settings={"max_side": session.max_side or None})
-        if session.track:
-            feats = feats.with_deflicker(session.track.corrections())
-        data = feats.to_bytes()
+        shots = session.shots.finish()
+        data = shots_to_bytes(shots)
         fid = hashlib.sha256(data).hexdigest()
         path = self.features_dir / f"{fid}.vstf"
         if not path.is_file():
@@ -246,7 +242,7 @@ class Handlers:
                 atomic_write_bytes(path, data)
             except OSError as exc:
                 raise VstError(f"cannot store global features in {self.features_dir}: {exc.strerror or exc}") from None
-        self._remember(self.feature_cache, fid, feats)
+        self._remember(self.feature_cache, fid, shots)
         return P.Writer().str(fid).bytes()
 
     def stylize(self, r: P.Reader, fd: int) -> bytes:
@@ -271,17 +267,13 @@ class Handlers:
         size = process_size(desc.width, desc.height, max_side or None)
         plan = styles
         if consistency:
-            plan = self._features(fid)
+            plan = self._shot_at(self._features(fid), frame_no)
             if strength < 1 and not plan.has_own_colours:
                 raise P.ProtocolError(P.E_OWN_COLOURS, "these global features were analysed for full strength only: "
                                                        "a strength below 1 needs the clip's own colours (analyze "
                                                        "with them as the base)")
             size = _features_size(plan, size)
             plan.check(self.engine.model.model_id, styles.refs, size)
-            start, end = plan.frame_range
-            if plan.deflickered and not start <= frame_no < end:
-                raise P.ProtocolError(P.E_INVALID, f"frame {frame_no} is outside the frames {start}..{end - 1} "
-                                                   "these deflickered features were analysed over")
         image = SharedImage(fd, desc)
         try:
             rgb = resize_frame(image.rgb(), size)
@@ -303,6 +295,19 @@ class Handlers:
         if len(plan) > P.MAX_PLAN:
             raise P.ProtocolError(P.E_INVALID, f"{len(plan)} sampled frames exceed {P.MAX_PLAN}: use a larger interval")
         return plan
+
+    @staticmethod
+    def _shot_at(shots: list[GlobalFeatures], frame_no: int) -> GlobalFeatures:
+        """The features that stylize host frame `frame_no`: its shot's. Features with frame-wise contents
+        (several shots, deflicker corrections) refuse frames outside their range."""
+        for feats in shots:
+            start, end = feats.frame_range
+            if start <= frame_no < end or (len(shots) == 1 and not feats.deflickered):
+                return feats
+        start, end = shots[0].frame_range[0], shots[-1].frame_range[1]
+        what = "shot by shot" if len(shots) > 1 else "with deflicker corrections"
+        raise P.ProtocolError(P.E_INVALID, f"frame {frame_no} is outside the frames {start}..{end - 1} these "
+                                           f"features were analysed over ({what})")
 
     def _session(self, sid: int, owner: int) -> Session:
         session = self.sessions.get(sid)
@@ -329,7 +334,8 @@ class Handlers:
         self.style_cache.move_to_end(key)
         return self.style_cache[key]
 
-    def _features(self, fid: str) -> GlobalFeatures:
+    def _features(self, fid: str) -> list[GlobalFeatures]:
+        """The stored features `fid`: one per shot (one for a clip analysed whole)."""
         if fid not in self.feature_cache:
             path = self.features_dir / f"{fid}.vstf"
             if not path.is_file():
@@ -337,7 +343,7 @@ class Handlers:
                                                      "analyze the clip (or share that folder with this machine)")
             if hashlib.sha256(path.read_bytes()).hexdigest() != fid:
                 raise VstError(f"stored global features {path} are damaged (checksum mismatch): analyze again")
-            self._remember(self.feature_cache, fid, GlobalFeatures.load(path))
+            self._remember(self.feature_cache, fid, load_shots(path))
         self.feature_cache.move_to_end(fid)
         return self.feature_cache[fid]
 

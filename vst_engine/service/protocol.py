@@ -35,6 +35,9 @@ E_MALFORMED, E_INVALID, E_NOT_FOUND, E_ENGINE, E_LIMIT, E_INTERNAL, E_OWN_COLOUR
 # ANALYZE_BEGIN flags
 FULL_STRENGTH = 1  # skip the clip's own colours: the features then serve strength 1 only
 DEFLICKER = 2  # every frame of the range is sent: its exposure is measured, the sampled ones analysed
+# Every frame of the range is sent: the service finds the cuts and analyses each shot on its own (added
+# within version 3: older services refuse the flag).
+PER_SHOT = 4
 
 
 class ProtocolError(Exception):
