@@ -29,6 +29,7 @@
 #define P_CONSISTENCY "consistency"
 #define P_MAX_SIDE "maxSide"
 #define P_DEFLICKER "deflicker"
+#define P_PER_SHOT "perShot"
 
 static OfxHost *g_host;
 static const OfxPropertySuiteV1 *g_prop;
@@ -40,7 +41,7 @@ typedef struct Instance {
     OfxImageEffectHandle effect;
     OfxImageClipHandle src, dst;
     OfxParamHandle style[MAX_STYLES], weight[MAX_STYLES];
-    OfxParamHandle strength, preserve, consistency, max_side, deflicker, status, features;
+    OfxParamHandle strength, preserve, consistency, max_side, deflicker, per_shot, status, features;
 
     /* Held through a whole analysis, so concurrent renders analyse once and then share it. */
     pthread_mutex_t analysis_lock;
@@ -62,6 +63,7 @@ typedef struct Settings {
     double strength;
     int preserve, consistency;
     int deflicker; /* only with consistency: the analysis then reads every frame */
+    int per_shot;  /* only with consistency: each shot analysed on its own (every frame read) */
     uint32_t max_side;
     char features_id[65]; /* the hidden param's value when it is a valid id, else "" */
 } Settings;
@@ -219,6 +221,7 @@ static void read_settings(Instance *in, OfxTime t, Settings *s)
     s->preserve = get_int(in->preserve, t, 0) != 0;
     s->consistency = get_int(in->consistency, t, 1) != 0;
     s->deflicker = s->consistency && get_int(in->deflicker, t, 0) != 0;
+    s->per_shot = s->consistency && get_int(in->per_shot, t, 0) != 0;
     int ms = get_int(in->max_side, t, 0);
     s->max_side = ms <= 0 ? 0 : ms < 8 ? 8 : ms > 16384 ? 16384 : (uint32_t)ms; /* service: 0 or 8..16384 */
     char *id = get_string(in->features, t);
@@ -235,7 +238,7 @@ static int any_weight(const Settings *s)
     return 0;
 }
 
-/* What an analysis depends on: the styles, the processing size, deflicker and the analysed frame range. */
+/* What an analysis depends on: the styles, the processing size, deflicker, shots and the analysed frames. */
 static uint64_t analysis_key(const Settings *s, int32_t first, int32_t last)
 {
     uint64_t h = 0xcbf29ce484222325ull;
@@ -243,6 +246,7 @@ static uint64_t analysis_key(const Settings *s, int32_t first, int32_t last)
         h = fnv1a(h, s->paths[i], strlen(s->paths[i]) + 1);
     h = fnv1a(h, &s->max_side, sizeof s->max_side);
     h = fnv1a(h, &s->deflicker, sizeof s->deflicker);
+    h = fnv1a(h, &s->per_shot, sizeof s->per_shot);
     h = fnv1a(h, &first, sizeof first);
     return fnv1a(h, &last, sizeof last);
 }
@@ -439,7 +443,8 @@ static int get_plan(Instance *in, vst_conn *c, int32_t first, int32_t last, int3
     return 0;
 }
 
-/* SAMPLE_PLAN, ANALYZE_BEGIN, one ANALYZE_FRAME per sampled frame (every frame with VST_DEFLICKER;
+/* SAMPLE_PLAN, ANALYZE_BEGIN, one ANALYZE_FRAME per sampled frame (every frame with VST_DEFLICKER or
+ * VST_PER_SHOT;
  * fetched from the host with temporal access and released at once), ANALYZE_END. in_render: the
  * host's abort is honoured. flags and base as in vst_analyze_begin. */
 static int analyze_clip(Instance *in, const Settings *s, int32_t first, int32_t last, int in_render,
@@ -465,10 +470,11 @@ static int analyze_clip(Instance *in, const Settings *s, int32_t first, int32_t 
                           &session) < 0)
         goto engine_error;
     session_open = 1;
-    if (flags & VST_DEFLICKER)
+    int every = (flags & (VST_DEFLICKER | VST_PER_SHOT)) != 0;
+    if (every)
         count = (uint32_t)((int64_t)last - first + 1);
     for (uint32_t i = 0; i < count; i++) {
-        int32_t frame = flags & VST_DEFLICKER ? first + (int32_t)i : plan[i];
+        int32_t frame = every ? first + (int32_t)i : plan[i];
         if (in_render && g_effect->abort && g_effect->abort(in->effect)) {
             fmt(err, ERR_LEN, "analysis interrupted: the host aborted the render");
             goto done;
@@ -545,8 +551,10 @@ static int ensure_features(Instance *in, const Settings *s, char id[65], char *e
             memcpy(base, id, 65);
         own = hit || needs_own_colours(in, first, last);
         uint32_t frames = 0;
-        /* A completion (base) keeps the base's deflicker corrections and takes no flags. */
-        uint32_t flags = base[0] ? 0 : (own ? 0 : VST_FULL_STRENGTH) | (s->deflicker ? VST_DEFLICKER : 0);
+        /* A completion (base) keeps the base's deflicker corrections and shots; of the flags it takes
+         * only PER_SHOT, which sends it every frame again. */
+        uint32_t flags = (s->per_shot ? VST_PER_SHOT : 0) |
+                         (base[0] ? 0 : (own ? 0 : VST_FULL_STRENGTH) | (s->deflicker ? VST_DEFLICKER : 0));
         rc = analyze_clip(in, s, first, last, 1, flags, base, id, &frames, err);
         if (rc == 0) {
             pthread_mutex_lock(&in->lock);
@@ -696,6 +704,10 @@ static OfxStatus describe_in_context(OfxImageEffectHandle effect, OfxPropertySet
                        "Even out a flickering exposure (time-lapses, lights on mains power) while keeping fades, "
                        "cuts and changes of light. With Consistency only; the analysis then reads every frame of "
                        "the clip, not one in 8.", 0);
+    bad |= define_bool(ps, P_PER_SHOT, "Per shot",
+                       "Find the cuts in the Source clip and share statistics within each shot only: a clip of "
+                       "several shots then gets each shot's own look. With Consistency only; the analysis then "
+                       "reads every frame of the clip.", 0);
 
     OfxPropertySetHandle p = define_param(ps, kOfxParamTypeInteger, P_MAX_SIDE, "Processing resolution (max side)",
                                           "Process frames with their longest side scaled to this many pixels "
@@ -759,6 +771,7 @@ static OfxStatus create_instance(OfxImageEffectHandle effect)
     in->consistency = param_handle(ps, P_CONSISTENCY);
     in->max_side = param_handle(ps, P_MAX_SIDE);
     in->deflicker = param_handle(ps, P_DEFLICKER);
+    in->per_shot = param_handle(ps, P_PER_SHOT);
     in->status = param_handle(ps, P_STATUS);
     in->features = param_handle(ps, P_FEATURES);
     pthread_mutex_init(&in->lock, NULL);
@@ -818,7 +831,7 @@ static OfxStatus frames_needed(Instance *in, OfxPropertySetHandle in_args, OfxPr
         ranges[0] = ranges[1] = t;
         for (uint32_t i = 0; i < count; i++)
             ranges[2 + 2 * i] = ranges[3 + 2 * i] = plan[i];
-        if (s.deflicker) { /* the analysis reads every frame */
+        if (s.deflicker || s.per_shot) { /* the analysis reads every frame */
             count = 1;
             ranges[2] = first;
             ranges[3] = last;
@@ -901,7 +914,7 @@ done:
 static int is_analysis_input(const char *name)
 {
     return (strncmp(name, "style", 5) == 0 && name[5] >= '1' && name[5] <= '8' && !name[6]) ||
-           streq(name, P_MAX_SIDE) || streq(name, P_DEFLICKER);
+           streq(name, P_MAX_SIDE) || streq(name, P_DEFLICKER) || streq(name, P_PER_SHOT);
 }
 
 static OfxStatus instance_changed(Instance *in, OfxPropertySetHandle in_args)
@@ -927,7 +940,8 @@ static OfxStatus instance_changed(Instance *in, OfxPropertySetHandle in_args)
         } else if (source_range(in, &first, &last, err) == 0) {
             pthread_mutex_lock(&in->analysis_lock);
             /* With the own colours: the stored analysis then serves any strength keyed later. */
-            if (analyze_clip(in, &s, first, last, 0, s.deflicker ? VST_DEFLICKER : 0, "", id, &frames, err) == 0) {
+            uint32_t flags = (s.deflicker ? VST_DEFLICKER : 0) | (s.per_shot ? VST_PER_SHOT : 0);
+            if (analyze_clip(in, &s, first, last, 0, flags, "", id, &frames, err) == 0) {
                 pthread_mutex_lock(&in->lock);
                 memcpy(in->cached_id, id, 65);
                 in->cached_key = analysis_key(&s, first, last);

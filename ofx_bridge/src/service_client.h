@@ -11,6 +11,7 @@
 #define VST_ERR_LEN 1024
 #define VST_FULL_STRENGTH 1u /* analysis flag: skip the clip's own colours (strength 1 only) */
 #define VST_DEFLICKER 2u     /* analysis flag: every frame is sent, its exposure evened out */
+#define VST_PER_SHOT 4u      /* analysis flag: every frame is sent, each shot analysed on its own */
 
 /* A packed, top-row-first RGBA image in shared memory (depth 1: uint8, 4: float32). */
 typedef struct vst_shm {
@@ -46,9 +47,10 @@ int vst_hello(vst_conn *c, const char *client, char *version, size_t vlen, char 
               char *device, size_t dlen, int *trained);
 int vst_sample_plan(vst_conn *c, int32_t first, int32_t last, uint32_t interval, int32_t *frames,
                     uint32_t max_frames, uint32_t *count);
-/* flags: VST_FULL_STRENGTH, VST_DEFLICKER (then every frame of first..last is sent, not only the
- * sampled ones) or both; base: "" or the id of a full-strength analysis of the same frames, to which
- * this one adds the clip's own colours (flags 0). */
+/* flags: VST_FULL_STRENGTH, VST_DEFLICKER, VST_PER_SHOT (with either of the last two every frame of
+ * first..last is sent, not only the sampled ones); base: "" or the id of a full-strength analysis of
+ * the same frames, to which this one adds the clip's own colours (flags 0, or VST_PER_SHOT for a base
+ * analysed with it). */
 int vst_analyze_begin(vst_conn *c, int32_t first, int32_t last, uint32_t interval, uint32_t max_side,
                       uint32_t n, const char *const *paths, const char *label, uint32_t flags, const char *base,
                       uint32_t *session);

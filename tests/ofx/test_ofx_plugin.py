@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ofx_host import FAILED, GENERAL, OK, REPLY_DEFAULT, hanging_server, setup, to_rgba
+from synthetic import bunny, starry_pan
 
 from vst_engine.deflicker import even_out
-from vst_engine.features import GlobalFeatures, sample_indices
+from vst_engine.features import GlobalFeatures, load_shots, sample_indices
 
 N_FRAMES = 12
 PLAN = sample_indices(0, N_FRAMES, 8)  # the engine's sampling rule: [0, 8, 11]
@@ -153,7 +154,7 @@ def test_describe(host):
 
     params = desc.param_set.params
     expected_names = ({f"style{i}" for i in range(1, 9)} | {f"weight{i}" for i in range(1, 9)}
-                      | {"strength", "preserveColours", "consistency", "deflicker", "maxSide", "analyze",
+                      | {"strength", "preserveColours", "consistency", "deflicker", "perShot", "maxSide", "analyze",
                          "engineStatus", "featuresId"})
     assert set(params) == expected_names
     ranges = ("OfxParamPropMin", "OfxParamPropMax", "OfxParamPropDisplayMin", "OfxParamPropDisplayMax")
@@ -177,7 +178,8 @@ def test_describe(host):
     assert [strength.get(r) for r in ranges] == [0.0, 1.0, 0.0, 1.0] and strength.get("OfxParamPropAnimates") == 1
     assert params["preserveColours"].type == "OfxParamTypeBoolean" and params["preserveColours"].default() == 0
     assert params["consistency"].type == "OfxParamTypeBoolean" and params["consistency"].default() == 1
-    assert params["deflicker"].type == "OfxParamTypeBoolean" and params["deflicker"].default() == 0
+    for name in ("deflicker", "perShot"):
+        assert params[name].type == "OfxParamTypeBoolean" and params[name].default() == 0, name
     side = params["maxSide"]
     assert side.type == "OfxParamTypeInteger" and side.default() == 0 and side.props.get("OfxParamPropMin") == 0
     assert params["analyze"].type == "OfxParamTypePushButton"
@@ -372,6 +374,37 @@ def test_deflicker_reads_every_frame(host, use_service, engine, clip_rgb, styles
     fid = inst.params["featuresId"].value
     assert GlobalFeatures.load(use_service.features / f"{fid}.vstf").deflickered
     assert inst.user_edit("deflicker", 0) == OK and inst.params["featuresId"].value == ""
+    assert inst.outstanding() == 0 and host.problems == [] and host.messages == []
+    inst.destroy()
+
+
+def test_per_shot_analyses_each_shot(host, use_service, engine, styles):
+    """With Per shot the analysis reads (and declares) every frame; the service finds the cut, and each
+    shot renders with its own statistics, as the engine gives for that shot alone. A full-strength
+    analysis is completed shot by shot when a strength below 1 appears; switching it off forgets it."""
+    clip = bunny(0, 6, (64, 48)) + starry_pan(6, (64, 48))  # a cut at frame 6
+    style_set = engine.load_styles(styles)
+    shots = [engine.analyze([clip[i] for i in sample_indices(a, b, 8)], style_set) for a, b in ((0, 6), (6, 12))]
+    inst = new_instance(host, clip, styles)
+    inst.set_value("perShot", 1)
+    inst.set_value("strength", 1.0)
+    st, needed = inst.frames_needed(5)
+    assert st == OK and sorted(needed) == [(0.0, float(N_FRAMES - 1)), (5.0, 5.0)]
+    strength = {0.0: 1.0, 11.0: 0.5}
+    for t in (3, 9):  # the first analyses for full strength; the second (strength 0.59) completes it
+        if t == 9:
+            inst.set_keys("strength", strength)
+        st, out = inst.render(t)
+        assert st == OK, host.messages
+        weights = [f32(keyed(WEIGHT_KEYS[f"weight{i + 1}"], t)) for i in range(len(styles))]
+        assert_same(out, engine.stylize(clip[t], shots[t // 6], weights, f32(keyed(strength, t)) if t == 9 else 1.0))
+    assert sorted(f for f, _ in inst.source.fetches) == sorted([float(f) for f in range(N_FRAMES)] * 2 + [3.0, 9.0])
+    complete = [load_shots(p) for p in use_service.features.glob("*.vstf")]
+    assert any([f.frame_range for f in x] == [(0, 6), (6, 12)] and x[0].has_own_colours for x in complete)
+    assert inst.user_edit("analyze") == OK
+    fid = inst.params["featuresId"].value
+    assert [f.sampled for f in load_shots(use_service.features / f"{fid}.vstf")] == [[0, 5], [6, 11]]
+    assert inst.user_edit("perShot", 0) == OK and inst.params["featuresId"].value == ""
     assert inst.outstanding() == 0 and host.problems == [] and host.messages == []
     inst.destroy()
 
