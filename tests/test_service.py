@@ -201,6 +201,9 @@ def test_per_shot_analysis(client, service, style_paths):
     with pytest.raises(ServiceError) as e:  # every frame is expected
         analyze_frame(client, session, 14, at(14))
     assert "expected frame 11, got 14" in str(e.value)
+    with pytest.raises(ServiceError) as e:  # the cut test compares frames of one size (not an internal error)
+        analyze_frame(client, session, 11, np.ascontiguousarray(at(11)[:40]))
+    assert e.value.code == P.E_ENGINE and "frame 11 is 64x40, the first was 64x48" in str(e.value)
     with pytest.raises(ServiceError):
         client.request(P.ANALYZE_END, P.Writer().pack("<I", session).bytes())
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from .deflicker import DARK, LevelTrack, is_cut, thumbnail_luma
 from .engine import process_size, resize_frame
+from .errors import VstError
 from .features import GlobalFeatures, sample_indices
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class ShotAnalyses:
         self.ranges = shot_ranges(cuts or (), start, end)  # when found as they come: only the first shot's start
         self.deflicker, self.source = deflicker, source
         self.shots: list[GlobalFeatures] = []
+        self.size: tuple[int, int] | None = None
         self._open(start)
 
     def wanted(self) -> Sequence[int]:
@@ -76,6 +78,12 @@ class ShotAnalyses:
 
     def add(self, index: int, frame: np.ndarray) -> None:
         """Clip frame `index` (full size: the cut finder and the deflicker read it so)."""
+        size = frame.shape[1], frame.shape[0]
+        if self.size is None:
+            self.size = size
+        elif size != self.size:  # the thumbnails compared and the analysed frames must match
+            raise VstError(f"all frames of a clip must have one size: frame {index} is {size[0]}x{size[1]}, the "
+                           f"first was {self.size[0]}x{self.size[1]}")
         if self._opens_shot(index, frame):
             self._close(index)
             self._open(index)
