@@ -70,8 +70,9 @@ class LevelTrack:
         self.cuts: list[int] = []  # frames that open a new shot, or cannot be related to the one before
         self._last: np.ndarray | None = None
 
-    def add(self, frame: np.ndarray) -> None:
-        thumb = thumbnail_luma(frame)
+    def add(self, frame: np.ndarray, thumb: np.ndarray | None = None) -> None:
+        """The next frame; `thumb`: its `thumbnail_luma` where the caller has it already."""
+        thumb = thumbnail_luma(frame) if thumb is None else thumb
         dark = float(thumb.mean()) < DARK
         change = None if dark or not self.dark or self.dark[-1] else frame_change(self._last, thumb)
         if change is None:
