@@ -14,6 +14,7 @@ from vst_engine.bench import clips, command, common, quality, report, speed
 from vst_engine.bench.flicker import flickering, summarize_flicker
 from vst_engine.bench.shots import joined_shots, shots_table, summarize_shots
 from vst_engine.errors import VstError
+from vst_engine.features import sample_indices
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -388,6 +389,19 @@ def test_a_run_is_compared_with_a_previous_one():
     assert "5 worse beyond the tolerance (`bench` exits with status 3)" in md
 
 
+def test_scan_worker_times_what_reading_every_frame_adds(cli_env, tmp_path):
+    """The `_speed scan` worker times the cut test and the exposure measurement of every frame (what
+    `--deflicker` and `--per-shot` add), in a fresh process, as the speed table's scan row."""
+    cmd = speed._speed_command("scan", (320, 180), "cpu", [], 6, "untrained", 0, tmp_path, 1)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=cli_env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = json.loads(proc.stdout.splitlines()[-1])
+    assert row["what"] == "scan" and row["size"] == [320, 180] and row["device"] == "cpu"
+    assert len(row["seconds"]) == 6 and all(0 < t < 1 for t in row["seconds"])
+    assert row["fps"] == pytest.approx(6 / sum(row["seconds"]))
+    assert report._what_label(row).startswith("scan")
+
+
 def test_slower_cpu_rows_are_timed_again_and_the_faster_timing_counts(monkeypatch, tmp_path):
     commands = []
 
@@ -629,6 +643,13 @@ def test_analysis_overheads_use_the_lean_analysis_and_show_the_full_one():
     assert s["overhead_rows"][0][5] == f"{speed.analysis_fraction(4.0, 2.0, 132) * 100:.1f}%"
     # own colours added later: the full-strength analysis plus the added pass
     assert s["overhead_rows"][0][6] == f"{speed.analysis_fraction(5.0, 2.0, 132) * 100:.1f}%"
+    assert s["overhead_rows"][0][7] == "-"  # no scan row: no share for reading every frame
+    # Reading every frame (--deflicker, --per-shot): the CPU's scan row, on any device, beside the lean analysis.
+    s["rows"].append(row("scan", 0.5))
+    speed.analysis_overheads(s, [(640, 360)])
+    k = len(sample_indices(0, 132, 8))
+    assert s["overhead_rows"][0][7] == f"{(2.0 * k + 0.5 * 132) / (2.0 * k + 0.5 * 132 + 2.0 * 132) * 100:.1f}%"
+    assert s["overhead_values"][0][2] == pytest.approx(speed.analysis_fraction(2.0, 2.0, 132))
     # Rows with stylizations interleaved in their own process are compared with those.
     s["rows"] = [row("analyze", 2.0, own_colours=False, default=True, stylize_seconds=[1.0, 1.0]),
                  row("analyze", 6.0, own_colours=True, default=False, stylize_seconds=[3.0]), row("stylize", 4.0)]
@@ -653,7 +674,7 @@ def test_analysis_overheads_use_the_lean_analysis_and_show_the_full_one():
     s["rows"] = [row("analyze", 2.0, own_colours=False, default=True), row("stylize", 2.0)]
     speed.analysis_overheads(s, [(640, 360)])
     assert s["overhead_values"][0][2] == pytest.approx(speed.analysis_fraction(2.0, 2.0, 132))
-    assert s["overhead_rows"][0][5:] == ["-", "-"]
+    assert s["overhead_rows"][0][5:] == ["-", "-", "-"]
 
 
 def test_lite_rows_are_kept_apart_and_judged_on_their_own():

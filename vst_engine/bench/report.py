@@ -251,14 +251,17 @@ def render_report(res: dict) -> str:
                       if "cuda" in s["devices"] else ""), ""]
             L += [markdown_table(["device", "size", "132-frame clip", "132-frame clip, `--interval 16`",
                                   "long clip (limit)", "132-frame clip, with own colours",
-                                  "132-frame clip, own colours added later"],
-                                 [r + ["-"] * (7 - len(r)) for r in s["overhead_rows"]]), ""]
+                                  "132-frame clip, own colours added later",
+                                  "132-frame clip, reading every frame (`--deflicker`, `--per-shot`)"],
+                                 [r + ["-"] * (8 - len(r)) for r in s["overhead_rows"]]), ""]
             L += ["At full strength (the default) `vst stylize`, the Blender add-on and the OpenFX plugin's "
                   "render-time analysis analyse only what full strength needs (the first columns). With a strength "
                   "below 1 anywhere, and in `vst analyze` and OpenFX *Analyze clip* (reusable for any strength), the "
-                  "analysis includes the clip's own colours (second to last column). The hosts add them to a "
-                  "full-strength analysis once a strength below 1 is keyed, analysing only them (last column: both "
-                  "passes together).", ""]
+                  "analysis includes the clip's own colours (*with own colours*). The hosts add them to a "
+                  "full-strength analysis once a strength below 1 is keyed, analysing only them (*added later*: both "
+                  "passes together). With `--deflicker` or `--per-shot` (the hosts' Deflicker and Per Shot) the "
+                  "full-strength analysis also reads every frame for its exposure and the cut test: the scan rows, "
+                  "CPU work on any device, without the decoding (*reading every frame*).", ""]
     L += ["## Clips and styles", ""]
     if res.get("clips"):
         L += [markdown_table(["clip", "source", "file in package", "licence", "excerpt"],

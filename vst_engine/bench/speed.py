@@ -77,9 +77,10 @@ def tensor_peak_tflops(device_name: str, override: float | None = None) -> float
 
 def speed_worker(argv: Sequence[str]) -> int:
     """`python -m vst_engine.bench _speed WHAT WxH DEVICE --frames N --model M --features FILE`:
-    time WHAT (analyze or stylize) on a real frame of that size in this fresh process; prints JSON."""
+    time WHAT (analyze, stylize, or scan: what `--deflicker` and `--per-shot` do to every frame) on a real
+    frame of that size in this fresh process; prints JSON."""
     ap = argparse.ArgumentParser(prog="bench _speed")
-    ap.add_argument("what", choices=("analyze", "stylize"))
+    ap.add_argument("what", choices=("analyze", "stylize", "scan"))
     ap.add_argument("size")
     ap.add_argument("device")
     ap.add_argument("--frames", type=int, default=2)
@@ -157,6 +158,22 @@ def speed_worker(argv: Sequence[str]) -> int:
                 with torch.no_grad():
                     timed(lambda: engine.stylize_batch([frame], feats), stylize_times, k >= batch)
         run.finish().save(a.features)
+    elif a.what == "scan":
+        # Every frame's cut test and exposure measurement, as `ShotAnalyses` makes them (one thumbnail for
+        # both), without the network: CPU work whatever the device. The frames alternate with a copy moved
+        # by 1% of the width, so the motion is undone as in a pan.
+        from ..deflicker import LevelTrack, thumbnail_luma
+        from ..shots import CutFinder
+        moved = np.ascontiguousarray(np.roll(frame, max(1, w // 100), axis=1))
+        finder, track = CutFinder(), LevelTrack()
+
+        def scan(f: np.ndarray) -> None:
+            thumb = thumbnail_luma(f)
+            finder.add(f, thumb)
+            track.add(f, thumb)
+        timed(lambda: scan(frame), [], False)
+        for k in range(a.frames):
+            timed(lambda: scan(moved if k % 2 == 0 else frame), times, True)
     else:
         feats = GlobalFeatures.load(a.features)
         batch = a.batch or engine.auto_batch(w, h)
@@ -410,6 +427,15 @@ def speed(args, status: dict) -> dict:
                         rows.append({"what": what, "size": [w, h], "device": dev, "error": str(exc)[-300:]})
                         log(f"  failed: {str(exc)[-300:]}")
                         break
+        # What reading every frame adds (`--deflicker`, `--per-shot`): CPU work, timed once per size.
+        for w, h in args.sizes:
+            n = max(args.speed_frames or 0, 30)
+            log(f"speed {w}x{h}: scan (cut test and exposure measurement of every frame, {n} frames)")
+            try:
+                rows.append(_run_json(_speed_command("scan", (w, h), "cpu", [], n, args.model, 0, Path(td),
+                                                     args.threads), args.threads))
+            except (VstError, subprocess.TimeoutExpired) as exc:
+                rows.append({"what": "scan", "size": [w, h], "device": "cpu", "error": str(exc)[-300:]})
         throughput = []
         if "cuda" in devices and not args.quick and not args.no_throughput:
             log("throughput cuda 1920x1080: the network alone, batches 1, 4, 8, eager and CUDA graph; profile")
@@ -441,11 +467,12 @@ def speed(args, status: dict) -> dict:
 
 
 def analysis_fraction(analysis_s_per_frame: float, stylize_s_per_frame: float, clip_frames: int,
-                      interval: int = ANALYSIS_INTERVAL) -> float:
-    """Share of the analysis pass in the total time of a clip of `clip_frames` frames."""
+                      interval: int = ANALYSIS_INTERVAL, scan_s_per_frame: float = 0.0) -> float:
+    """Share of the analysis pass in the total time of a clip of `clip_frames` frames; `scan_s_per_frame`:
+    what the analysis does to every frame besides (`--deflicker`, `--per-shot`)."""
     from ..features import sample_indices
     k = len(sample_indices(0, clip_frames, interval))
-    a, s = analysis_s_per_frame * k, stylize_s_per_frame * clip_frames
+    a, s = analysis_s_per_frame * k + scan_s_per_frame * clip_frames, stylize_s_per_frame * clip_frames
     return a / (a + s)
 
 
@@ -482,9 +509,12 @@ def analysis_overheads(s: dict, sizes: Sequence[tuple[int, int]]) -> None:
                     added = _speed_lookup(s["rows"], "analyze", (w, h), dev, default=False, arch=arch, added=True)
                     if added:
                         f_added = analysis_fraction(sa + ratio(added), sz, 132)
+                scan = _speed_lookup(s["rows"], "scan", (w, h), "cpu")  # the CPU's work on any device
+                f_scan = analysis_fraction(sa, sz, 132, scan_s_per_frame=float(np.mean(scan["seconds"]) / np.mean(
+                    z["seconds"]))) if scan else None
                 label = dev + _model_tag(arch)
                 ov_rows.append([label, f"{w}x{h}", f"{f132 * 100:.1f}%", f"{f132_16 * 100:.1f}%", f"{flim * 100:.1f}%"] +
-                               [f"{f * 100:.1f}%" if f is not None else "-" for f in (f_own, f_added)])
+                               [f"{f * 100:.1f}%" if f is not None else "-" for f in (f_own, f_added, f_scan)])
                 ov_vals.append((label, (w, h), f132))
     s["overhead_rows"], s["overhead_values"] = ov_rows, ov_vals
 
