@@ -17,6 +17,9 @@ their course, while cuts and lasting changes of light (a lamp switched on) stay 
 from __future__ import annotations
 
 import math
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterable, Sequence
 
 import cv2
@@ -42,6 +45,10 @@ FLAT = 8.0  # spread of levels (of 255) below which only an offset is told
 CLIPPED = (8.0, 247.0)  # thumbnail pixels outside these levels (of 255) say nothing of a gain or offset
 MIN_PIXELS = 0.25  # frames sharing fewer such pixels are not related (a new shot starts)
 MAX_SCALE = 1.25
+# Frame pairs measured at once, ahead of the frame being read: on a 2-core CPU the reading thread and one
+# worker; on a GPU machine's many cores up to 4 (the reader then keeps up with the decoder).
+PAIR_WORKERS = max(1, min(4, (os.cpu_count() or 2) - 1))
+PAIRS_AHEAD = 4 * PAIR_WORKERS
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # BT.601, as the network's content input
 
 
@@ -61,34 +68,69 @@ def thumbnail_luma(frame: np.ndarray) -> np.ndarray:
 
 class LevelTrack:
     """Every frame's exposure and black level relative to the first frame of its shot, and where the shots
-    change, measured frame by frame in clip order. Memory: three numbers a frame and the last thumbnail."""
+    change, measured frame by frame in clip order. Each pair of frames is measured on its own (3 ms at
+    any size: the thumbnails are alike), so worker threads measure them while the caller reads on; only
+    chaining the results is sequential. Memory: three numbers a frame, the last thumbnail and those of
+    the pairs still being measured (at most PAIRS_AHEAD)."""
 
     def __init__(self) -> None:
-        self.log_gains: list[float] = []
-        self.offsets: list[float] = []  # grey levels (of 255), on the same terms
         self.dark: list[bool] = []
-        self.cuts: list[int] = []  # frames that open a new shot, or cannot be related to the one before
+        self._log_gains: list[float] = []
+        self._offsets: list[float] = []  # grey levels (of 255), on the same terms
+        self._cuts: list[int] = []  # frames that open a new shot, or cannot be related to the one before
+        self._pending: deque = deque()  # per frame not chained yet: None (unrelated), (gain, offset) or a Future
         self._last: np.ndarray | None = None
 
     def add(self, frame: np.ndarray, thumb: np.ndarray | None = None) -> None:
         """The next frame; `thumb`: its `thumbnail_luma` where the caller has it already."""
         thumb = thumbnail_luma(frame) if thumb is None else thumb
         dark = float(thumb.mean()) < DARK
-        change = None if dark or not self.dark or self.dark[-1] else frame_change(self._last, thumb)
+        if dark or not self.dark or self.dark[-1]:
+            self._pending.append(None)
+        else:
+            self._pending.append(_pairs_pool().submit(frame_change, self._last, thumb))
+        self.dark.append(dark)
+        self._last = thumb
+        while self._pending and (len(self._pending) > PAIRS_AHEAD or not isinstance(self._pending[0], Future)
+                                 or self._pending[0].done()):
+            self._chain(self._pending.popleft())
+
+    @property
+    def cuts(self) -> list[int]:
+        self._settle()
+        return self._cuts
+
+    def corrections(self) -> list[list[float]]:
+        self._settle()
+        return frame_corrections(self._log_gains, self._offsets, self._cuts, self.dark)
+
+    def _settle(self) -> None:
+        while self._pending:
+            self._chain(self._pending.popleft())
+
+    def _chain(self, change: Future | tuple[float, float] | None) -> None:
+        change = change.result() if isinstance(change, Future) else change
+        index = len(self._log_gains)
         if change is None:
-            if self.dark:
-                self.cuts.append(len(self.dark))
+            if index:
+                self._cuts.append(index)
             log_gain, offset = 0.0, 0.0
         else:
             gain, shift = change
-            log_gain, offset = self.log_gains[-1] + math.log(gain), gain * self.offsets[-1] + shift
-        self.log_gains.append(log_gain)
-        self.offsets.append(offset)
-        self.dark.append(dark)
-        self._last = thumb
+            log_gain, offset = self._log_gains[-1] + math.log(gain), gain * self._offsets[-1] + shift
+        self._log_gains.append(log_gain)
+        self._offsets.append(offset)
 
-    def corrections(self) -> list[list[float]]:
-        return frame_corrections(self.log_gains, self.offsets, self.cuts, self.dark)
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pairs_pool() -> ThreadPoolExecutor:
+    """The threads that measure frame pairs (OpenCV and NumPy release the GIL for most of the work)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=PAIR_WORKERS, thread_name_prefix="vst-deflicker")
+    return _POOL
 
 
 def frame_change(before: np.ndarray, after: np.ndarray) -> tuple[float, float] | None:

@@ -161,19 +161,23 @@ def speed_worker(argv: Sequence[str]) -> int:
     elif a.what == "scan":
         # Every frame's cut test and exposure measurement, as `ShotAnalyses` makes them (one thumbnail for
         # both), without the network: CPU work whatever the device. The frames alternate with a copy moved
-        # by 1% of the width, so the motion is undone as in a pan.
+        # by 1% of the width, so the motion is undone as in a pan. Frame pairs are measured in worker
+        # threads while the next frames come: the mean over frames back to back, until all are measured.
         from ..deflicker import LevelTrack, thumbnail_luma
         from ..shots import CutFinder
         moved = np.ascontiguousarray(np.roll(frame, max(1, w // 100), axis=1))
-        finder, track = CutFinder(), LevelTrack()
 
-        def scan(f: np.ndarray) -> None:
-            thumb = thumbnail_luma(f)
-            finder.add(f, thumb)
-            track.add(f, thumb)
-        timed(lambda: scan(frame), [], False)
-        for k in range(a.frames):
-            timed(lambda: scan(moved if k % 2 == 0 else frame), times, True)
+        def scan(count: int) -> None:
+            finder, track = CutFinder(), LevelTrack()
+            for k in range(count):
+                f = moved if k % 2 else frame
+                thumb = thumbnail_luma(f)
+                finder.add(f, thumb)
+                track.add(f, thumb)
+            track.corrections()
+        timed(lambda: scan(4), [], False)
+        timed(lambda: scan(a.frames), times, True)
+        times = [times[0] / a.frames] * a.frames
     else:
         feats = GlobalFeatures.load(a.features)
         batch = a.batch or engine.auto_batch(w, h)
