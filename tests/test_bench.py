@@ -399,7 +399,7 @@ def test_scan_worker_times_what_reading_every_frame_adds(cli_env, tmp_path):
     assert row["what"] == "scan" and row["size"] == [320, 180] and row["device"] == "cpu"
     assert len(row["seconds"]) == 6 and all(0 < t < 1 for t in row["seconds"])
     assert row["fps"] == pytest.approx(6 / sum(row["seconds"]))
-    assert report._what_label(row).startswith("scan")
+    assert report._what_label(row).startswith("scan, every frame's cut test and exposure measurement")
 
 
 def test_slower_cpu_rows_are_timed_again_and_the_faster_timing_counts(monkeypatch, tmp_path):

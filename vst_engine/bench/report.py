@@ -46,6 +46,10 @@ def _met(ok: bool | None) -> str:
 def _what_label(row: dict) -> str:
     """"stylize, batch 4, compiled + CUDA graphs" and the like for the speed table."""
     parts = [row["what"] + _model_tag(row.get("arch", "paper"))]
+    if row["what"] == "scan":
+        parts.append("every frame's cut test and exposure measurement (`--deflicker`, `--per-shot`), no network")
+    if row.get("note"):
+        parts.append(row["note"])
     if row.get("added"):
         parts.append("own colours added to a full-strength analysis (`vst analyze --complete`, hosts)")
     elif "own_colours" in row:
@@ -210,7 +214,8 @@ def render_report(res: dict) -> str:
             spf = sum(r["seconds"]) / len(r["seconds"])
             macs = r.get("macs_per_s")
             rows.append([r.get("device_name", r["device"]) + f" {r.get('precision', 'fp32')}", _what_label(r), size,
-                         _num(spf, ".3f"), _num(r["fps"], ".3f"), _num(r.get("first_frame_s"), ".1f"),
+                         _num(spf, ".4f" if spf < 0.01 else ".3f"), _num(r["fps"], ".3f"),
+                         _num(r.get("first_frame_s"), ".1f"),
                          _num(r["rss_peak_mib"], ".0f"),
                          _num(r.get("rss_loaded_mib"), ".0f"), _num(r.get("cuda_peak_mib"), ".0f"),
                          _num(macs / 1e12 if macs else None, ".3f"),
