@@ -214,8 +214,7 @@ def render_report(res: dict) -> str:
             spf = sum(r["seconds"]) / len(r["seconds"])
             macs = r.get("macs_per_s")
             rows.append([r.get("device_name", r["device"]) + f" {r.get('precision', 'fp32')}", _what_label(r), size,
-                         _num(spf, ".4f" if spf < 0.01 else ".3f"), _num(r["fps"], ".3f"),
-                         _num(r.get("first_frame_s"), ".1f"),
+                         _num(spf, ".3f"), _num(r["fps"], ".3f"), _num(r.get("first_frame_s"), ".1f"),
                          _num(r["rss_peak_mib"], ".0f"),
                          _num(r.get("rss_loaded_mib"), ".0f"), _num(r.get("cuda_peak_mib"), ".0f"),
                          _num(macs / 1e12 if macs else None, ".3f"),
