@@ -38,6 +38,7 @@ def test_cli_per_shot(cli_env, style_paths, tmp_path):
         ["stylize", alone, *style, "-o", f"{tmp_path / 'alone_out'}/"],
         ["stylize", joined, *style, "-o", f"{tmp_path / 'whole'}/"],
         ["stylize", joined, *style, "--per-shot", "--frames", "8:10", "-o", f"{tmp_path / 'chunk'}/"],
+        ["stylize", joined, *style, "--per-shot", "--frames", "0:3", "-o", f"{tmp_path / 'head'}/"],
         ["analyze", joined, *style, "--per-shot", "-o", feats],
         ["analyze", joined, *style, "--per-shot", "--full-strength", "-o", lean],
         ["analyze", joined, *style, "--per-shot", "--frames", "2:12", "-o", tmp_path / "part.vstf"],
@@ -45,12 +46,15 @@ def test_cli_per_shot(cli_env, style_paths, tmp_path):
     for proc in runs:
         ok(proc)
     assert runs[0].stdout.rstrip().endswith("/ (2 shots, cuts at frames 6)")
-    assert runs[3].stdout.rstrip().endswith("/ (one shot)")  # --frames 8:10 touches the second shot only
-    assert "analysed 4 of frames 0:12 at 64x48 (2 shots, cuts at frames 6) ->" in runs[4].stdout
-    shots, alone_out, whole, chunk = (list(pngs(tmp_path / d).values()) for d in ("shots", "alone_out", "whole", "chunk"))
-    # The second shot is stylized exactly as a clip of its own; the chunk as the whole render.
+    # --frames 8:10 touches the second shot only, 0:3 the first (its analysis stops at the cut)
+    assert runs[3].stdout.rstrip().endswith("/ (one shot)") and runs[4].stdout.rstrip().endswith("/ (one shot)")
+    assert "analysed 4 of frames 0:12 at 64x48 (2 shots, cuts at frames 6) ->" in runs[5].stdout
+    shots, alone_out, whole, chunk, head = (list(pngs(tmp_path / d).values())
+                                            for d in ("shots", "alone_out", "whole", "chunk", "head"))
+    # The second shot is stylized exactly as a clip of its own; the chunks as the whole render.
     assert all(np.array_equal(a, b) for a, b in zip(shots[6:], alone_out, strict=True))
     assert all(np.array_equal(a, b) for a, b in zip(chunk, shots[8:10], strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(head, shots[:3], strict=True))
     # Features pooled over both shots stylize it otherwise.
     assert np.mean([np.abs(a.astype(np.int16) - b).mean() for a, b in zip(whole[6:], shots[6:])]) > 2.0
     # The features file carries the shots; stylized with it, the frames are the same, and so they are with

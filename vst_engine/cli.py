@@ -48,13 +48,13 @@ def _open_input(args: argparse.Namespace):
 
 
 def _analyses(engine, source, styles, args, start: int, end: int, cuts: list[int] | None,
-              own_colours: bool = True, batch: int | None = None) -> list:
+              own_colours: bool = True, batch: int | None = None, until: int | None = None) -> list:
     """The features of frames start:end of the source, shot by shot (split at `cuts`; None: at the cuts
-    found on the way), `batch` frames a pass (default: the engine's choice); with --deflicker, also
-    every frame's exposure."""
+    found on the way, up to the first at or after `until`), `batch` frames a pass (default: the engine's
+    choice); with --deflicker, also every frame's exposure."""
     from .shots import ShotAnalyses
     shots = ShotAnalyses(lambda _: engine.analysis(styles, own_colours, batch=batch), start, end, args.interval,
-                         args.max_side, cuts, args.deflicker, source=str(args.input))
+                         args.max_side, cuts, args.deflicker, source=str(args.input), until=until)
     _feed(shots, source)
     return shots.finish()
 
@@ -69,29 +69,28 @@ def _feed(shots, source) -> None:
         for i, frame in frames:
             shots.add(i, frame)
             bar.update(1)
-    finally:
-        frames.close()
-        bar.close()
-
-
-def _cuts(source, first: int, end: int) -> list[int]:
-    """The source's cuts from frame `first` on, up to the first at or after `end` (read ahead in a thread,
-    at full size)."""
-    from .pipeline import prefetch
-    from .shots import CutFinder
-    finder, count = CutFinder(), source.info.count
-    frames = prefetch(source.read(i) for i in range(first, count))
-    bar = _progress(count - first, "find shots")
-    try:
-        for frame in frames:
-            finder.add(frame)
-            bar.update(1)
-            if finder.cuts and first + finder.cuts[-1] >= end:  # the shots after it are not needed
+            if shots.done:  # the shots after this cut are not needed
                 break
     finally:
         frames.close()
         bar.close()
-    return [first + c for c in finder.cuts]
+
+
+def _cuts(source, end: int) -> list[int]:
+    """The source's cuts among its frames 0:end (read ahead in a thread, at full size)."""
+    from .pipeline import prefetch
+    from .shots import CutFinder
+    finder = CutFinder()
+    frames = prefetch(source.read(i) for i in range(end))
+    bar = _progress(end, "find shots")
+    try:
+        for frame in frames:
+            finder.add(frame)
+            bar.update(1)
+    finally:
+        frames.close()
+        bar.close()
+    return finder.cuts
 
 
 def _complete(engine, source, styles, lean_path: Path) -> list:
@@ -164,7 +163,6 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from .engine import normalize_weights, process_size, resize_frame
     from .features import GlobalFeatures, load_shots, sample_indices
     from .keys import WeightKeys, parse_weights
-    from .shots import shot_ranges
     from .pipeline import WriteBehind, batched, prefetch
     from .video import open_sink, parse_frame_range
 
@@ -230,11 +228,12 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                 # The whole clip (or the shots --frames touch, whole), not just --frames: separate chunks
                 # of a render then share one result. The clip's own colours are analysed only if some
                 # frame blends towards them.
-                cuts = _cuts(source, 0, end) if args.per_shot else []
-                ranges = [(s, e) for s, e in shot_ranges(cuts, 0, info.count) if s < end and e > start]
+                # With --per-shot one pass from the first frame of start's shot finds the cuts and analyses
+                # the shots up to the first cut at or after `end`.
+                first = max([0] + _cuts(source, start + 1)) if args.per_shot and start else 0
                 plans = [(f.frame_range[0], f.frame_range[1], f) for f in
-                         _analyses(engine, source, styles, args, ranges[0][0], ranges[-1][1],
-                                   [s for s, _ in ranges[1:]], own_colours=lowest < 1, batch=args.batch)]
+                         _analyses(engine, source, styles, args, first, info.count, None if args.per_shot else [],
+                                   own_colours=lowest < 1, batch=args.batch, until=end)]
 
             def correction(index: int) -> tuple[float, float]:
                 p = plan_at(index)

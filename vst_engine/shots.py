@@ -58,15 +58,18 @@ class ShotAnalyses:
     as the frames arrive (`CutFinder`), so every frame must be fed, and an unsampled frame is held until
     the next one tells whether it ended its shot; otherwise the frames are split at `cuts` and only
     `wanted()` need to be fed. With `deflicker`, every frame's exposure is measured, shot by shot.
-    `begin(k)` starts shot k's analysis (a completion's starts one of the clip's own colours)."""
+    `begin(k)` starts shot k's analysis (a completion's starts one of the clip's own colours). `until`:
+    the shots found from a cut at or after this frame on are not needed; `done` tells when that cut came
+    (the frames after it need not be fed)."""
 
     def __init__(self, begin: Callable[[int], "Analysis"], start: int, end: int, interval: int,
                  max_side: int | None, cuts: Sequence[int] | None = None, deflicker: bool = False,
-                 source: str = "") -> None:
+                 source: str = "", until: int | None = None) -> None:
         self.begin, self.end, self.interval, self.max_side = begin, end, interval, max_side
         self.finder = CutFinder() if cuts is None else None
         self.ranges = shot_ranges(cuts or (), start, end)  # when found as they come: only the first shot's start
-        self.deflicker, self.source = deflicker, source
+        self.deflicker, self.source, self.until = deflicker, source, end if until is None else until
+        self.done = False
         self.shots: list[GlobalFeatures] = []
         self.size: tuple[int, int] | None = None
         self._open(start)
@@ -79,6 +82,8 @@ class ShotAnalyses:
 
     def add(self, index: int, frame: np.ndarray) -> None:
         """Clip frame `index` (full size: the cut finder and the deflicker read it so)."""
+        if self.done:
+            raise ValueError("frames fed after the last shot wanted")
         size = frame.shape[1], frame.shape[0]
         if self.size is None:
             self.size = size
@@ -89,6 +94,9 @@ class ShotAnalyses:
         thumb = thumbnail_luma(frame) if self.finder is not None or self.deflicker else None
         if self._opens_shot(index, frame, thumb):
             self._close(index)
+            if index >= self.until:
+                self.done = True
+                return
             self._open(index)
         if self.track is not None:
             self.track.add(frame, thumb)
@@ -99,7 +107,9 @@ class ShotAnalyses:
 
     def finish(self) -> list[GlobalFeatures]:
         """Each shot's features, in clip order."""
-        self._close(self.end)
+        if not self.done:
+            self._close(self.end)
+            self.done = True
         return self.shots
 
     @property
