@@ -78,7 +78,7 @@ class LevelTrack:
         self._log_gains: list[float] = []
         self._offsets: list[float] = []  # grey levels (of 255), on the same terms
         self._cuts: list[int] = []  # frames that open a new shot, or cannot be related to the one before
-        self._pending: deque = deque()  # per frame not chained yet: None (unrelated), (gain, offset) or a Future
+        self._pending: deque = deque()  # per frame not chained yet: None (unrelated) or frame_change's Future
         self._last: np.ndarray | None = None
 
     def add(self, frame: np.ndarray, thumb: np.ndarray | None = None) -> None:
@@ -88,10 +88,10 @@ class LevelTrack:
         if dark or not self.dark or self.dark[-1]:
             self._pending.append(None)
         else:
-            self._pending.append(_pairs_pool().submit(frame_change, self._last, thumb))
+            self._pending.append(_PAIRS.submit(frame_change, self._last, thumb))
         self.dark.append(dark)
         self._last = thumb
-        while self._pending and (len(self._pending) > PAIRS_AHEAD or not isinstance(self._pending[0], Future)
+        while self._pending and (len(self._pending) > PAIRS_AHEAD or self._pending[0] is None
                                  or self._pending[0].done()):
             self._chain(self._pending.popleft())
 
@@ -108,8 +108,8 @@ class LevelTrack:
         while self._pending:
             self._chain(self._pending.popleft())
 
-    def _chain(self, change: Future | tuple[float, float] | None) -> None:
-        change = change.result() if isinstance(change, Future) else change
+    def _chain(self, pending: Future | None) -> None:
+        change = pending.result() if pending is not None else None
         index = len(self._log_gains)
         if change is None:
             if index:
@@ -122,15 +122,9 @@ class LevelTrack:
         self._offsets.append(offset)
 
 
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _pairs_pool() -> ThreadPoolExecutor:
-    """The threads that measure frame pairs (OpenCV and NumPy release the GIL for most of the work)."""
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=PAIR_WORKERS, thread_name_prefix="vst-deflicker")
-    return _POOL
+# The threads that measure frame pairs (OpenCV and NumPy release the GIL for most of the work); they start
+# with the first pair.
+_PAIRS = ThreadPoolExecutor(max_workers=PAIR_WORKERS, thread_name_prefix="vst-deflicker")
 
 
 def frame_change(before: np.ndarray, after: np.ndarray) -> tuple[float, float] | None:
