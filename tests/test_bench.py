@@ -587,6 +587,8 @@ def test_quick_bench_end_to_end(tmp_path):
     methods = {r["method"] for c in data["quality"]["clips"] for r in c["runs"]}
     assert {"ours", "ours_noglobal", "input"} <= methods
     assert any(r.get("what") == "stylize" and "fps" in r for r in data["speed"]["rows"])
+    assert any(r.get("what") == "scan" and r["fps"] > 10 for r in data["speed"]["rows"])  # reading every frame
+    assert all(row[7].endswith("%") for row in data["speed"]["overhead_rows"])
     from vst_engine import sintel
     if sintel.available(sintel.DEFAULT_ROOT):
         (scene,) = data["sintel"]["clips"]
