@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from pathlib import Path
 
 import cv2
@@ -134,6 +135,41 @@ def test_motion_is_not_read_as_flicker():
     flicker = [exposed(f, 1.04 if t % 2 else 0.96) for t, f in enumerate(pan)]
     # Measured 3.33 before and 0.26 after (at most 0.34 away from the ends, whose fits are one-sided).
     assert changes(flicker).mean() > 3.0 and changes(even_out(flicker))[6:-6].max() < 0.6
+
+
+def test_pairs_measured_by_workers_as_in_order(monkeypatch):
+    """Frame pairs are measured in worker threads ahead of the reader: the corrections are those of
+    measuring each pair in turn, and at most PAIRS_AHEAD pairs (their thumbnails) wait at any time."""
+    from concurrent.futures import Future
+
+    from vst_engine import deflicker
+    base = photo()
+    frames = [exposed(np.roll(base, 3 * t, axis=1), 1 + 0.04 * (-1) ** t) for t in range(24)]
+    measure = deflicker.frame_change
+
+    def slow(*args):  # slower than the reader: the pairs pile up to the bound
+        time.sleep(0.02)
+        return measure(*args)
+    monkeypatch.setattr(deflicker, "frame_change", slow)
+    threaded = LevelTrack()
+    waiting = []
+    for f in frames:
+        threaded.add(f)
+        waiting.append(len(threaded._pending))
+    assert max(waiting) == deflicker.PAIRS_AHEAD
+    monkeypatch.setattr(deflicker, "frame_change", measure)
+
+    class InOrder:  # each pair measured at once, in the reading thread
+        def submit(self, fn, *args):
+            done = Future()
+            done.set_result(fn(*args))
+            return done
+    monkeypatch.setattr(deflicker, "_PAIRS", InOrder())
+    in_order = LevelTrack()
+    for f in frames:
+        in_order.add(f)
+    assert threaded.corrections() == in_order.corrections() and threaded.cuts == in_order.cuts == []
+    assert max(abs(s - 1) for s, _ in in_order.corrections()) > 0.02  # the flicker was measured
 
 
 @pytest.mark.parametrize("size", [(40, 12), (7, 5)])
