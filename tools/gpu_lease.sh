@@ -30,7 +30,7 @@
 # CUDA report (the bench exits 3 if something of ours got worse).
 # Since cccb9f5 the bench also times a scan row per size (every frame's cut test and exposure measurement,
 # CPU work in worker threads, a few seconds each): the overhead table's last column is then the share of
-# `--deflicker` and `--per-shot` beside CUDA stylization (4.0-4.5 ms a frame on the 2-core CPU).
+# `--deflicker` and `--per-shot` beside CUDA stylization (2.7-4.5 ms a frame on the 2-core CPU, runs vary).
 # Without training the small logs come back packed in $OUT/logs.tgz (a call brings back at most 8 files).
 # Knobs (seconds): BENCH_S, COMPILE_S, PRE_S (0: no training), FT_S; DEV=cpu with small values is a
 # dry run of the flow. AB / AB_LATE: variants of the network alone at AB_SIZE (default 1920x1080; compiled, batch 1), each a

@@ -106,6 +106,8 @@ def speed_worker(argv: Sequence[str]) -> int:
         torch.set_num_threads(a.threads)
     w, h = parse_size(a.size)
     frame = bench_frame(w, h)
+    if a.what == "scan":  # no network: neither the model nor the styles are loaded
+        return _scan_worker(frame, a.frames)
     engine = Engine(model=a.model, device=a.device)
     styles = engine.load_styles([a.style])
     cuda = engine.device.type == "cuda"
@@ -158,26 +160,6 @@ def speed_worker(argv: Sequence[str]) -> int:
                 with torch.no_grad():
                     timed(lambda: engine.stylize_batch([frame], feats), stylize_times, k >= batch)
         run.finish().save(a.features)
-    elif a.what == "scan":
-        # Every frame's cut test and exposure measurement, as `ShotAnalyses` makes them (one thumbnail for
-        # both), without the network: CPU work whatever the device. The frames alternate with a copy moved
-        # by 1% of the width, so the motion is undone as in a pan. Frame pairs are measured in worker
-        # threads while the next frames come: the mean over frames back to back, until all are measured.
-        from ..deflicker import LevelTrack, thumbnail_luma
-        from ..shots import CutFinder
-        moved = np.ascontiguousarray(np.roll(frame, max(1, w // 100), axis=1))
-
-        def scan(count: int) -> None:
-            finder, track = CutFinder(), LevelTrack()
-            for k in range(count):
-                f = moved if k % 2 else frame
-                thumb = thumbnail_luma(f)
-                finder.add(f, thumb)
-                track.add(f, thumb)
-            track.corrections()
-        timed(lambda: scan(4), [], False)
-        timed(lambda: scan(a.frames), times, True)
-        times = [times[0] / a.frames] * a.frames
     else:
         feats = GlobalFeatures.load(a.features)
         batch = a.batch or engine.auto_batch(w, h)
@@ -216,6 +198,37 @@ def speed_worker(argv: Sequence[str]) -> int:
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
         out["device_name"] = torch.cuda.get_device_name(engine.device)
     print(json.dumps(out), flush=True)
+    return 0
+
+
+def _scan_worker(frame: np.ndarray, frames: int) -> int:
+    """Every frame's cut test and exposure measurement, as `ShotAnalyses` makes them (one thumbnail for
+    both), without the network: CPU work whatever the device. The frames alternate with a copy moved by
+    1% of the width, so the motion is undone as in a pan. Frame pairs are measured in worker threads while
+    the next frames come: the mean over frames back to back, until all are measured. Prints JSON."""
+    import torch
+
+    from ..deflicker import LevelTrack, thumbnail_luma
+    from ..shots import CutFinder
+    h, w = frame.shape[:2]
+    moved = np.ascontiguousarray(np.roll(frame, max(1, w // 100), axis=1))
+
+    def scan(count: int) -> float:
+        t0 = time.perf_counter()
+        finder, track = CutFinder(), LevelTrack()
+        for k in range(count):
+            f = moved if k % 2 else frame
+            thumb = thumbnail_luma(f)
+            finder.add(f, thumb)
+            track.add(f, thumb)
+        track.corrections()
+        return time.perf_counter() - t0
+    rss_loaded = peak_rss_mib()
+    first = scan(4)
+    seconds = [scan(frames) / frames] * frames
+    print(json.dumps({"what": "scan", "size": [w, h], "device": "cpu", "threads": torch.get_num_threads(),
+                      "seconds": seconds, "fps": 1 / seconds[0], "rss_loaded_mib": rss_loaded,
+                      "rss_peak_mib": peak_rss_mib(), "first_frame_s": first}), flush=True)
     return 0
 
 
