@@ -46,6 +46,7 @@ def test_only_amx_cpus_compute_in_bf16(monkeypatch, flags, amx):
         def read_text(self) -> str:
             return f"processor\t: 0\nflags\t\t: {flags}\n"
     monkeypatch.setattr(hardware, "Path", FakePath)
+    monkeypatch.setattr(hardware, "cpu_flags", hardware.cpu_flags.__wrapped__)  # uncached
     assert hardware.cpu_has_amx.__wrapped__() is amx
 
 

@@ -279,8 +279,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     import numpy
     import torch
 
-    from .engine import (ANALYSED_FRAME_WEIGHT, PRECISION_NAMES, accelerations, compile_pays_off, compile_threshold,
-                         compute_dtype, resolve_device, winograd_convolutions)
+    from .engine import (ANALYSED_FRAME_WEIGHT, accelerations, compile_pays_off, compile_threshold, compute_dtype,
+                         int8_convolutions, precision_name, resolve_device, winograd_convolutions)
     from .models import load_model, model_path
     from .vgg import WEIGHTS_PACKAGE, weights_path
     model = load_model(args.model)
@@ -292,9 +292,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     dtype = compute_dtype(device, args.precision)
     compile, graphs = accelerations(device)
     threshold = compile_threshold(device)
-    winograd = winograd_convolutions(device, dtype, compile, model.net.arch)
+    int8 = int8_convolutions(device, args.precision, compile, model.net.arch)
+    winograd = not int8 and winograd_convolutions(device, dtype, compile, model.net.arch)
     accel = [name for name, on in (("torch.compile", compile), ("CUDA graphs", graphs),
-                                   ("Winograd convolutions (NNPACK)", winograd)) if on]
+                                   ("Winograd convolutions (NNPACK)", winograd),
+                                   ("int8 convolutions (oneDNN)", int8)) if on]
     lines = [
         f"model:        {args.model} ({model.model_id})",
         f"trained:      {'yes' if model.trained else 'NO - UNTRAINED network, output is not a stylization'}",
@@ -302,7 +304,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"architecture: {model.net.arch}",
         f"steps:        {model.meta.get('steps', '-')}",
         f"device:       {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
-        f"precision:    {PRECISION_NAMES[dtype]}",
+        f"precision:    {precision_name(dtype, int8)}",
         f"acceleration: {' + '.join(accel) or 'none (eager)'}"
         # what `vst stylize`, `vst analyze` and the service decide by a job's length where no one else did
         + (f" (long jobs compile: renders of {threshold / 1e6:,.0f} million frame pixels or more, an analysed "
@@ -338,9 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", default="default", help="built-in model (default; lite: about 4x faster on CPUs, "
                        "distilled from default; baseline; untrained) or a model file")
         p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-        p.add_argument("--precision", default=None, choices=("auto", "fp32"),
-                       help="auto: fp16 on CUDA, bf16 on CPUs with AMX, else fp32 "
-                       "(default: $VST_PRECISION, else auto)")
+        p.add_argument("--precision", default=None, choices=("auto", "fp32", "int8"),
+                       help="auto: fp16 on CUDA, bf16 on CPUs with AMX, else fp32; int8: the default model's "
+                       "wide convolutions in int8 on CPUs with VNNI (default: $VST_PRECISION, else auto)")
 
     def clip(p: argparse.ArgumentParser) -> None:
         p.add_argument("input", type=Path, help="a video file or a folder of images")

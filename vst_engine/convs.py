@@ -1,4 +1,5 @@
-"""3x3 convolutions that can run on NNPACK's Winograd kernels for fp32 inference on CPUs.
+"""3x3 convolutions that can run on faster CPU kernels for fp32 inference: NNPACK's Winograd
+kernels, or oneDNN's int8 ones (`vst_engine.int8`).
 
 On a 2-core AVX2 CPU oneDNN ran this network's 3x3 convolutions at 110-170 GFLOPS of direct
 arithmetic; NNPACK's Winograd F(6x6, 3x3) kernels do about 2.3x fewer multiplications and ran the
@@ -10,10 +11,13 @@ PyTorch's NNPACK entry point has no backward pass.
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from . import int8
 from .hardware import cpu_has_avx512
 
 # Winograd pays off where both sides have at least this many channels (measured, see above).
@@ -55,24 +59,64 @@ def winograd_preferred() -> bool:
 
 
 class Conv3x3(nn.Conv2d):
-    """A 3x3 convolution (the parameters of nn.Conv2d) whose fp32 CPU inference can take Winograd kernels."""
+    """A 3x3 convolution (the parameters of nn.Conv2d) whose fp32 CPU inference can take Winograd
+    or int8 kernels."""
 
     def __init__(self, cin: int, cout: int, padding: int = 1) -> None:
         super().__init__(cin, cout, 3, padding=padding)
         self.winograd = False
+        self.int8 = False
 
     @property
     def wide(self) -> bool:
         return min(self.in_channels, self.out_channels) >= WINOGRAD_MIN_CHANNELS
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.takes_int8(x):
+            return self.int8_conv(x)
         if self.takes_winograd(x):
             return winograd_conv(x, self.weight, self.bias, self.padding[0])
         return super().forward(x)
 
     def takes_winograd(self, x: torch.Tensor) -> bool:
         """Whether this convolution of x runs on NNPACK: fp32 inference on a CPU, where switched on."""
-        return self.winograd and x.dtype == torch.float32 and x.device.type == "cpu" and not torch.is_grad_enabled()
+        return self.winograd and _cpu_inference(x)
+
+    def takes_int8(self, x: torch.Tensor) -> bool:
+        """Whether this convolution of x runs in int8: fp32 inference on a CPU, where switched on."""
+        return self.int8 and _cpu_inference(x) and not torch.compiler.is_compiling()
+
+    def relu_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """relu(self(x)); in int8 the ReLU is part of the convolution's pass."""
+        if self.takes_int8(x):
+            return self.int8_conv(x, relu=True)
+        # In place on the fresh convolution output: an out-of-place ReLU's new tensor cost as
+        # much as the ReLU itself (autograd keeps working: ReLU's backward reads its output).
+        return F.relu(self(x), inplace=True)
+
+    def int8_conv(self, x: torch.Tensor, pad: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                  kind: str = "plain", relu: bool = False) -> torch.Tensor:
+        """This convolution of x in int8: x quantized, then padded by `pad` (its uint8 copy is a
+        quarter of the float32 bytes to pad), then convolved with the weights of `kind` ("plain":
+        this layer's, with its zero padding; other kinds: a subclass's `_int8_weights`)."""
+        q, scale, zero = int8.quantize(x)
+        weights = self.cached(f"int8 {kind}", lambda: self._int8_weights(kind))
+        return int8.conv(q if pad is None else pad(q), scale, zero, weights, relu)
+
+    def _int8_weights(self, kind: str) -> int8.PackedConv:
+        return int8.pack(self.weight, self.bias, self.padding[0])
+
+    def cached(self, key: str, make: Callable[[], object]):
+        """`make()`, kept until this layer's parameters change (weights derived from them)."""
+        version = (self.weight._version, self.weight.data_ptr(), self.bias._version)
+        cache = self.__dict__.setdefault("_derived", {})
+        if cache.get(key, (None,))[0] != version:
+            cache[key] = (version, make())
+        return cache[key][1]
+
+
+def _cpu_inference(x: torch.Tensor) -> bool:
+    return x.dtype == torch.float32 and x.device.type == "cpu" and not torch.is_grad_enabled()
 
 
 def winograd_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pad: int) -> torch.Tensor:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import int8
 from .convs import Conv3x3, winograd_conv
 from .norms import LocalNorm, channel_stats, fused_normalize, inference_stats
 from .vgg import STYLE_CHANNELS
@@ -118,6 +119,8 @@ class ReflectConv3x3(Conv3x3):
         # writes became five buffers (an H100's 1080p pass spent 1.25 ms of 8.9 on them).
         if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return super().forward(F.pad(x, (1, 1, 1, 1), mode="reflect"))
+        if self.takes_int8(x):
+            return self.int8_conv(x, reflect_pad1)
         return super().forward(reflect_pad1(x))
 
     def forward_upsampled(self, x: torch.Tensor) -> torch.Tensor:
@@ -145,8 +148,12 @@ class ReflectConv3x3(Conv3x3):
         phase (a, b) is the window shifted by (a, b)."""
         n, _, h, w = x.shape
         c = self.out_channels
-        weight, bias = self._folded("phases")
-        y = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), weight, bias).view(n, 2, 2, c, h + 1, w + 1)
+        if self.takes_int8(x):
+            y = self.int8_conv(x, lambda q: F.pad(q, (1, 1, 1, 1), mode="replicate"), "phases")
+        else:
+            weight, bias = self._folded("phases")
+            y = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), weight, bias)
+        y = y.view(n, 2, 2, c, h + 1, w + 1)
         phases = {(a, b): y[:, a, b, :, a:a + h, b:b + w] for a in (0, 1) for b in (0, 1)}
         if torch.compiler.is_compiling():
             if x.is_cuda:  # interleaved by indexing, which Inductor fuses into the next op
@@ -168,11 +175,12 @@ class ReflectConv3x3(Conv3x3):
         per output phase) and their biases, rebuilt when the parameters change."""
         if torch.compiler.is_compiling():
             return self._fold(kind)  # traced into the compiled pass (the cache's checks break graphs)
-        key = (self.weight._version, self.weight.data_ptr(), self.bias._version)
-        cache = self.__dict__.setdefault("_folds", {})
-        if cache.get(kind, (None,))[0] != key:
-            cache[kind] = (key, *self._fold(kind))
-        return cache[kind][1:]
+        return self.cached(kind, lambda: self._fold(kind))
+
+    def _int8_weights(self, kind: str) -> int8.PackedConv:
+        if kind == "phases":
+            return int8.pack(*self._folded(kind), padding=0)
+        return super()._int8_weights(kind)
 
     def _fold(self, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         # Sums and stacks of the weight alone: a constant folding matrix would be a host-to-GPU copy
@@ -343,6 +351,17 @@ class StyleNet(nn.Module):
         """The network's content input from a desaturated frame: its own encoder's maps where it has
         one, else `vgg`'s relu4_1."""
         return self.encoder(grey) if self.encoder is not None else vgg.relu4_1(grey)
+
+    def int8_convs(self) -> list[Conv3x3]:
+        """The convolutions that take int8 where it is on (`vst_engine.int8`): the up-blocks' 3x3
+        ones but the last block's second, in the paper network (the lite one meets its speed in fp32).
+
+        One layer at a time in int8 (default model, bundled clip, 640x360, frames 40-43), the RGB
+        convolution added 1.8 grey levels to the mean change between frames (of 9.1), the last
+        block's second convolution and its shortcut 0.27 and 0.22, any other layer 0.1 at most."""
+        if self.arch != "paper":
+            return []
+        return [conv for up in self.ups for conv in (up.conv1, up.conv2)][:-1]
 
     @property
     def predictors(self) -> list[FilterPredictor]:

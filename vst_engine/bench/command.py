@@ -193,12 +193,14 @@ def environment() -> dict:
     if torch.cuda.is_available():
         cuda = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         cuda += f" (CUDA {torch.version.cuda}, fp16)"
-    from ..engine import OWN_COLOUR_EVERY, PRECISION_NAMES, accelerations, compute_dtype
+    from ..engine import OWN_COLOUR_EVERY, accelerations, compute_dtype, int8_convolutions, precision_name
     from ..hardware import cpu_has_amx
+    cpu_device = torch.device("cpu")
+    compiled = accelerations(cpu_device)[0]
+    precision = precision_name(compute_dtype(cpu_device), int8_convolutions(cpu_device, None, compiled))
     return {"cpu_model": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_amx": cpu_has_amx(),
-            "cpu_precision": PRECISION_NAMES[compute_dtype(torch.device("cpu"))],
-            "cpu_compiled": accelerations(torch.device("cpu"))[0],
+            "cpu_precision": precision, "cpu_compiled": compiled,
             "loadavg_start": " ".join(f"{v:.2f}" for v in os.getloadavg()), "cuda": cuda,
             "vst_engine": engine_version(), "python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "opencv": cv2.__version__, "platform": platform.platform(),

@@ -113,7 +113,7 @@ def render_report(res: dict) -> str:
     model = res["model"]
     L += ["## Environment", "",
           f"- CPU: {env['cpu_model']}, {env['cpu_count']} logical cores; torch threads: {env['torch_threads']}; "
-          f"inference precision on the CPU: {env.get('cpu_precision', 'fp32')} (bf16 where the CPU has AMX); "
+          f"inference precision on the CPU: {env.get('cpu_precision', 'fp32')} (bf16 where the CPU has AMX, int8 convolutions where it has VNNI and no AMX); "
           + ("CPU passes compiled (`VST_COMPILE=1`: 'first frame' includes compiling them for that size); "
              if env.get("cpu_compiled") else "")
           + f"load average at start {env['loadavg_start']}, at end {env.get('loadavg_end', '-')}"
