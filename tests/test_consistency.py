@@ -181,3 +181,36 @@ def test_shipped_weights_follow_the_motion_with_global_features(model):
             assert default[i] < SHIPPED_MAX_OVER_INPUT * floor[i], (styles.refs, i, default, floor)
             assert evened[i] < DEFLICKERED_MAX_OVER_STEADY * default[i], (styles.refs, i, evened, default)
         assert evened[1] < DEFLICKERED_MAX_OVER_FLICKER * flicker[1], (styles.refs, evened, flicker)
+
+
+# `--precision int8` on the same clip (measured 2026-11-28, 2-core Xeon with VNNI), temporal loss:
+#                         i=1     i=2     i=4      over per-frame statistics
+#   default, stripes   0.0154  0.0159  0.0138     0.41  0.26  0.12   (fp32: 0.0055 0.0058 0.0050)
+#   default, starry    0.0077  0.0082  0.0084     0.49  0.34  0.19   (fp32: 0.0056 0.0063 0.0064)
+# Its rounding noise changes from frame to frame (up to 2.8x fp32's loss here, +2% on the bundled
+# clip): why it is asked for, not the default. Global features still beat per-frame statistics.
+INT8_MAX_RATIO = 0.6        # int8 global over int8 per-frame statistics (measured at most 0.49)
+INT8_MAX_OVER_FP32 = 3.5    # int8 global over fp32 global (measured at most 2.8)
+
+
+def test_int8_keeps_global_features_steadier_than_per_frame_statistics():
+    engines = {p: Engine(model="default", device="cpu", precision=p) for p in ("fp32", "int8")}
+    if engines["int8"].precision != "int8":
+        pytest.skip("this CPU or PyTorch build has no int8 convolutions")
+    frames = synthetic_clip(exposure=0.0)
+    picks = sample_indices(0, FRAMES, 8)
+    assets = Path(__file__).resolve().parents[1] / "vst_engine" / "assets"
+    for name in ("stripes", "starry"):
+        loss = {}
+        for precision, engine in engines.items():
+            styles = engine.style_set([StyleRef("stripes", "0")], [style_image()]) if name == "stripes" \
+                else engine.load_styles([assets / "starry_night.jpg"])
+            feats = engine.analyze((frames[k] for k in picks), styles, interval=8, sampled=picks,
+                                   frame_range=(0, FRAMES))
+            loss[precision] = losses(frames, [engine.stylize(f, feats) for f in frames])
+            if precision == "int8":
+                per_frame = losses(frames, [engine.stylize(f, styles) for f in frames])
+        for i in INTERVALS:
+            assert loss["int8"][i] < INT8_MAX_RATIO * per_frame[i], (name, i, loss, per_frame)
+            assert loss["int8"][i] < INT8_MAX_OVER_FP32 * loss["fp32"][i], (name, i, loss)
+        assert loss["int8"][1] > loss["fp32"][1]  # int8 did run

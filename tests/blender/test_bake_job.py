@@ -182,8 +182,7 @@ def test_installer_makes_a_working_engine(bl_env, tmp_path):
 
 
 def test_engine_precision_is_part_of_the_cache_key(bl_env, media, tmp_path):
-    """bf16, int8 and fp32 frames differ by about a grey level: they must not share cached frames."""
-    from vst_engine import int8
+    """bf16 and fp32 frames differ by about a grey level: they must not share cached frames."""
     from vst_engine.hardware import cpu_has_amx
     r = script(f"""
         import os
@@ -200,5 +199,5 @@ def test_engine_precision_is_part_of_the_cache_key(bl_env, media, tmp_path):
     """, bl_env, tmp_path).check()
     res = r.result
     assert res["fp32"][0] == "fp32"
-    assert res["auto"][0] == ("bf16" if cpu_has_amx() else "int8" if int8.available() else "fp32")
+    assert res["auto"][0] == ("bf16" if cpu_has_amx() else "fp32")
     assert (res["fp32"][1] == res["auto"][1]) == (res["auto"][0] == "fp32")
