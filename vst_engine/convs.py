@@ -11,7 +11,7 @@ PyTorch's NNPACK entry point has no backward pass.
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,8 @@ from torch import nn
 
 from . import int8
 from .hardware import cpu_has_avx512
+
+T = TypeVar("T")
 
 # Winograd pays off where both sides have at least this many channels (measured, see above).
 WINOGRAD_MIN_CHANNELS = 64
@@ -106,7 +108,7 @@ class Conv3x3(nn.Conv2d):
     def _int8_weights(self, kind: str) -> int8.PackedConv:
         return int8.pack(self.weight, self.bias, self.padding[0])
 
-    def cached(self, key: str, make: Callable[[], object]):
+    def cached(self, key: str, make: Callable[[], T]) -> T:
         """`make()`, kept until this layer's parameters change (weights derived from them)."""
         version = (self.weight._version, self.weight.data_ptr(), self.bias._version)
         cache = self.__dict__.setdefault("_derived", {})
