@@ -2,12 +2,15 @@
 what they change in a stylization."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from synthetic import bunny
+from test_cli import ok, pngs, vst, vst_many
 from vst_engine import int8
 from vst_engine.bench.common import ASSETS
 from vst_engine.convs import Conv3x3
@@ -141,3 +144,20 @@ def test_int8_engine_stays_within_grey_levels_of_fp32(monkeypatch):
     assert 0.1 < diff < 2.5, diff
     lite = Engine("lite", device="cpu", precision="int8", compile=False)
     assert not lite.int8 and lite.precision == "fp32"
+
+
+@needs_int8
+def test_cli_computes_in_int8_where_asked(cli_env, tiny_clip, style_paths, tmp_path):
+    """`--precision int8` (the Blender add-on's "CPU, int8" device): info says so, the frames differ
+    from fp32's by about a grey level."""
+    style = next(iter(style_paths.values()))
+    info = ok(vst(cli_env, "info", "--precision", "int8", "--device", "cpu")).stdout
+    assert re.search(r"^precision:\s+int8$", info, re.M) and "int8 convolutions (oneDNN)" in info, info
+    runs = vst_many(cli_env, [["stylize", tiny_clip, "-s", style, "--frames", "0:4", "--device", "cpu",
+                               "--precision", p, "-o", str(tmp_path / p) + "/"] for p in ("fp32", "int8")])
+    for run in runs:
+        ok(run)
+    fp32, int8_frames = pngs(tmp_path / "fp32"), pngs(tmp_path / "int8")
+    assert fp32.keys() == int8_frames.keys() and len(fp32) == 4
+    diff = np.mean([np.abs(fp32[k].astype(np.float32) - int8_frames[k]).mean() for k in fp32])
+    assert 0.05 < diff < 4, diff

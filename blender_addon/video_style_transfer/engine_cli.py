@@ -80,12 +80,17 @@ def failure_message(returncode: int, output: str, what: str) -> str:
     return f"{what} failed (engine exit code {returncode}): {tail}"
 
 
+def device_args(device: str) -> list[str]:
+    """The engine options for an effect's Device: "cpu_int8" is the CPU with `--precision int8`."""
+    return ["--device", "cpu", "--precision", "int8"] if device == "cpu_int8" else ["--device", device]
+
+
 def engine_info(python: str, model: str = "default", device: str = "auto", timeout: float = 300.0) -> dict[str, str]:
     """`vst info` as a dict (model, model_id, trained, device, precision), cached per process."""
     key = (python, model, device)
     if key in _info_cache:
         return _info_cache[key]
-    cmd = [python, "-m", "vst_engine", "info", "--model", model, "--device", device]
+    cmd = [python, "-m", "vst_engine", "info", "--model", model, *device_args(device)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=subprocess_env(),
                               stdin=subprocess.DEVNULL)
@@ -125,7 +130,7 @@ def analyze_command(python: str, source: str, styles: Sequence[str], frames: tup
     cmd += ["--deflicker"] if deflicker else []
     cmd += ["--per-shot"] if per_shot else []
     return cmd + ["--frames", f"{frames[0]}:{frames[1]}", "--max-side", str(max_side), "--model", model,
-                  "--device", device, "-o", output]
+                  *device_args(device), "-o", output]
 
 
 def complete_command(python: str, source: str, styles: Sequence[str], model: str, device: str, lean: str,
@@ -134,7 +139,7 @@ def complete_command(python: str, source: str, styles: Sequence[str], model: str
     cmd = [python, "-m", "vst_engine", "analyze", source]
     for s in styles:
         cmd += ["-s", s]
-    return cmd + ["--complete", lean, "--model", model, "--device", device, "-o", output]
+    return cmd + ["--complete", lean, "--model", model, *device_args(device), "-o", output]
 
 
 def stylize_command(python: str, source: str, styles: Sequence[str], frames: tuple[int, int], max_side: int,
@@ -144,7 +149,7 @@ def stylize_command(python: str, source: str, styles: Sequence[str], frames: tup
     for s in styles:
         cmd += ["-s", s]
     cmd += ["--weights-file", weights_file, "--frames",
-            f"{frames[0]}:{frames[1]}", "--max-side", str(max_side), "--model", model, "--device", device]
+            f"{frames[0]}:{frames[1]}", "--max-side", str(max_side), "--model", model, *device_args(device)]
     if preserve_color:
         cmd.append("--preserve-color")
     cmd += ["--features", features] if features else ["--no-global"]

@@ -182,7 +182,9 @@ def test_installer_makes_a_working_engine(bl_env, tmp_path):
 
 
 def test_engine_precision_is_part_of_the_cache_key(bl_env, media, tmp_path):
-    """bf16 and fp32 frames differ by about a grey level: they must not share cached frames."""
+    """bf16, int8 and fp32 frames differ by about a grey level: they must not share cached frames.
+    The Device "CPU, int8" asks the engine for int8 whatever $VST_PRECISION says."""
+    from vst_engine import int8
     from vst_engine.hardware import cpu_has_amx
     r = script(f"""
         import os
@@ -195,9 +197,18 @@ def test_engine_precision_is_part_of_the_cache_key(bl_env, media, tmp_path):
             engine_cli.clear_info_cache()
             p = plan.make_plan(sc, e)
             out[precision] = [p.clip_info["precision"], p.clip_dir]
+        os.environ["VST_PRECISION"] = "fp32"
+        e.vst_device = 'cpu_int8'
+        p = plan.make_plan(sc, e)
+        out["cpu_int8"] = [p.clip_info["precision"], p.clip_dir, [run.cmd for run in p.runs()]]
         result(out)
     """, bl_env, tmp_path).check()
     res = r.result
     assert res["fp32"][0] == "fp32"
     assert res["auto"][0] == ("bf16" if cpu_has_amx() else "fp32")
     assert (res["fp32"][1] == res["auto"][1]) == (res["auto"][0] == "fp32")
+    precision, clip_dir, cmds = res["cpu_int8"]
+    assert precision == ("int8" if int8.available() else "fp32")
+    assert clip_dir not in (res["fp32"][1], res["auto"][1])  # the device is in the key too
+    assert [c[c.index("--device"):c.index("--device") + 4] for c in cmds] == \
+        [["--device", "cpu", "--precision", "int8"]] * len(cmds) and len(cmds) == 2  # analysis, stylization
