@@ -356,9 +356,9 @@ class StyleNet(nn.Module):
         """The convolutions that take int8 where it is on (`vst_engine.int8`): the up-blocks' 3x3
         ones but the last block's second, in the paper network (the lite one meets its speed in fp32).
 
-        One layer at a time in int8 (default model, bundled clip, 640x360, frames 40-43), the RGB
-        convolution added 1.8 grey levels to the mean change between frames (of 9.1), the last
-        block's second convolution and its shortcut 0.27 and 0.22, any other layer 0.1 at most."""
+        One layer at a time in int8 (simulated in fp32; default model, bundled clip, 640x360, frames
+        40-43), the RGB convolution added 1.8 grey levels to the mean change between frames (of 9.1),
+        the last block's second convolution and its shortcut 0.27 and 0.22, any other layer 0.1 at most."""
         if self.arch != "paper":
             return []
         return [conv for up in self.ups for conv in (up.conv1, up.conv2)][:-1]
