@@ -29,8 +29,9 @@ def _dequantized_weight(weight: torch.Tensor) -> torch.Tensor:
 
 
 def _dequantized_input(x: torch.Tensor) -> torch.Tensor:
-    q, scale, zero = int8.quantize(x)
-    return (q.float() - zero) * scale
+    """x as the int8 convolutions see it: each sample over its own range."""
+    parts = [int8.quantize(x[i:i + 1]) for i in range(x.shape[0])]
+    return torch.cat([(q.float() - zero) * scale for q, scale, zero in parts])
 
 
 def test_quantize_spans_the_map_and_keeps_zero_exact():
@@ -70,6 +71,9 @@ def test_int8_convolution_equals_its_quantized_arithmetic(layout):
             assert out.shape == ref.shape
             assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
             assert (out - full).abs().max() > 1e-3  # the int8 kernels did run
+        # Each sample is quantized on its own: in a batch as alone (another frame's range does not matter).
+        alone = torch.cat([plain(x[i:i + 1] * (1 + 9 * i)) for i in range(2)])
+        assert torch.equal(plain(x * torch.tensor([1.0, 10.0])[:, None, None, None]), alone)
         # The upsampled convolution folds its kernels before they are quantized: 4 phases of 2x2.
         folded = reflect.phase_conv(x)
         weight, bias = reflect._folded("phases")

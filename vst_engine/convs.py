@@ -100,7 +100,11 @@ class Conv3x3(nn.Conv2d):
                   kind: str = "plain", relu: bool = False) -> torch.Tensor:
         """This convolution of x in int8: x quantized, then padded by `pad` (its uint8 copy is a
         quarter of the float32 bytes to pad), then convolved with the weights of `kind` ("plain":
-        this layer's, with its zero padding; other kinds: a subclass's `_int8_weights`)."""
+        this layer's, with its zero padding; other kinds: a subclass's `_int8_weights`). Each sample
+        of a batch is quantized over its own range, so a frame's result does not depend on the frames
+        batched with it."""
+        if x.shape[0] > 1:
+            return torch.cat([self.int8_conv(x[i:i + 1], pad, kind, relu) for i in range(x.shape[0])])
         q, scale, zero = int8.quantize(x)
         weights = self.cached(f"int8 {kind}", lambda: self._int8_weights(kind))
         return int8.conv(q if pad is None else pad(q), scale, zero, weights, relu)

@@ -6,7 +6,8 @@ channels-last): 64->64 at 640x360 40 against 116 ms, 128->128 at 320x180 17 agai
 
 Weights are int8 with a scale per output channel. Inputs are uint8 with one scale and zero point
 per map, from that map's own minimum and maximum: per frame, so no calibration is stored, and a
-frame's result does not depend on which frames came before it (hosts render in any order).
+frame's result does not depend on which frames came before it (hosts render in any order) or
+were batched with it (`Conv3x3.int8_conv`).
 Which layers take int8 is the network's choice (`StyleNet.int8_convs`, `VGGEncoder.int8_convs`).
 """
 from __future__ import annotations
