@@ -13,8 +13,9 @@ from synthetic import bunny
 from test_cli import ok, pngs, vst, vst_many
 from vst_engine import int8
 from vst_engine.bench.common import ASSETS
-from vst_engine.convs import Conv3x3
-from vst_engine.engine import Engine, compute_dtype, int8_convolutions, precision_setting
+from vst_engine.convs import Conv3x3, winograd_available
+from vst_engine.engine import (Engine, compute_dtype, int8_convolutions, precision_setting,
+                               winograd_convolutions)
 from vst_engine.errors import VstError
 from vst_engine.network import ReflectConv3x3, StyleNet
 from vst_engine.vgg import VGGEncoder
@@ -124,6 +125,10 @@ def test_int8_precision_choice(monkeypatch):
     assert not int8_convolutions(cpu, "int8", compile=False, arch="lite")
     assert not int8_convolutions(cpu, "fp32", compile=False)
     assert not int8_convolutions(cpu, "auto", compile=False)  # asked for only: it costs consistency
+    if winograd_available():  # NNPACK where it is taken, but not beside int8
+        monkeypatch.setenv("VST_WINOGRAD", "1")
+        assert winograd_convolutions(cpu, torch.float32, False, "paper", "fp32")
+        assert winograd_convolutions(cpu, torch.float32, False, "paper", "int8") != int8.available()
     with pytest.raises(VstError, match="int8 is for CPUs"):
         compute_dtype(torch.device("cuda"), "int8")
     with pytest.raises(VstError, match="use auto, fp32 or int8"):

@@ -293,7 +293,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     compile, graphs = accelerations(device)
     threshold = compile_threshold(device)
     int8 = int8_convolutions(device, args.precision, compile, model.net.arch)
-    winograd = not int8 and winograd_convolutions(device, dtype, compile, model.net.arch)
+    winograd = winograd_convolutions(device, dtype, compile, model.net.arch, args.precision)
     accel = [name for name, on in (("torch.compile", compile), ("CUDA graphs", graphs),
                                    ("Winograd convolutions (NNPACK)", winograd),
                                    ("int8 convolutions (oneDNN)", int8)) if on]

@@ -222,14 +222,16 @@ def compile_pays_off(device: torch.device, dtype: torch.dtype, frames: int, widt
     return compiles and frames * width * height >= compile_threshold(device)
 
 
-def winograd_convolutions(device: torch.device, dtype: torch.dtype, compile: bool, arch: str = "paper") -> bool:
+def winograd_convolutions(device: torch.device, dtype: torch.dtype, compile: bool, arch: str = "paper",
+                          precision: str | None = None) -> bool:
     """Whether the wide 3x3 convolutions take NNPACK's Winograd kernels: in eager fp32 on a CPU
     without AVX-512 (2-core AVX2, 640x360: 2.6 -> 1.6 s a frame) where PyTorch has NNPACK
-    (`winograd_preferred`). Not compiled: torch.compile cannot trace them. Not for the lite network,
-    whose narrow layers ran faster on oneDNN in channels-last (48->32 channels at 640x360: 44 ms
-    against NNPACK's 55 and contiguous oneDNN's 105)."""
+    (`winograd_preferred`), unless they run in int8 (`int8_convolutions`, for `precision`). Not
+    compiled: torch.compile cannot trace them. Not for the lite network, whose narrow layers ran
+    faster on oneDNN in channels-last (48->32 channels at 640x360: 44 ms against NNPACK's 55 and
+    contiguous oneDNN's 105)."""
     return arch == "paper" and device.type == "cpu" and dtype == torch.float32 and not compile \
-        and winograd_preferred()
+        and winograd_preferred() and not int8_convolutions(device, precision, compile, arch)
 
 
 class Engine:
@@ -247,8 +249,7 @@ class Engine:
         compile, cuda_graphs = accelerations(self.device, compile, cuda_graphs)
         self.int8 = int8_convolutions(self.device, precision, compile, self.model.net.arch)
         # NNPACK reads contiguous tensors; otherwise channels-last feeds tensor cores, AMX and oneDNN best.
-        self.winograd = not self.int8 and winograd_convolutions(self.device, self.dtype, compile,
-                                                                self.model.net.arch)
+        self.winograd = winograd_convolutions(self.device, self.dtype, compile, self.model.net.arch, precision)
         self.layout = torch.contiguous_format if self.winograd else torch.channels_last
         self.net = self.model.net.to(self.device, memory_format=self.layout).eval()
         self.vgg = VGGEncoder().to(self.device, memory_format=self.layout)
